@@ -1,0 +1,243 @@
+//! Identity-provider JWT verification: providers are profiles over one verifier.
+//!
+//! A profile fixes, per issuer, the accepted algorithms, the audience, where keys come from
+//! (configured secrets and/or a JWKS URL) and how claims become an [`Identity`]. A token's
+//! unverified `iss` only selects the profile; that profile's own keys and rules then decide.
+//! An unknown issuer is refused.
+//!
+//! Driving it (the worker and the broker do this, each with their own HTTP client):
+//!
+//! 1. [`IdpVerifier::inspect`] parses and routes the token (no cryptography yet);
+//! 2. [`IdpVerifier::static_key`] returns a configured key, or [`IdpVerifier::jwks_url`] names
+//!    the JWKS to resolve through a [`crate::jwks_cache::JwksCache`];
+//! 3. [`IdpVerifier::verify`] checks signature, time window, issuer, audience and claims.
+
+mod supabase;
+
+pub use supabase::SupabaseConfig;
+
+use crate::ids::UserId;
+use crate::jws::{Inspected, JwsError, Validation, DEFAULT_MAX_TOKEN_LEN};
+use crate::keys::{Alg, KeyEntry, KeySet};
+use crate::time::UnixTime;
+
+/// Which kind of identity provider a profile describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Provider {
+    /// Supabase Auth (GoTrue).
+    Supabase,
+}
+
+impl Provider {
+    /// A stable lowercase name for logs and responses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Supabase => "supabase",
+        }
+    }
+}
+
+/// Why an IdP token was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdpError {
+    /// Structural, cryptographic, time, issuer or audience failure.
+    #[error(transparent)]
+    Jws(#[from] JwsError),
+    /// `iss` matches no configured provider.
+    #[error("unknown issuer")]
+    UnknownIssuer,
+    /// `sub` is missing or cannot be an MQTT user id.
+    #[error("subject is missing or not a valid user id")]
+    BadSubject,
+    /// The provider configuration is unusable (reported at start-up, not per request).
+    #[error("identity provider configuration: {0}")]
+    Config(String),
+}
+
+/// How a profile recognises its issuer.
+#[derive(Debug, Clone)]
+enum IssuerMatch {
+    Exact(String),
+    /// Any issuer ending with this suffix: only for profiles whose every key is a secret unique
+    /// to one issuer (a Supabase legacy project secret without the project URL).
+    Suffix(String),
+}
+
+/// One issuer's verification rules.
+#[derive(Debug, Clone)]
+pub struct IssuerProfile {
+    provider: Provider,
+    issuer: IssuerMatch,
+    algorithms: Vec<Alg>,
+    static_keys: KeySet,
+    jwks_url: Option<String>,
+    validation: Validation,
+}
+
+impl IssuerProfile {
+    /// The provider kind.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+    /// The JWKS URL, if keys are fetched.
+    pub fn jwks_url(&self) -> Option<&str> {
+        self.jwks_url.as_deref()
+    }
+    /// Accepted algorithms.
+    pub fn algorithms(&self) -> &[Alg] {
+        &self.algorithms
+    }
+    /// Sets the clock-skew allowance (seconds).
+    pub fn with_leeway(mut self, leeway: u64) -> Self {
+        self.validation.leeway = leeway;
+        self
+    }
+    fn matches(&self, iss: &str) -> bool {
+        match &self.issuer {
+            IssuerMatch::Exact(i) => i == iss,
+            IssuerMatch::Suffix(s) => iss.ends_with(s.as_str()),
+        }
+    }
+}
+
+/// A verified end user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The provider that vouched for the user.
+    pub provider: Provider,
+    /// The token's issuer.
+    pub issuer: String,
+    /// The user id (`sub`).
+    pub subject: UserId,
+    /// The primary role (Supabase `role`).
+    pub role: Option<String>,
+    /// Further roles (Supabase `app_metadata.roles`).
+    pub roles: Vec<String>,
+    /// The email address, if the token carries one.
+    pub email: Option<String>,
+    /// When the IdP token expires.
+    pub expires_at: Option<UnixTime>,
+}
+
+impl Identity {
+    /// Every role the user has: the primary role first, then the others, without repeats.
+    pub fn all_roles(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.role.iter().map(String::as_str).collect();
+        for r in &self.roles {
+            if !out.contains(&r.as_str()) {
+                out.push(r);
+            }
+        }
+        out
+    }
+}
+
+/// A token that passed the structural checks and was routed to a profile.
+#[derive(Debug)]
+pub struct Pending<'t> {
+    inspected: Inspected<'t>,
+    profile: usize,
+}
+
+impl Pending<'_> {
+    /// The header `kid`.
+    pub fn kid(&self) -> Option<&str> {
+        self.inspected.kid()
+    }
+    /// The header algorithm (already allowed for this issuer).
+    pub fn alg(&self) -> Alg {
+        self.inspected.algorithm()
+    }
+}
+
+/// Verifies IdP JWTs for a set of issuer profiles.
+#[derive(Debug, Clone)]
+pub struct IdpVerifier {
+    profiles: Vec<IssuerProfile>,
+    /// Maximum accepted token length in bytes. Default 8 KiB.
+    pub max_len: usize,
+}
+
+impl IdpVerifier {
+    /// A verifier for these profiles.
+    pub fn new(profiles: Vec<IssuerProfile>) -> Self {
+        Self {
+            profiles,
+            max_len: DEFAULT_MAX_TOKEN_LEN,
+        }
+    }
+
+    /// The configured profiles.
+    pub fn profiles(&self) -> &[IssuerProfile] {
+        &self.profiles
+    }
+
+    /// Parses the token and selects its issuer's profile. No signature is checked yet.
+    pub fn inspect<'t>(&self, token: &'t str) -> Result<Pending<'t>, IdpError> {
+        // Structural checks first, with every algorithm any profile allows; the profile's own
+        // allow-list is applied right after routing.
+        let all: Vec<Alg> = [Alg::EdDSA, Alg::ES256, Alg::RS256, Alg::HS256]
+            .into_iter()
+            .filter(|a| self.profiles.iter().any(|p| p.algorithms.contains(a)))
+            .collect();
+        let inspected = Inspected::parse(token, self.max_len, &all)?;
+        let iss = match inspected.unverified_claim("iss") {
+            Some(serde_json::Value::String(s)) => s.as_str(),
+            Some(_) => return Err(JwsError::MalformedClaims("iss".into()).into()),
+            None => return Err(JwsError::MissingClaim("iss").into()),
+        };
+        let profile = self
+            .profiles
+            .iter()
+            .position(|p| p.matches(iss))
+            .ok_or(IdpError::UnknownIssuer)?;
+        let p = &self.profiles[profile];
+        if !p.algorithms.contains(&inspected.algorithm()) {
+            return Err(
+                JwsError::AlgorithmNotAllowed(inspected.algorithm().name().to_owned()).into(),
+            );
+        }
+        p.validation.check_typ(&inspected)?;
+        Ok(Pending { inspected, profile })
+    }
+
+    /// A configured (non-fetched) key for this token, if the profile has one.
+    pub fn static_key(&self, pending: &Pending<'_>) -> Option<&KeyEntry> {
+        self.profiles[pending.profile]
+            .static_keys
+            .find(pending.kid(), pending.alg())
+    }
+
+    /// The JWKS URL to resolve this token's key from, if the profile fetches keys.
+    pub fn jwks_url(&self, pending: &Pending<'_>) -> Option<&str> {
+        self.profiles[pending.profile].jwks_url()
+    }
+
+    /// Verifies the token with `key` at time `now` and maps its claims to an [`Identity`].
+    pub fn verify(
+        &self,
+        pending: Pending<'_>,
+        key: &KeyEntry,
+        now: UnixTime,
+    ) -> Result<Identity, IdpError> {
+        let profile = &self.profiles[pending.profile];
+        let mut validation = profile.validation.clone();
+        if validation.issuer.is_none() {
+            // suffix-matched issuer: pin the one this token routed with
+            validation.issuer = pending
+                .inspected
+                .unverified_claim("iss")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
+        }
+        let jwt = pending.inspected.verify(key, &validation, now)?;
+        match profile.provider {
+            Provider::Supabase => supabase::identity(&jwt),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

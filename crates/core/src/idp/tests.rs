@@ -1,0 +1,166 @@
+//! Supabase-shaped JWTs minted by npm `jose`, through the same path the worker uses.
+
+use super::*;
+use crate::both_targets_test;
+use crate::jwks_cache::{JwksCache, JwksPolicy, Lookup};
+use crate::test_vectors as tv;
+
+fn verifier() -> IdpVerifier {
+    let cfg = SupabaseConfig::new(
+        Some(&tv::get("supabase_url")),
+        Some(&tv::get("supabase_secret")),
+    );
+    IdpVerifier::new(vec![cfg.profile().unwrap()])
+}
+
+/// Drives verification exactly as an adapter does, with the JWKS "fetched" from the vectors.
+fn verify_with(v: &IdpVerifier, token: &str, now: UnixTime) -> Result<Identity, IdpError> {
+    let pending = v.inspect(token)?;
+    if let Some(key) = v.static_key(&pending).cloned() {
+        return v.verify(pending, &key, now);
+    }
+    assert!(v
+        .jwks_url(&pending)
+        .unwrap()
+        .ends_with("/auth/v1/.well-known/jwks.json"));
+    let mut cache = JwksCache::new(JwksPolicy::default());
+    for _ in 0..2 {
+        match cache.lookup(pending.kid(), pending.alg(), now) {
+            Lookup::Key(key) => {
+                let key = key.clone();
+                return v.verify(pending, &key, now);
+            }
+            Lookup::Fetch => {
+                cache.fetch_started(now);
+                let (keys, _) = KeySet::from_jwks_json(&tv::get("jwks")).unwrap();
+                cache.fetch_succeeded(keys, None, now);
+            }
+            Lookup::Unknown => break,
+        }
+    }
+    Err(JwsError::UnknownKey(pending.kid().map(str::to_owned)).into())
+}
+
+fn verify(name: &str) -> Result<Identity, IdpError> {
+    verify_with(&verifier(), &tv::get(name), tv::t0())
+}
+
+fn refused(name: &str, want: &str) {
+    let got = format!("{:?}", verify(name).unwrap_err());
+    assert!(got.contains(want), "{name}: expected {want}, got {got}");
+}
+
+both_targets_test! {
+    fn hs256_legacy_secret() {
+        let id = verify("supa_hs256").unwrap();
+        assert_eq!(id.subject.as_str(), tv::get("sub"));
+        assert_eq!(id.all_roles(), ["authenticated", "editor"]);
+        assert_eq!(id.email.as_deref(), Some("alice@example.com"));
+        assert_eq!(id.expires_at, Some(tv::t0().plus(3600)));
+        // a kid on a legacy token does not matter: the secret is the only HS256 key
+        assert!(verify("supa_hs256_with_kid").is_ok());
+    }
+}
+
+both_targets_test! {
+    fn es256_from_jwks() {
+        assert_eq!(verify("supa_es256").unwrap().subject.as_str(), tv::get("sub"));
+    }
+}
+
+both_targets_test! {
+    fn rs256_from_jwks() {
+        assert_eq!(verify("supa_rs256").unwrap().subject.as_str(), tv::get("sub"));
+    }
+}
+
+both_targets_test! {
+    fn refuses_alg_none() { refused("supa_alg_none", "AlgorithmNotAllowed(\"none\")"); }
+}
+both_targets_test! {
+    /// HS256 signed with the RSA public key (PEM) as the secret: the RSA key never verifies
+    /// HS256, and the configured secret does not match.
+    fn refuses_hs256_signed_with_rsa_public_key() { refused("supa_hs_confusion_rs", "BadSignature"); }
+}
+both_targets_test! {
+    fn refuses_hs256_signed_with_ec_jwk() { refused("supa_hs_confusion_jwk", "BadSignature"); }
+}
+both_targets_test! {
+    fn refuses_wrong_issuer() { refused("supa_wrong_iss", "UnknownIssuer"); }
+}
+both_targets_test! {
+    fn refuses_wrong_audience() { refused("supa_wrong_aud", "WrongAudience"); }
+}
+both_targets_test! {
+    fn refuses_expired() { refused("supa_expired", "Expired"); }
+}
+both_targets_test! {
+    fn refuses_nbf_in_future() { refused("supa_nbf_future", "NotYetValid"); }
+}
+both_targets_test! {
+    fn refuses_iat_in_future() { refused("supa_iat_future", "IssuedInFuture"); }
+}
+both_targets_test! {
+    fn refuses_unknown_kid() { refused("supa_unknown_kid", "UnknownKey(Some(\"es-404\"))"); }
+}
+both_targets_test! {
+    fn refuses_truncated_signature() { refused("supa_truncated", "Malformed(\"signature\")"); }
+}
+both_targets_test! {
+    fn refuses_non_base64_segment() { refused("supa_not_base64", "Malformed"); }
+}
+both_targets_test! {
+    fn refuses_two_segments() { refused("supa_two_segments", "Malformed"); }
+}
+both_targets_test! {
+    fn refuses_jwe() { refused("supa_jwe_shape", "Encrypted"); }
+}
+both_targets_test! {
+    fn refuses_signature_of_another_token() { refused("supa_spliced", "BadSignature"); }
+}
+both_targets_test! {
+    fn refuses_duplicate_claims() { refused("supa_duplicate_sub", "DuplicateKey(\"payload\")"); }
+}
+both_targets_test! {
+    fn refuses_exp_of_wrong_type() { refused("supa_exp_string", "MalformedClaims"); }
+}
+both_targets_test! {
+    fn refuses_missing_exp() { refused("supa_no_exp", "MissingClaim(\"exp\")"); }
+}
+both_targets_test! {
+    /// The project's anon key is a valid JWT but names no user.
+    fn refuses_anon_key() { refused("supa_anon_key", "BadSubject"); }
+}
+both_targets_test! {
+    fn refuses_a_tkn_token() {
+        let tkn = tv::get("tkn_by_jose");
+        let got = format!("{:?}", verify_with(&verifier(), tkn.trim_start_matches("tkn_"), tv::t0()).unwrap_err());
+        assert!(got.contains("AlgorithmNotAllowed"), "{got}");
+    }
+}
+
+both_targets_test! {
+    fn secret_only_profile_accepts_any_supabase_issuer_for_hs256_only() {
+        let v = IdpVerifier::new(vec![SupabaseConfig::new(None, Some(&tv::get("supabase_secret"))).profile().unwrap()]);
+        assert!(verify_with(&v, &tv::get("supa_hs256"), tv::t0()).is_ok());
+        let got = format!("{:?}", verify_with(&v, &tv::get("supa_es256"), tv::t0()).unwrap_err());
+        assert!(got.contains("AlgorithmNotAllowed"), "{got}");
+    }
+}
+
+both_targets_test! {
+    fn jwks_only_profile_refuses_hs256() {
+        let v = IdpVerifier::new(vec![SupabaseConfig::new(Some(&tv::get("supabase_url")), None).profile().unwrap()]);
+        let got = format!("{:?}", verify_with(&v, &tv::get("supa_hs256"), tv::t0()).unwrap_err());
+        assert!(got.contains("AlgorithmNotAllowed(\"HS256\")"), "{got}");
+        assert!(verify_with(&v, &tv::get("supa_rs256"), tv::t0()).is_ok());
+    }
+}
+
+both_targets_test! {
+    fn bad_configuration_is_reported() {
+        assert!(SupabaseConfig::new(None, None).profile().is_err());
+        assert!(SupabaseConfig::new(None, Some("short")).profile().is_err());
+        assert!(SupabaseConfig::new(Some("abc.supabase.co"), None).profile().is_err());
+    }
+}

@@ -1,0 +1,341 @@
+//! One JWS verification path for every token CloudSignal accepts (`tkn_` tokens and IdP JWTs).
+//!
+//! Hardening follows RFC 8725 (JWT Best Current Practices). Before any cryptography:
+//! the token's length is capped; it must have exactly three base64url segments (a five-segment
+//! JWE is refused as such); header and payload must be JSON objects **without duplicate
+//! keys**; a `crit` header is refused (no extensions are understood); `alg` must be in the
+//! caller's allow-list, so `none` can never pass. The key is then chosen by `kid` and must
+//! itself be pinned to the header's algorithm ([`crate::keys::KeyEntry`]): an RSA or EC public
+//! key can never be used as an HMAC secret. `jku`, `x5u` and `jwk` headers are never fetched
+//! or trusted. Registered claims are checked by [`Validation`] with the time passed in.
+
+use crate::keys::{Alg, KeyEntry};
+use crate::time::UnixTime;
+use base64ct::{Base64UrlUnpadded, Encoding};
+use jwt_compact::{Claims, UntrustedToken};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+
+/// Default cap on a token's length in bytes. IdP tokens with many claims stay well below it.
+pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Why a JWS was refused. Variants are ordered roughly by the stage that detects them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwsError {
+    /// Longer than the configured cap (checked before decoding anything).
+    #[error("token is longer than {0} bytes")]
+    TooLong(usize),
+    /// Five segments: an encrypted JWT (JWE), which is never accepted as a credential.
+    #[error("encrypted JWTs (JWE) are not accepted")]
+    Encrypted,
+    /// Not three base64url segments, or header/payload not JSON objects.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// A JSON object in the header or payload repeats a key (RFC 8725 §3.9 ambiguity).
+    #[error("duplicate JSON key in token {0}")]
+    DuplicateKey(&'static str),
+    /// The header carries `crit`, naming extensions this verifier does not implement (RFC 7515 §4.1.11).
+    #[error("critical header extensions are not supported")]
+    CriticalHeader,
+    /// `alg` is not in this issuer's allow-list (this includes `none`).
+    #[error("algorithm {0:?} is not allowed")]
+    AlgorithmNotAllowed(String),
+    /// The header's `typ` is not the one required (cross-JWT confusion defence, RFC 8725 §3.11).
+    #[error("token type {0:?} is not accepted here")]
+    WrongType(Option<String>),
+    /// No trusted key has this `kid` and algorithm.
+    #[error("no trusted key for kid {0:?}")]
+    UnknownKey(Option<String>),
+    /// The signature does not verify under the selected key.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// Claims are not valid JSON of the right types (e.g. `exp` as a string).
+    #[error("malformed claims: {0}")]
+    MalformedClaims(String),
+    /// A required claim is missing.
+    #[error("missing claim {0}")]
+    MissingClaim(&'static str),
+    /// `exp` (plus leeway) is in the past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` (minus leeway) is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iat` (minus leeway) is in the future.
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// `iss` is not the expected issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not contain an accepted audience.
+    #[error("wrong audience")]
+    WrongAudience,
+}
+
+/// Walks a JSON document and fails on any object that repeats a key.
+struct NoDuplicates;
+
+impl<'de> Deserialize<'de> for NoDuplicates {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicates)
+    }
+}
+
+impl<'de> Visitor<'de> for NoDuplicates {
+    type Value = NoDuplicates;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut seen = BTreeSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key) {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            map.next_value::<NoDuplicates>()?;
+        }
+        Ok(NoDuplicates)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicates>()?.is_some() {}
+        Ok(NoDuplicates)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(NoDuplicates)
+    }
+}
+
+fn decode_object(segment: &str, what: &'static str) -> Result<Map<String, Value>, JwsError> {
+    let bytes = Base64UrlUnpadded::decode_vec(segment).map_err(|_| JwsError::Malformed(what))?;
+    serde_json::from_slice::<NoDuplicates>(&bytes).map_err(|e| {
+        if e.to_string().starts_with("duplicate key") {
+            JwsError::DuplicateKey(what)
+        } else {
+            JwsError::Malformed(what)
+        }
+    })?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(JwsError::Malformed(what)),
+    }
+}
+
+/// A token that passed the structural checks but whose signature is not yet verified.
+/// Only [`Inspected::algorithm`], [`Inspected::kid`] and [`Inspected::unverified_claim`] may
+/// be read, to route the token to its issuer and key.
+#[derive(Debug)]
+pub struct Inspected<'a> {
+    untrusted: UntrustedToken<'a>,
+    alg: Alg,
+    kid: Option<String>,
+    typ: Option<String>,
+    payload: Map<String, Value>,
+}
+
+impl<'a> Inspected<'a> {
+    /// Structural checks of a compact JWS, with `allowed` as the algorithm allow-list.
+    pub fn parse(token: &'a str, max_len: usize, allowed: &[Alg]) -> Result<Self, JwsError> {
+        if token.len() > max_len {
+            return Err(JwsError::TooLong(max_len));
+        }
+        let segments: Vec<&str> = token.split('.').collect();
+        match segments.len() {
+            3 => {}
+            5 => return Err(JwsError::Encrypted),
+            _ => return Err(JwsError::Malformed("token must have three segments")),
+        }
+        let header = decode_object(segments[0], "header")?;
+        let payload = decode_object(segments[1], "payload")?;
+        Base64UrlUnpadded::decode_vec(segments[2]).map_err(|_| JwsError::Malformed("signature"))?;
+        if header.contains_key("crit") {
+            return Err(JwsError::CriticalHeader);
+        }
+        let alg_name = match header.get("alg") {
+            Some(Value::String(s)) => s.as_str(),
+            _ => return Err(JwsError::Malformed("header alg")),
+        };
+        let alg = Alg::parse(alg_name)
+            .filter(|a| allowed.contains(a))
+            .ok_or_else(|| JwsError::AlgorithmNotAllowed(alg_name.to_owned()))?;
+        let opt_str = |name: &'static str| match header.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(JwsError::Malformed(name)),
+        };
+        let kid = opt_str("kid")?;
+        let typ = opt_str("typ")?;
+        let untrusted =
+            UntrustedToken::new(token).map_err(|_| JwsError::Malformed("compact encoding"))?;
+        Ok(Self {
+            untrusted,
+            alg,
+            kid,
+            typ,
+            payload,
+        })
+    }
+
+    /// The header's algorithm (already checked against the allow-list).
+    pub fn algorithm(&self) -> Alg {
+        self.alg
+    }
+
+    /// The header's `kid`, if any. Only ever used as a map key.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The header's `typ`, if any.
+    pub fn typ(&self) -> Option<&str> {
+        self.typ.as_deref()
+    }
+
+    /// A claim read **before** the signature is checked: only for routing (e.g. `iss` selects
+    /// the issuer profile, whose own keys then verify the token).
+    pub fn unverified_claim(&self, name: &str) -> Option<&Value> {
+        self.payload.get(name)
+    }
+
+    /// Verifies the signature with `key` and the registered claims with `validation`.
+    pub fn verify(
+        self,
+        key: &KeyEntry,
+        validation: &Validation,
+        now: UnixTime,
+    ) -> Result<VerifiedJwt, JwsError> {
+        if key.alg() != self.alg {
+            return Err(JwsError::UnknownKey(self.kid));
+        }
+        let claims: Claims<Map<String, Value>> = key.key().verify(&self.untrusted)?;
+        let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|t| UnixTime(u64::try_from(t.timestamp()).unwrap_or(0)))
+        };
+        let verified = VerifiedJwt {
+            alg: self.alg,
+            kid: self.kid,
+            exp: ts(claims.expiration),
+            nbf: ts(claims.not_before),
+            iat: ts(claims.issued_at),
+            claims: claims.custom,
+        };
+        validation.check(&verified, now)?;
+        Ok(verified)
+    }
+}
+
+/// A JWT whose signature and registered claims have been verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedJwt {
+    /// The algorithm that verified it.
+    pub alg: Alg,
+    /// The key id that verified it.
+    pub kid: Option<String>,
+    /// `exp`.
+    pub exp: Option<UnixTime>,
+    /// `nbf`.
+    pub nbf: Option<UnixTime>,
+    /// `iat`.
+    pub iat: Option<UnixTime>,
+    /// Every other claim.
+    pub claims: Map<String, Value>,
+}
+
+impl VerifiedJwt {
+    /// A string claim, or `None` when absent or not a string.
+    pub fn str_claim(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+}
+
+/// Registered-claim rules for one issuer. Every field documents its default and why.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    /// Exact `iss` required. `None` skips the check: only for keys that are themselves unique
+    /// to one issuer (a Supabase legacy project secret), never for a shared JWKS.
+    pub issuer: Option<String>,
+    /// `aud` must equal (or, as an array, contain) one of these. Never empty in practice:
+    /// accepting any audience lets a token minted for another service in.
+    pub audiences: Vec<String>,
+    /// Clock-skew allowance in seconds for `exp`, `nbf` and `iat`. Default 30.
+    pub leeway: u64,
+    /// `exp` must be present. Default `true`; a token without expiry is never a credential.
+    pub require_exp: bool,
+    /// Required header `typ`, compared case-insensitively. `None` accepts any or none.
+    pub required_typ: Option<String>,
+}
+
+impl Validation {
+    /// Rules for `issuer` and `audience` with the defaults above.
+    pub fn new(issuer: Option<&str>, audience: &str) -> Self {
+        Self {
+            issuer: issuer.map(str::to_owned),
+            audiences: vec![audience.to_owned()],
+            leeway: 30,
+            require_exp: true,
+            required_typ: None,
+        }
+    }
+
+    /// Checks the header type before any cryptography.
+    pub fn check_typ(&self, inspected: &Inspected<'_>) -> Result<(), JwsError> {
+        match &self.required_typ {
+            Some(want)
+                if !inspected
+                    .typ()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(want)) =>
+            {
+                Err(JwsError::WrongType(inspected.typ.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check(&self, jwt: &VerifiedJwt, now: UnixTime) -> Result<(), JwsError> {
+        match jwt.exp {
+            Some(exp) if now >= exp.plus(self.leeway) => return Err(JwsError::Expired),
+            None if self.require_exp => return Err(JwsError::MissingClaim("exp")),
+            _ => {}
+        }
+        if jwt.nbf.is_some_and(|nbf| now.plus(self.leeway) < nbf) {
+            return Err(JwsError::NotYetValid);
+        }
+        if jwt.iat.is_some_and(|iat| now.plus(self.leeway) < iat) {
+            return Err(JwsError::IssuedInFuture);
+        }
+        if let Some(want) = &self.issuer {
+            match jwt.claims.get("iss") {
+                Some(Value::String(iss)) if iss == want => {}
+                Some(Value::String(_)) => return Err(JwsError::WrongIssuer),
+                None => return Err(JwsError::MissingClaim("iss")),
+                Some(_) => return Err(JwsError::MalformedClaims("iss".into())),
+            }
+        }
+        let accepted = |a: &str| self.audiences.iter().any(|w| w == a);
+        match jwt.claims.get("aud") {
+            Some(Value::String(a)) if accepted(a) => Ok(()),
+            Some(Value::Array(list)) if list.iter().any(|a| a.as_str().is_some_and(accepted)) => {
+                Ok(())
+            }
+            Some(Value::String(_) | Value::Array(_)) => Err(JwsError::WrongAudience),
+            None => Err(JwsError::MissingClaim("aud")),
+            Some(_) => Err(JwsError::MalformedClaims("aud".into())),
+        }
+    }
+}
