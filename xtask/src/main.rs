@@ -1,1 +1,108 @@
-fn main() {}
+//! `cargo xtask`: bootstrap, build and test orchestration for CloudSignal.
+//!
+//! ```text
+//! cargo xtask test        # install what is missing, then run every test suite
+//! cargo xtask dev         # run the token-exchange worker locally (workerd) with dev secrets
+//! cargo xtask bootstrap   # only install/check toolchains and test peers
+//! cargo xtask build       # build pkg/ (browser package) and worker/build (worker bundle)
+//! ```
+#![forbid(unsafe_code)]
+// A command-line tool: printing is its job.
+#![allow(clippy::print_stdout)]
+
+mod bootstrap;
+mod build;
+mod util;
+
+use anyhow::{bail, Result};
+use std::process::Command;
+use std::time::Instant;
+use util::{root, run, run_tests, step, totals};
+
+const USAGE: &str = "usage: cargo xtask <test|dev|bootstrap|build>
+
+  test       bootstrap, then: fmt + clippy, native tests, core tests in wasm32 (headless
+             Chromium), build pkg/ and the worker, end-to-end tests in workerd and Chromium
+  dev        run the token-exchange worker on http://127.0.0.1:8787 with generated dev secrets
+  bootstrap  install or check: wasm32 std, wasm-bindgen CLI, worker-build, npm packages,
+             Chromium + chromedriver, Mosquitto
+  build      build pkg/ and worker/build";
+
+fn main() {
+    let started = Instant::now();
+    let cmd = std::env::args().nth(1).unwrap_or_default();
+    let result = match cmd.as_str() {
+        "test" => test(),
+        "dev" => dev(),
+        "bootstrap" => bootstrap::all().map(|_| ()),
+        "build" => bootstrap::all().and_then(|t| build::all(&t.wasm)),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("unknown command {other:?}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("\nxtask {cmd} failed after {:.0} s: {e:#}", started.elapsed().as_secs_f64());
+        if cmd == "test" {
+            let (passed, failed) = totals();
+            println!("xtask: {passed} passed, {} failed", failed.max(1));
+        }
+        std::process::exit(1);
+    }
+    eprintln!("\nxtask {cmd} finished in {:.0} s", started.elapsed().as_secs_f64());
+}
+
+fn test() -> Result<()> {
+    let tools = bootstrap::all()?;
+    let root = root();
+
+    step("format and lints (cargo fmt --check, cargo clippy -D warnings)");
+    run(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
+    run(Command::new("cargo").current_dir(&root).args([
+        "clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings",
+    ]))?;
+
+    step("native tests (cargo test)");
+    run_tests(Command::new("cargo").current_dir(&root).args(["test", "--workspace", "--exclude", "cloudsignal-worker"]))?;
+    run(Command::new("cargo").current_dir(&root).args(["build", "--quiet", "-p", "cloudsignal-cli"]))?;
+
+    step("core tests in wasm32, in headless Chromium (the same test functions)");
+    let mut wasm_test = tools.wasm.cargo();
+    wasm_test
+        .args(["test", "-p", "cloudsignal-core", "--target", "wasm32-unknown-unknown"])
+        .current_dir(root.join("crates/core"))
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner")
+        .env("CHROMEDRIVER", &tools.chromedriver)
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "300");
+    run_tests(&mut wasm_test)?;
+
+    build::all(&tools.wasm)?;
+
+    step("end-to-end tests (node:test: jose vectors, worker in workerd, pkg in Chromium)");
+    run_tests(
+        Command::new("node")
+            .current_dir(&root)
+            .args(["--test", "--test-concurrency=1", "--test-reporter=spec"])
+            .arg("tests/js/")
+            .env("CLOUDSIGNAL_BIN", root.join("target/debug/cloudsignal")),
+    )?;
+
+    let (passed, failed) = totals();
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    println!("xtask: {passed} passed, {failed} failed");
+    Ok(())
+}
+
+fn dev() -> Result<()> {
+    let tools = bootstrap::all()?;
+    build::worker(&tools.wasm)?;
+    run(Command::new("cargo").current_dir(root()).args(["build", "--quiet", "-p", "cloudsignal-cli"]))?;
+    step("starting the worker in workerd on http://127.0.0.1:8787 (Ctrl-C to stop)");
+    run(Command::new("node").current_dir(root()).arg("tests/js/support/dev.mjs"))
+}

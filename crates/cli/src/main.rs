@@ -1,1 +1,198 @@
-fn main() {}
+//! `cloudsignal`: the CloudSignal command.
+//!
+//! This first version manages signing keys and tokens offline; `serve` (the broker) and the
+//! control-plane commands arrive with their issues.
+#![forbid(unsafe_code)]
+// A command-line tool: printing is its job.
+#![allow(clippy::print_stdout)]
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cloudsignal_core::acl::AclRules;
+use cloudsignal_core::ids::{OrgId, UserId};
+use cloudsignal_core::keys::{KeySet, SigningKey};
+use cloudsignal_core::token::{issue, Jti, TokenClaims, TokenVerifier};
+use cloudsignal_core::UnixTime;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// CloudSignal: short-lived, per-user MQTT credentials.
+#[derive(Parser)]
+#[command(name = "cloudsignal", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an Ed25519 signing key as a private JWK (for CLOUDSIGNAL_SIGNING_KEY).
+    ///
+    /// Prints to stdout, or writes FILE with mode 0600. Example:
+    /// `cloudsignal keygen | npx wrangler secret put CLOUDSIGNAL_SIGNING_KEY`
+    Keygen {
+        /// Key id (`kid`) published in the JWKS. Default: `cs-<date>-<random>`.
+        #[arg(long)]
+        kid: Option<String>,
+        /// Write the key to this file (created with mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the public JWKS of a signing key file.
+    Jwks {
+        /// The private JWK file.
+        key: PathBuf,
+    },
+    /// Issue or verify tkn_ tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Verify a tkn_ token against an issuer's JWKS and print its claims as JSON.
+    ///
+    /// Exits with status 1 and the reason when the token is refused.
+    Verify(VerifyArgs),
+    /// Issue a tkn_ token with a signing key file (for tests and backends without the control plane).
+    Issue(IssueArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// JWKS file of the issuer (e.g. saved from <worker>/.well-known/jwks.json).
+    #[arg(long)]
+    jwks: PathBuf,
+    /// Expected issuer (`iss`).
+    #[arg(long)]
+    issuer: String,
+    /// MQTT username the token must be bound to (`<sub>@<org>`); omit to skip the binding check.
+    #[arg(long)]
+    username: Option<String>,
+    /// Verify as of this Unix time instead of now.
+    #[arg(long)]
+    at: Option<u64>,
+    /// The token (`tkn_…`); `-` reads it from stdin.
+    token: String,
+}
+
+#[derive(Args)]
+struct IssueArgs {
+    /// The private JWK file (from `cloudsignal keygen --out`).
+    #[arg(long)]
+    key: PathBuf,
+    /// Issuer (`iss`).
+    #[arg(long)]
+    issuer: String,
+    /// User id (`sub`).
+    #[arg(long)]
+    user: String,
+    /// Org id (`org`).
+    #[arg(long)]
+    org: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Publish filter (repeatable; templates {user}, {org}, {client_id}).
+    #[arg(long = "pub")]
+    publish: Vec<String>,
+    /// Subscribe filter (repeatable).
+    #[arg(long = "sub")]
+    subscribe: Vec<String>,
+}
+
+fn now() -> UnixTime {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    UnixTime(secs)
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    Ok(b)
+}
+
+fn write_secret_file(path: &PathBuf, contents: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn read_key(path: &PathBuf) -> Result<SigningKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    SigningKey::from_jwk_json(&text).with_context(|| format!("{} is not an Ed25519 private JWK", path.display()))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Keygen { kid, out } => {
+            let kid = match kid {
+                Some(k) => k,
+                None => format!("cs-{}-{:02x}{:02x}", now().secs() / 86_400, random::<2>()?[0], random::<2>()?[1]),
+            };
+            let key = SigningKey::from_seed(kid, random::<32>()?);
+            let jwk = key.to_private_jwk_json();
+            match out {
+                Some(path) => {
+                    write_secret_file(&path, &jwk)?;
+                    eprintln!("wrote {} (mode 0600), kid {}", path.display(), key.kid());
+                }
+                None => println!("{jwk}"),
+            }
+        }
+        Command::Jwks { key } => {
+            println!("{}", KeySet::new(vec![read_key(&key)?.verifying_entry()]).to_jwks_json());
+        }
+        Command::Token(TokenCommand::Verify(a)) => {
+            let doc = std::fs::read_to_string(&a.jwks).with_context(|| format!("reading {}", a.jwks.display()))?;
+            let (keys, _) = KeySet::from_jwks_json(&doc)?;
+            let mut verifier = TokenVerifier::default();
+            verifier.trust(&a.issuer, keys.keys().iter().cloned());
+            let token = if a.token == "-" {
+                std::io::read_to_string(std::io::stdin())?.trim().to_owned()
+            } else {
+                a.token
+            };
+            let at = a.at.map_or_else(now, UnixTime);
+            let verified = match &a.username {
+                Some(u) => verifier.verify(&token, u, at),
+                None => verifier.verify_unbound(&token, at),
+            };
+            let v = match verified {
+                Ok(v) => v,
+                Err(e) => bail!("token refused: {e}"),
+            };
+            let c = v.claims;
+            let out = serde_json::json!({
+                "valid": true, "kid": v.kid, "iss": c.iss, "sub": c.sub, "org": c.org,
+                "username": c.username(), "iat": c.iat, "nbf": c.nbf, "exp": c.exp,
+                "jti": c.jti, "acl": c.acl, "client_id": c.client_id,
+            });
+            println!("{out}");
+        }
+        Command::Token(TokenCommand::Issue(a)) => {
+            let key = read_key(&a.key)?;
+            let acl = AclRules::new(a.publish, a.subscribe)?;
+            let claims = TokenClaims::new(
+                &a.issuer,
+                UserId::parse(&a.user)?,
+                OrgId::parse(&a.org)?,
+                acl.resolve_identity(&a.user, &a.org)?,
+                now(),
+                a.ttl,
+                Jti::from_random(random::<16>()?),
+            );
+            println!("{}", issue(&claims, &key));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+// Shared helpers for the end-to-end suites: real processes on loopback, stopped by the tests.
+import * as jose from 'jose';
+import { Miniflare } from 'miniflare';
+import { createServer } from 'node:http';
+import { execFile } from 'node:child_process';
+import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const CLI = process.env.CLOUDSIGNAL_BIN ?? join(ROOT, 'target', 'debug', 'cloudsignal');
+export const VECTORS = JSON.parse(readFileSync(join(ROOT, 'crates/core/testdata/jose-vectors.json'), 'utf8'));
+export const ORG = 'org_k7xm4pqr2n5t';
+export const ISSUER = 'https://cloudsignal.test';
+
+const run = promisify(execFile);
+
+/** Runs the native `cloudsignal` CLI; resolves to { code, stdout, stderr }. */
+export async function cli(...args) {
+  try {
+    const { stdout, stderr } = await run(CLI, args);
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    return { code: e.code ?? 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+export function tempDir() {
+  return mkdtempSync(join(tmpdir(), 'cloudsignal-test-'));
+}
+
+export function writeTemp(dir, name, contents) {
+  const p = join(dir, name);
+  writeFileSync(p, contents, { mode: 0o600 });
+  return p;
+}
+
+/** A JWKS server on loopback standing in for an IdP. `state.down = true` makes it answer 503. */
+export async function startJwksServer(jwks, { maxAge = 600 } = {}) {
+  const state = { jwks, down: false, hits: 0 };
+  const server = createServer((req, res) => {
+    state.hits += 1;
+    if (state.down) {
+      res.writeHead(503).end('down');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': `public, max-age=${maxAge}` });
+    res.end(JSON.stringify(state.jwks));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  state.url = `http://127.0.0.1:${port}`;
+  state.close = () => new Promise((r) => server.close(r));
+  return state;
+}
+
+/** A fresh Supabase-like project: keys, a JWKS server, and a token minter. */
+export async function supabaseProject() {
+  const es = await jose.generateKeyPair('ES256', { extractable: true });
+  const rs = await jose.generateKeyPair('RS256', { extractable: true });
+  const secret = 'local-dev-supabase-jwt-secret-0123456789abcdef';
+  const keys = [
+    { ...(await jose.exportJWK(es.publicKey)), kid: 'es-1', alg: 'ES256', use: 'sig' },
+    { ...(await jose.exportJWK(rs.publicKey)), kid: 'rs-1', alg: 'RS256', use: 'sig' },
+  ];
+  const jwksServer = await startJwksServer({ keys });
+  // SUPABASE_URL points at the JWKS server, so the issuer is <server>/auth/v1
+  const url = jwksServer.url;
+  const iss = `${url}/auth/v1`;
+  const now = () => Math.floor(Date.now() / 1000);
+  const claims = (over = {}) => ({
+    iss, aud: 'authenticated', sub: crypto.randomUUID(), role: 'authenticated',
+    email: 'user@example.com', app_metadata: { provider: 'email', roles: [] }, user_metadata: {},
+    iat: now() - 5, exp: now() + 3600, session_id: crypto.randomUUID(), is_anonymous: false, ...over,
+  });
+  const mint = async (over = {}, { alg = 'ES256', kid, key } = {}) => {
+    const c = claims(over);
+    const signer = new jose.SignJWT(c).setProtectedHeader({ alg, typ: 'JWT', ...(kid ? { kid } : {}) });
+    if (alg === 'HS256') return { jwt: await signer.sign(key ?? new TextEncoder().encode(secret)), claims: c };
+    if (alg === 'RS256') return { jwt: await signer.sign(key ?? rs.privateKey), claims: c };
+    return { jwt: await signer.sign(key ?? es.privateKey), claims: c };
+  };
+  return { es, rs, secret, url, iss, jwksServer, mint, keys };
+}
+
+/** Starts the built worker (worker/build) in workerd via Miniflare; returns { url, mf, logs }. */
+export async function startWorker(bindings) {
+  const logs = [];
+  const mf = new Miniflare({
+    host: '127.0.0.1',
+    port: 0,
+    logRequests: false,
+    cf: false,
+    handleStructuredLogs: (log) => {
+      logs.push(`${log.message ?? JSON.stringify(log)}\n`);
+    },
+    workers: [{
+      name: 'cloudsignal-worker',
+      modules: true,
+      scriptPath: join(ROOT, 'worker/build/index.js'),
+      modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
+      compatibilityDate: '2026-08-01',
+      bindings,
+    }],
+  });
+  const url = String(await mf.ready).replace(/\/$/, '');
+  return { url, mf, logs };
+}
+
+export { jose };

@@ -1,0 +1,40 @@
+//! JSON responses and structured logs. Tokens and secrets never reach either.
+
+use worker::{console_log, Response, Result};
+
+/// A JSON response with a status.
+pub(crate) fn json<T: serde::Serialize>(status: u16, body: &T) -> Result<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
+}
+
+/// A pre-serialized JSON response.
+pub(crate) fn json_text(status: u16, body: String) -> Result<Response> {
+    let mut resp = Response::ok(body)?.with_status(status);
+    resp.headers_mut().set("content-type", "application/json")?;
+    Ok(resp)
+}
+
+/// An error response: `{"error": code, "error_description": description}`.
+pub(crate) fn error(status: u16, code: &str, description: &str) -> Result<Response> {
+    let mut resp = json(
+        status,
+        &serde_json::json!({"error": code, "error_description": description}),
+    )?;
+    if status == 401 {
+        resp.headers_mut().set(
+            "www-authenticate",
+            &format!("Bearer error=\"{code}\", error_description=\"{description}\""),
+        )?;
+    }
+    Ok(resp)
+}
+
+/// One JSON log line.
+pub(crate) fn log(event: &str, fields: &[(&str, &str)]) {
+    let mut obj = serde_json::Map::new();
+    obj.insert("event".into(), event.into());
+    for (k, v) in fields {
+        obj.insert((*k).into(), (*v).into());
+    }
+    console_log!("{}", serde_json::Value::Object(obj));
+}

@@ -1,0 +1,103 @@
+//! Builds the two wasm artifacts: the browser package (`pkg/`) and the worker bundle.
+
+use crate::bootstrap::{wasm_target_dir, WasmToolchain};
+use crate::util::{note, root, run, step};
+use anyhow::{Context, Result};
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+/// Builds everything.
+pub(crate) fn all(wasm: &WasmToolchain) -> Result<()> {
+    pkg(wasm)?;
+    worker(wasm)
+}
+
+fn gzip_size(path: &Path) -> Result<usize> {
+    let out = Command::new("gzip")
+        .arg("-9c")
+        .arg(path)
+        .output()
+        .with_context(|| format!("gzip {}", path.display()))?;
+    Ok(out.stdout.len())
+}
+
+/// Builds `crates/client` into `pkg/wasm/` with wasm-bindgen (ESM, `--target web`).
+pub(crate) fn pkg(wasm: &WasmToolchain) -> Result<()> {
+    step("build pkg/ (@cloudsignal/client: wasm-bindgen --target web, wasm-opt -Oz)");
+    run(wasm.cargo().args([
+        "build", "--quiet", "-p", "cloudsignal-client", "--target", "wasm32-unknown-unknown",
+        "--profile", "wasm-release",
+    ]))?;
+    let input = wasm_target_dir().join("wasm32-unknown-unknown/wasm-release/cloudsignal_client.wasm");
+    let out = root().join("pkg/wasm");
+    run(Command::new("wasm-bindgen")
+        .arg(&input)
+        .args(["--target", "web", "--out-dir"])
+        .arg(&out)
+        .args(["--out-name", "cloudsignal_client"]))?;
+    let wasm_file = out.join("cloudsignal_client_bg.wasm");
+    run(Command::new(root().join("node_modules/.bin/wasm-opt"))
+        .arg("-Oz")
+        .arg("--enable-bulk-memory")
+        .arg("--enable-nontrapping-float-to-int")
+        .arg("--enable-sign-ext")
+        .arg("--enable-mutable-globals")
+        .arg(&wasm_file)
+        .arg("-o")
+        .arg(&wasm_file))?;
+    let js = gzip_size(&out.join("cloudsignal_client.js"))?;
+    let bin = gzip_size(&wasm_file)?;
+    note(&format!(
+        "pkg size (gzip -9): wasm {:.1} KB + JS glue {:.1} KB = {:.1} KB",
+        bin as f64 / 1024.0,
+        js as f64 / 1024.0,
+        (bin + js) as f64 / 1024.0
+    ));
+    Ok(())
+}
+
+/// Builds the worker with worker-build, using local wasm-bindgen, wasm-opt and esbuild.
+pub(crate) fn worker(wasm: &WasmToolchain) -> Result<()> {
+    step("build worker/ (worker-build --release)");
+    let bin = root().join("node_modules/.bin");
+    let wasm_bindgen = which("wasm-bindgen")?;
+    let mut cmd = Command::new("worker-build");
+    wasm.apply(&mut cmd);
+    cmd.current_dir(root().join("worker"))
+        .arg("--release")
+        .env("WASM_BINDGEN_BIN", wasm_bindgen)
+        .env("WASM_OPT_BIN", bin.join("wasm-opt"))
+        .env("ESBUILD_BIN", bin.join("esbuild"));
+    run(&mut cmd)?;
+    let build = root().join("worker/build");
+    let mut total = 0;
+    for entry in walk(&build)? {
+        if entry.extension().is_some_and(|e| e == "wasm" || e == "js" || e == "mjs") {
+            total += gzip_size(&entry)?;
+        }
+    }
+    note(&format!("worker upload size (gzip -9 of wasm + js): {:.1} KB", total as f64 / 1024.0));
+    Ok(())
+}
+
+fn which(cmd: &str) -> Result<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{cmd} is not on PATH"))
+}
+
+fn walk(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
