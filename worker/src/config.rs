@@ -1,6 +1,8 @@
 //! Worker configuration from env bindings (wrangler vars and secrets), parsed once per isolate.
 
-use cloudsignal_core::exchange::{BrokerUrls, ExchangePolicy, RoleMap, DEFAULT_TTL, MAX_TTL, MIN_TTL};
+use cloudsignal_core::exchange::{
+    BrokerUrls, ExchangePolicy, RoleMap, DEFAULT_TTL, MAX_TTL, MIN_TTL,
+};
 use cloudsignal_core::idp::{IdpVerifier, SupabaseConfig};
 use cloudsignal_core::ids::OrgId;
 use cloudsignal_core::keys::{KeySet, SigningKey};
@@ -42,11 +44,15 @@ impl Config {
                 .parse::<u64>()
                 .ok()
                 .filter(|t| (MIN_TTL..=MAX_TTL).contains(t))
-                .ok_or_else(|| format!("CLOUDSIGNAL_TOKEN_TTL must be {MIN_TTL}..={MAX_TTL} seconds"))?,
+                .ok_or_else(|| {
+                    format!("CLOUDSIGNAL_TOKEN_TTL must be {MIN_TTL}..={MAX_TTL} seconds")
+                })?,
         };
         let role_map = match get(env, "CLOUDSIGNAL_ROLE_MAP") {
             None => RoleMap::default(),
-            Some(json) => RoleMap::from_json(&json).map_err(|e| format!("CLOUDSIGNAL_ROLE_MAP: {e}"))?,
+            Some(json) => {
+                RoleMap::from_json(&json).map_err(|e| format!("CLOUDSIGNAL_ROLE_MAP: {e}"))?
+            }
         };
         let supabase = SupabaseConfig::new(
             get(env, "SUPABASE_URL").as_deref(),

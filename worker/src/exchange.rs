@@ -25,13 +25,21 @@ fn bearer(req: &Request) -> std::result::Result<String, Result<Response>> {
     let header = match req.headers().get("authorization") {
         Ok(Some(h)) => h,
         _ => {
-            return Err(http::error(401, "missing_token", "send the identity provider's JWT as 'Authorization: Bearer <jwt>'"))
+            return Err(http::error(
+                401,
+                "missing_token",
+                "send the identity provider's JWT as 'Authorization: Bearer <jwt>'",
+            ))
         }
     };
     let (scheme, token) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(http::error(400, "invalid_request", "the Authorization header must be 'Bearer <jwt>'"));
+        return Err(http::error(
+            400,
+            "invalid_request",
+            "the Authorization header must be 'Bearer <jwt>'",
+        ));
     }
     Ok(token.to_owned())
 }
@@ -43,7 +51,11 @@ enum KeyFailure {
 }
 
 /// Resolves a key through the per-isolate JWKS cache, fetching when the cache says so.
-async fn jwks_key(url: &str, kid: Option<&str>, alg: cloudsignal_core::keys::Alg) -> std::result::Result<KeyEntry, KeyFailure> {
+async fn jwks_key(
+    url: &str,
+    kid: Option<&str>,
+    alg: cloudsignal_core::keys::Alg,
+) -> std::result::Result<KeyEntry, KeyFailure> {
     for _ in 0..2 {
         let t = now();
         let decision = JWKS.with(|caches| {
@@ -72,7 +84,9 @@ async fn jwks_key(url: &str, kid: Option<&str>, alg: cloudsignal_core::keys::Alg
                 let fetched = fetch_jwks(url).await;
                 JWKS.with(|caches| {
                     let mut caches = caches.borrow_mut();
-                    let Some(cache) = caches.get_mut(url) else { return };
+                    let Some(cache) = caches.get_mut(url) else {
+                        return;
+                    };
                     match fetched {
                         Ok((keys, max_age)) => cache.fetch_succeeded(keys, max_age, now()),
                         Err(reason) => {
@@ -107,13 +121,28 @@ async fn fetch_jwks(url: &str) -> std::result::Result<(KeySet, Option<u64>), Str
     let body = resp.text().await.map_err(|e| e.to_string())?;
     let (keys, skipped) = KeySet::from_jwks_json(&body).map_err(|e| e.to_string())?;
     for s in skipped {
-        http::log("jwks_key_skipped", &[("url", url), ("kid", s.kid.as_deref().unwrap_or("")), ("reason", &s.reason)]);
+        http::log(
+            "jwks_key_skipped",
+            &[
+                ("url", url),
+                ("kid", s.kid.as_deref().unwrap_or("")),
+                ("reason", &s.reason),
+            ],
+        );
     }
     Ok((keys, max_age))
 }
 
 fn refused(status: u16, code: &str, description: &str, provider: &str) -> Result<Response> {
-    http::log("exchange", &[("outcome", "refused"), ("error", code), ("reason", description), ("provider", provider)]);
+    http::log(
+        "exchange",
+        &[
+            ("outcome", "refused"),
+            ("error", code),
+            ("reason", description),
+            ("provider", provider),
+        ],
+    );
     http::error(status, code, description)
 }
 
@@ -131,15 +160,30 @@ pub(crate) async fn handle(req: Request, cfg: &Config) -> Result<Response> {
         Some(k) => k.clone(),
         None => {
             let Some(url) = cfg.idp.jwks_url(&pending) else {
-                return refused(401, "invalid_token", &JwsError::UnknownKey(pending.kid().map(str::to_owned)).to_string(), "supabase");
+                return refused(
+                    401,
+                    "invalid_token",
+                    &JwsError::UnknownKey(pending.kid().map(str::to_owned)).to_string(),
+                    "supabase",
+                );
             };
             match jwks_key(url, pending.kid(), pending.alg()).await {
                 Ok(k) => k,
                 Err(KeyFailure::Unknown(kid)) => {
-                    return refused(401, "invalid_token", &JwsError::UnknownKey(kid).to_string(), "supabase")
+                    return refused(
+                        401,
+                        "invalid_token",
+                        &JwsError::UnknownKey(kid).to_string(),
+                        "supabase",
+                    )
                 }
                 Err(KeyFailure::Unavailable) => {
-                    return refused(503, "idp_unavailable", "the identity provider's keys could not be fetched", "supabase")
+                    return refused(
+                        503,
+                        "idp_unavailable",
+                        "the identity provider's keys could not be fetched",
+                        "supabase",
+                    )
                 }
             }
         }
@@ -148,7 +192,11 @@ pub(crate) async fn handle(req: Request, cfg: &Config) -> Result<Response> {
         Ok(id) => id,
         Err(IdpError::Config(e)) => {
             http::log("config_error", &[("reason", &e)]);
-            return http::error(500, "server_misconfigured", "the worker is not configured; see its logs");
+            return http::error(
+                500,
+                "server_misconfigured",
+                "the worker is not configured; see its logs",
+            );
         }
         Err(e) => return refused(401, "invalid_token", &e.to_string(), "supabase"),
     };
@@ -156,13 +204,28 @@ pub(crate) async fn handle(req: Request, cfg: &Config) -> Result<Response> {
     if getrandom::getrandom(&mut jti).is_err() {
         return http::error(500, "internal_error", "no randomness available");
     }
-    match cfg.policy.exchange(&identity, now(), Jti::from_random(jti), &cfg.signing_key) {
+    match cfg
+        .policy
+        .exchange(&identity, now(), Jti::from_random(jti), &cfg.signing_key)
+    {
         Ok(resp) => {
-            http::log("exchange", &[("outcome", "ok"), ("provider", identity.provider.name()), ("sub", identity.subject.as_str())]);
+            http::log(
+                "exchange",
+                &[
+                    ("outcome", "ok"),
+                    ("provider", identity.provider.name()),
+                    ("sub", identity.subject.as_str()),
+                ],
+            );
             let mut r = http::json(200, &resp)?;
             r.headers_mut().set("cache-control", "no-store")?;
             Ok(r)
         }
-        Err(e) => refused(403, "access_denied", &e.to_string(), identity.provider.name()),
+        Err(e) => refused(
+            403,
+            "access_denied",
+            &e.to_string(),
+            identity.provider.name(),
+        ),
     }
 }

@@ -43,20 +43,27 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
                 Ok(c) => c,
                 Err(e) => {
                     http::log("config_error", &[("reason", &e)]);
-                    return http::error(500, "server_misconfigured", "the worker is not configured; see its logs");
+                    return http::error(
+                        500,
+                        "server_misconfigured",
+                        "the worker is not configured; see its logs",
+                    );
                 }
             };
             if path == "/v1/token" {
                 exchange::handle(req, &cfg).await
             } else {
                 let mut resp = http::json_text(200, cfg.jwks.clone())?;
-                resp.headers_mut().set("cache-control", "public, max-age=300")?;
+                resp.headers_mut()
+                    .set("cache-control", "public, max-age=300")?;
                 Ok(resp)
             }
         }
-        ("/healthz" | "/v1/token" | "/.well-known/jwks.json", _) => {
-            http::error(405, "method_not_allowed", "method not allowed for this route")
-        }
+        ("/healthz" | "/v1/token" | "/.well-known/jwks.json", _) => http::error(
+            405,
+            "method_not_allowed",
+            "method not allowed for this route",
+        ),
         _ => http::error(404, "not_found", "no such route"),
     }
 }

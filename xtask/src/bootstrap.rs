@@ -86,7 +86,9 @@ fn debian_toolchain_ready() -> bool {
 fn wasm_target() -> Result<WasmToolchain> {
     if default_has_wasm32() {
         note("wasm32 target: rustup default toolchain");
-        return Ok(WasmToolchain { rustup_toolchain: None });
+        return Ok(WasmToolchain {
+            rustup_toolchain: None,
+        });
     }
     if debian_toolchain_ready() {
         note("wasm32 target: Debian rustc-web toolchain (rustup link 'debian-wasm')");
@@ -100,7 +102,9 @@ fn wasm_target() -> Result<WasmToolchain> {
         .status()
         .is_ok_and(|s| s.success());
     if added && default_has_wasm32() {
-        return Ok(WasmToolchain { rustup_toolchain: None });
+        return Ok(WasmToolchain {
+            rustup_toolchain: None,
+        });
     }
     note("rustup cannot download the target here; building Debian's wasm32 std instead");
     debian_wasm_std()?;
@@ -158,8 +162,14 @@ fn debian_wasm_std() -> Result<()> {
     fs::create_dir_all(sysroot)?;
     for entry in fs::read_dir(&deps)? {
         let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.starts_with("lib") && name.ends_with(".rlib") && !name.starts_with("libwasm_std_probe") {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("lib")
+            && name.ends_with(".rlib")
+            && !name.starts_with("libwasm_std_probe")
+        {
             fs::copy(&path, sysroot.join(&name))?;
         }
     }
@@ -192,7 +202,9 @@ pub(crate) fn locked_wasm_bindgen() -> Result<String> {
 }
 
 fn cargo_install(krate: &str, version: &str) -> Result<()> {
-    note(&format!("cargo install {krate} --version {version} (a few minutes, once)"));
+    note(&format!(
+        "cargo install {krate} --version {version} (a few minutes, once)"
+    ));
     run(Command::new("cargo")
         .args(["install", krate, "--version", version])
         .env_remove("CARGO_TARGET_DIR")
@@ -211,7 +223,10 @@ fn wasm_bindgen_cli() -> Result<()> {
 
 fn worker_build() -> Result<()> {
     let have = output(Command::new("worker-build").arg("--version"));
-    if have.as_deref().is_some_and(|v| v.ends_with(WORKER_BUILD_VERSION)) {
+    if have
+        .as_deref()
+        .is_some_and(|v| v.ends_with(WORKER_BUILD_VERSION))
+    {
         note(&format!("worker-build {WORKER_BUILD_VERSION}"));
         return Ok(());
     }
@@ -231,9 +246,12 @@ fn npm_packages() -> Result<()> {
         return Ok(());
     }
     note("npm ci (from the committed package-lock.json)");
-    run(Command::new("npm")
-        .current_dir(&root)
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]))?;
+    run(Command::new("npm").current_dir(&root).args([
+        "ci",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+    ]))?;
     fs::write(stamp, digest)?;
     Ok(())
 }
@@ -245,7 +263,10 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 fn chromium() -> Result<PathBuf> {
-    let (browser, driver) = (Path::new("/usr/bin/chromium"), Path::new("/usr/bin/chromedriver"));
+    let (browser, driver) = (
+        Path::new("/usr/bin/chromium"),
+        Path::new("/usr/bin/chromedriver"),
+    );
     if !browser.exists() || !driver.exists() {
         apt_install(&["chromium", "chromium-driver"])?;
     }

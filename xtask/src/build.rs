@@ -25,12 +25,26 @@ fn gzip_size(path: &Path) -> Result<usize> {
 /// Builds `crates/client` into `pkg/wasm/` with wasm-bindgen (ESM, `--target web`).
 pub(crate) fn pkg(wasm: &WasmToolchain) -> Result<()> {
     step("build pkg/ (@cloudsignal/client: wasm-bindgen --target web, wasm-opt -Oz)");
-    run(wasm.cargo().args([
-        "build", "--quiet", "-p", "cloudsignal-client", "--target", "wasm32-unknown-unknown",
-        "--profile", "wasm-release",
-    ]))?;
-    let input = wasm_target_dir().join("wasm32-unknown-unknown/wasm-release/cloudsignal_client.wasm");
     let out = root().join("pkg/wasm");
+    if up_to_date(
+        &out.join("cloudsignal_client_bg.wasm"),
+        &["crates/client", "crates/core/src"],
+    ) {
+        note("pkg/wasm is newer than its sources: skipped");
+        return Ok(());
+    }
+    run(wasm.cargo().args([
+        "build",
+        "--quiet",
+        "-p",
+        "cloudsignal-client",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        "wasm-release",
+    ]))?;
+    let input =
+        wasm_target_dir().join("wasm32-unknown-unknown/wasm-release/cloudsignal_client.wasm");
     run(Command::new("wasm-bindgen")
         .arg(&input)
         .args(["--target", "web", "--out-dir"])
@@ -60,6 +74,13 @@ pub(crate) fn pkg(wasm: &WasmToolchain) -> Result<()> {
 /// Builds the worker with worker-build, using local wasm-bindgen, wasm-opt and esbuild.
 pub(crate) fn worker(wasm: &WasmToolchain) -> Result<()> {
     step("build worker/ (worker-build --release)");
+    if up_to_date(
+        &root().join("worker/build/index_bg.wasm"),
+        &["worker/src", "worker/Cargo.toml", "crates/core/src"],
+    ) {
+        note("worker/build is newer than its sources: skipped");
+        return Ok(());
+    }
     let bin = root().join("node_modules/.bin");
     let wasm_bindgen = which("wasm-bindgen")?;
     let mut cmd = Command::new("worker-build");
@@ -73,12 +94,40 @@ pub(crate) fn worker(wasm: &WasmToolchain) -> Result<()> {
     let build = root().join("worker/build");
     let mut total = 0;
     for entry in walk(&build)? {
-        if entry.extension().is_some_and(|e| e == "wasm" || e == "js" || e == "mjs") {
+        if entry
+            .extension()
+            .is_some_and(|e| e == "wasm" || e == "js" || e == "mjs")
+        {
             total += gzip_size(&entry)?;
         }
     }
-    note(&format!("worker upload size (gzip -9 of wasm + js): {:.1} KB", total as f64 / 1024.0));
+    note(&format!(
+        "worker upload size (gzip -9 of wasm + js): {:.1} KB",
+        total as f64 / 1024.0
+    ));
     Ok(())
+}
+
+/// Whether `output` exists and is newer than every file under `inputs` (paths from the root),
+/// `Cargo.toml` and `Cargo.lock`.
+fn up_to_date(output: &Path, inputs: &[&str]) -> bool {
+    let Ok(built) = fs::metadata(output).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let mut files = vec![root().join("Cargo.toml"), root().join("Cargo.lock")];
+    for input in inputs {
+        let path = root().join(input);
+        if path.is_dir() {
+            files.extend(walk(&path).unwrap_or_default());
+        } else {
+            files.push(path);
+        }
+    }
+    files.iter().all(|f| {
+        fs::metadata(f)
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m <= built)
+    })
 }
 
 fn which(cmd: &str) -> Result<std::path::PathBuf> {

@@ -46,14 +46,20 @@ fn main() {
         }
     };
     if let Err(e) = result {
-        eprintln!("\nxtask {cmd} failed after {:.0} s: {e:#}", started.elapsed().as_secs_f64());
+        eprintln!(
+            "\nxtask {cmd} failed after {:.0} s: {e:#}",
+            started.elapsed().as_secs_f64()
+        );
         if cmd == "test" {
             let (passed, failed) = totals();
             println!("xtask: {passed} passed, {} failed", failed.max(1));
         }
         std::process::exit(1);
     }
-    eprintln!("\nxtask {cmd} finished in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "\nxtask {cmd} finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn test() -> Result<()> {
@@ -61,21 +67,49 @@ fn test() -> Result<()> {
     let root = root();
 
     step("format and lints (cargo fmt --check, cargo clippy -D warnings)");
-    run(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["fmt", "--all", "--", "--check"]))?;
     run(Command::new("cargo").current_dir(&root).args([
-        "clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings",
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
     ]))?;
 
     step("native tests (cargo test)");
-    run_tests(Command::new("cargo").current_dir(&root).args(["test", "--workspace", "--exclude", "cloudsignal-worker"]))?;
-    run(Command::new("cargo").current_dir(&root).args(["build", "--quiet", "-p", "cloudsignal-cli"]))?;
+    run_tests(Command::new("cargo").current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "cloudsignal-worker",
+    ]))?;
+    run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--quiet",
+        "-p",
+        "cloudsignal-cli",
+    ]))?;
 
     step("core tests in wasm32, in headless Chromium (the same test functions)");
     let mut wasm_test = tools.wasm.cargo();
     wasm_test
-        .args(["test", "-p", "cloudsignal-core", "--target", "wasm32-unknown-unknown"])
+        .args([
+            "test",
+            "-p",
+            "cloudsignal-core",
+            "--lib",
+            "--target",
+            "wasm32-unknown-unknown",
+        ])
         .current_dir(root.join("crates/core"))
-        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", "wasm-bindgen-test-runner")
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        )
         .env("CHROMEDRIVER", &tools.chromedriver)
         .env("WASM_BINDGEN_TEST_TIMEOUT", "300");
     run_tests(&mut wasm_test)?;
@@ -102,7 +136,14 @@ fn test() -> Result<()> {
 fn dev() -> Result<()> {
     let tools = bootstrap::all()?;
     build::worker(&tools.wasm)?;
-    run(Command::new("cargo").current_dir(root()).args(["build", "--quiet", "-p", "cloudsignal-cli"]))?;
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--quiet",
+        "-p",
+        "cloudsignal-cli",
+    ]))?;
     step("starting the worker in workerd on http://127.0.0.1:8787 (Ctrl-C to stop)");
-    run(Command::new("node").current_dir(root()).arg("tests/js/support/dev.mjs"))
+    run(Command::new("node")
+        .current_dir(root())
+        .arg("tests/js/support/dev.mjs"))
 }

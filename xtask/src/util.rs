@@ -26,7 +26,8 @@ pub(crate) fn note(what: &str) {
 
 /// Whether `cmd` can be found on PATH.
 pub(crate) fn on_path(cmd: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
 }
 
 /// Runs a command, inheriting output; fails with the command line on a non-zero exit.
@@ -69,7 +70,9 @@ pub(crate) fn run_tests(cmd: &mut Command) -> Result<()> {
         if let Some(rest) = line.strip_prefix("test result: ") {
             for part in rest.split(';') {
                 let mut words = part.split_whitespace().rev();
-                let (Some(kind), Some(n)) = (words.next(), words.next()) else { continue };
+                let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
                 let n: u64 = n.trim_start_matches("ok.").trim().parse().unwrap_or(0);
                 match kind {
                     "passed" => PASSED.fetch_add(n, Ordering::Relaxed),
@@ -92,5 +95,8 @@ pub(crate) fn run_tests(cmd: &mut Command) -> Result<()> {
 
 /// The totals counted by [`run_tests`].
 pub(crate) fn totals() -> (u64, u64) {
-    (PASSED.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed))
+    (
+        PASSED.load(Ordering::Relaxed),
+        FAILED.load(Ordering::Relaxed),
+    )
 }

@@ -128,8 +128,10 @@ fn write_secret_file(path: &PathBuf, contents: &str) -> Result<()> {
 }
 
 fn read_key(path: &PathBuf) -> Result<SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    SigningKey::from_jwk_json(&text).with_context(|| format!("{} is not an Ed25519 private JWK", path.display()))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    SigningKey::from_jwk_json(&text)
+        .with_context(|| format!("{} is not an Ed25519 private JWK", path.display()))
 }
 
 fn main() -> Result<()> {
@@ -137,7 +139,12 @@ fn main() -> Result<()> {
         Command::Keygen { kid, out } => {
             let kid = match kid {
                 Some(k) => k,
-                None => format!("cs-{}-{:02x}{:02x}", now().secs() / 86_400, random::<2>()?[0], random::<2>()?[1]),
+                None => format!(
+                    "cs-{}-{:02x}{:02x}",
+                    now().secs() / 86_400,
+                    random::<2>()?[0],
+                    random::<2>()?[1]
+                ),
             };
             let key = SigningKey::from_seed(kid, random::<32>()?);
             let jwk = key.to_private_jwk_json();
@@ -150,10 +157,14 @@ fn main() -> Result<()> {
             }
         }
         Command::Jwks { key } => {
-            println!("{}", KeySet::new(vec![read_key(&key)?.verifying_entry()]).to_jwks_json());
+            println!(
+                "{}",
+                KeySet::new(vec![read_key(&key)?.verifying_entry()]).to_jwks_json()
+            );
         }
         Command::Token(TokenCommand::Verify(a)) => {
-            let doc = std::fs::read_to_string(&a.jwks).with_context(|| format!("reading {}", a.jwks.display()))?;
+            let doc = std::fs::read_to_string(&a.jwks)
+                .with_context(|| format!("reading {}", a.jwks.display()))?;
             let (keys, _) = KeySet::from_jwks_json(&doc)?;
             let mut verifier = TokenVerifier::default();
             verifier.trust(&a.issuer, keys.keys().iter().cloned());

@@ -6,6 +6,7 @@
 //! token response a backend returns (parse, `expiresAt`, `refreshAt`, the refresh delay);
 //! the MQTT client state machine arrives with the client issue.
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use cloudsignal_core::exchange::TokenResponse as CoreResponse;
 use cloudsignal_core::UnixTime;

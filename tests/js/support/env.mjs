@@ -86,11 +86,11 @@ export async function supabaseProject() {
 }
 
 /** Starts the built worker (worker/build) in workerd via Miniflare; returns { url, mf, logs }. */
-export async function startWorker(bindings) {
+export async function startWorker(bindings, { port = 0 } = {}) {
   const logs = [];
   const mf = new Miniflare({
     host: '127.0.0.1',
-    port: 0,
+    port,
     logRequests: false,
     cf: false,
     handleStructuredLogs: (log) => {
