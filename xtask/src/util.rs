@@ -80,9 +80,15 @@ pub(crate) fn run_tests(cmd: &mut Command) -> Result<()> {
                     _ => 0,
                 };
             }
-        } else if let Some(n) = line.strip_prefix("# pass ") {
+        } else if let Some(n) = line
+            .strip_prefix("# pass ")
+            .or_else(|| line.strip_prefix("ℹ pass "))
+        {
             PASSED.fetch_add(n.trim().parse().unwrap_or(0), Ordering::Relaxed);
-        } else if let Some(n) = line.strip_prefix("# fail ") {
+        } else if let Some(n) = line
+            .strip_prefix("# fail ")
+            .or_else(|| line.strip_prefix("ℹ fail "))
+        {
             FAILED.fetch_add(n.trim().parse().unwrap_or(0), Ordering::Relaxed);
         }
     }
