@@ -83,7 +83,19 @@ fn debian_toolchain_ready() -> bool {
 
 /// Ensures a wasm32 standard library: rustup's if it has (or can download) one, else
 /// Debian's rustc-web toolchain with std built once (see docs/toolchain.md).
+///
+/// `CLOUDSIGNAL_WASM_TOOLCHAIN=debian` forces the Debian path (to test it on any machine).
 fn wasm_target() -> Result<WasmToolchain> {
+    let force_debian = std::env::var("CLOUDSIGNAL_WASM_TOOLCHAIN").is_ok_and(|v| v == "debian");
+    if force_debian {
+        if !debian_toolchain_ready() {
+            debian_wasm_std()?;
+        }
+        note("wasm32 target: Debian rustc-web toolchain (forced by CLOUDSIGNAL_WASM_TOOLCHAIN)");
+        return Ok(WasmToolchain {
+            rustup_toolchain: Some(DEBIAN_TOOLCHAIN.into()),
+        });
+    }
     if default_has_wasm32() {
         note("wasm32 target: rustup default toolchain");
         return Ok(WasmToolchain {

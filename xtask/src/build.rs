@@ -71,40 +71,43 @@ pub(crate) fn pkg(wasm: &WasmToolchain) -> Result<()> {
     Ok(())
 }
 
-/// Builds the worker with worker-build, using local wasm-bindgen, wasm-opt and esbuild.
+/// Builds the worker the way `wrangler deploy` does (its `[build]` command runs worker-build),
+/// as a dry run: this proves `wrangler.toml` deploys as is, and reports the upload size.
 pub(crate) fn worker(wasm: &WasmToolchain) -> Result<()> {
-    step("build worker/ (worker-build --release)");
+    step("build worker/ (npx wrangler deploy --dry-run: worker-build --profile wasm-release)");
     if up_to_date(
         &root().join("worker/build/index_bg.wasm"),
-        &["worker/src", "worker/Cargo.toml", "crates/core/src"],
+        &[
+            "worker/src",
+            "worker/Cargo.toml",
+            "worker/wrangler.toml",
+            "crates/core/src",
+        ],
     ) {
         note("worker/build is newer than its sources: skipped");
         return Ok(());
     }
     let bin = root().join("node_modules/.bin");
-    let wasm_bindgen = which("wasm-bindgen")?;
-    let mut cmd = Command::new("worker-build");
+    let mut cmd = Command::new(bin.join("wrangler"));
     wasm.apply(&mut cmd);
     cmd.current_dir(root().join("worker"))
-        .arg("--release")
-        .env("WASM_BINDGEN_BIN", wasm_bindgen)
+        .args(["deploy", "--dry-run", "--outdir"])
+        .arg(root().join("target/worker-dist"))
+        .env("WASM_BINDGEN_BIN", which("wasm-bindgen")?)
         .env("WASM_OPT_BIN", bin.join("wasm-opt"))
-        .env("ESBUILD_BIN", bin.join("esbuild"));
-    run(&mut cmd)?;
-    let build = root().join("worker/build");
-    let mut total = 0;
-    for entry in walk(&build)? {
-        if entry
-            .extension()
-            .is_some_and(|e| e == "wasm" || e == "js" || e == "mjs")
-        {
-            total += gzip_size(&entry)?;
-        }
+        .env("ESBUILD_BIN", bin.join("esbuild"))
+        .env("WRANGLER_SEND_METRICS", "false")
+        .stderr(std::process::Stdio::inherit());
+    let out = cmd.output().context("could not start wrangler")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        eprintln!("{text}");
+        anyhow::bail!("wrangler deploy --dry-run failed ({})", out.status);
     }
-    note(&format!(
-        "worker upload size (gzip -9 of wasm + js): {:.1} KB",
-        total as f64 / 1024.0
-    ));
+    match text.lines().find(|l| l.contains("Total Upload:")) {
+        Some(line) => note(&format!("worker {}", line.trim())),
+        None => note("worker built (wrangler printed no upload size)"),
+    }
     Ok(())
 }
 

@@ -27,6 +27,7 @@ pub mod ids;
 pub mod jwks_cache;
 pub mod jws;
 pub mod keys;
+pub mod mqtt;
 pub mod time;
 pub mod token;
 pub mod topic;

@@ -101,7 +101,7 @@ export async function startWorker(bindings, { port = 0 } = {}) {
       modules: true,
       scriptPath: join(ROOT, 'worker/build/index.js'),
       modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
-      compatibilityDate: '2026-08-01',
+      compatibilityDate: '2026-04-01',
       bindings,
     }],
   });
