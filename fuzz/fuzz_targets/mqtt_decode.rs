@@ -1,0 +1,20 @@
+//! Any bytes: decoding never panics, never claims more bytes than it was given, and whatever
+//! decodes re-encodes to bytes that decode to the same packet.
+#![no_main]
+use cloudsignal_core::mqtt::{decode, Protocol};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    for protocol in [Protocol::V311, Protocol::V5] {
+        if let Ok(Some((packet, used))) = decode(data, protocol, 1 << 20) {
+            assert!(used <= data.len());
+            let mut again = Vec::new();
+            packet.encode(protocol, &mut again);
+            let (reparsed, n) = decode(&again, protocol, 1 << 20)
+                .expect("re-encoded packet decodes")
+                .expect("re-encoded packet is complete");
+            assert_eq!(n, again.len());
+            assert_eq!(reparsed, packet);
+        }
+    }
+});
