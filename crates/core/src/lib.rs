@@ -28,6 +28,7 @@ pub mod jwks_cache;
 pub mod jws;
 pub mod keys;
 pub mod mqtt;
+pub mod session;
 pub mod time;
 pub mod token;
 pub mod topic;

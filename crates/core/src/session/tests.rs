@@ -1,0 +1,296 @@
+//! Scripted-peer tests: a client made of encoded packets, the session in memory, time as data.
+
+use super::*;
+use crate::both_targets_test;
+use crate::mqtt::{Connect, Publish, Subscribe, Will};
+use std::num::NonZeroU16;
+
+fn id(n: u16) -> PacketId {
+    NonZeroU16::new(n).unwrap()
+}
+
+fn bytes(p: &Packet<'_>, protocol: Protocol) -> Vec<u8> {
+    let mut out = Vec::new();
+    p.encode(protocol, &mut out);
+    out
+}
+
+fn connect(protocol: Protocol, keep_alive: u16, will: bool) -> Vec<u8> {
+    bytes(
+        &Packet::Connect(Connect {
+            protocol,
+            clean_start: true,
+            keep_alive,
+            properties: Properties::default(),
+            client_id: "c1",
+            will: will.then(|| Will {
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: Properties::default(),
+                topic: "w",
+                payload: b"gone",
+            }),
+            username: Some("alice@org_k7xm4pqr2n5t"),
+            password: Some(b"tkn_x"),
+        }),
+        protocol,
+    )
+}
+
+fn publish(qos: QoS, pid: u16, topic: &'static str, alias: Option<u16>) -> Packet<'static> {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic,
+        packet_id: (qos != QoS::AtMostOnce).then(|| id(pid)),
+        properties: Properties {
+            topic_alias: alias,
+            ..Properties::default()
+        },
+        payload: b"hi",
+    })
+}
+
+/// Decodes everything the session transmitted.
+fn sent(s: &mut ServerSession) -> Vec<Packet<'static>> {
+    let data: &'static [u8] = Box::leak(s.poll_transmit().unwrap_or_default().into_boxed_slice());
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Ok(Some((p, n))) = decode(rest, s.protocol(), 1 << 20) {
+        out.push(p);
+        rest = &rest[n..];
+    }
+    assert!(rest.is_empty(), "undecodable transmit bytes");
+    out
+}
+
+fn events(s: &mut ServerSession) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+/// A connected session (CONNECT accepted at t=0).
+fn connected(protocol: Protocol, keep_alive: u16) -> ServerSession {
+    let mut s = ServerSession::new(ServerConfig::default(), 0);
+    s.handle_bytes(&connect(protocol, keep_alive, true), 0);
+    assert!(matches!(events(&mut s)[..], [Event::Connect(_)]));
+    s.accept(0, false, None, true, keep_alive);
+    let connack = sent(&mut s);
+    assert!(matches!(&connack[..], [Packet::Connack(c)] if c.reason == ReasonCode::SUCCESS));
+    s
+}
+
+both_targets_test! {
+    fn connect_is_surfaced_then_accepted() {
+        let mut s = ServerSession::new(ServerConfig::default(), 0);
+        // CONNECT split across two reads
+        let c = connect(Protocol::V5, 30, true);
+        s.handle_bytes(&c[..5], 0);
+        assert!(s.poll_event().is_none());
+        s.handle_bytes(&c[5..], 1);
+        match &events(&mut s)[..] {
+            [Event::Connect(r)] => {
+                assert_eq!(r.client_id, "c1");
+                assert_eq!(r.username.as_deref(), Some("alice@org_k7xm4pqr2n5t"));
+                assert_eq!(r.password.as_deref(), Some(&b"tkn_x"[..]));
+                assert_eq!(r.will.as_ref().unwrap().topic.as_str(), "w");
+            }
+            other => panic!("{other:?}"),
+        }
+        s.accept(1, false, None, true, 30);
+        match &sent(&mut s)[..] {
+            [Packet::Connack(c)] => {
+                assert_eq!(c.properties.receive_maximum, Some(100));
+                assert_eq!(c.properties.maximum_packet_size, Some(1 << 20));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+both_targets_test! {
+    fn packets_pipelined_after_connect_wait_for_connack() {
+        let mut s = ServerSession::new(ServerConfig::default(), 0);
+        let mut data = connect(Protocol::V311, 0, false);
+        data.extend(bytes(&Packet::Pingreq, Protocol::V311));
+        s.handle_bytes(&data, 0);
+        assert!(s.poll_transmit().is_none(), "nothing is processed before CONNACK [MQTT-3.1.4-7]");
+        s.accept(0, false, None, false, 0);
+        let out = sent(&mut s);
+        assert!(matches!(&out[..], [Packet::Connack(_), Packet::Pingresp]), "{out:?}");
+    }
+}
+
+both_targets_test! {
+    fn rejection_maps_to_v311_return_codes() {
+        for (reason, code) in [(ReasonCode::BAD_USERNAME_OR_PASSWORD, 4), (ReasonCode::NOT_AUTHORIZED, 5), (ReasonCode::SERVER_BUSY, 3)] {
+            let mut s = ServerSession::new(ServerConfig::default(), 0);
+            s.handle_bytes(&connect(Protocol::V311, 0, false), 0);
+            events(&mut s);
+            s.reject(reason);
+            assert!(matches!(&sent(&mut s)[..], [Packet::Connack(c)] if c.reason == ReasonCode(code)));
+            assert!(s.is_closed());
+            assert!(matches!(&events(&mut s)[..], [Event::Closed { publish_will: false, .. }]));
+        }
+    }
+}
+
+both_targets_test! {
+    fn first_packet_must_be_connect_and_only_once() {
+        let mut s = ServerSession::new(ServerConfig::default(), 0);
+        s.handle_bytes(&bytes(&Packet::Pingreq, Protocol::V5), 0);
+        assert!(s.is_closed());
+        let mut s = connected(Protocol::V5, 0);
+        s.handle_bytes(&connect(Protocol::V5, 0, false), 1);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR));
+        assert!(matches!(&events(&mut s)[..], [Event::Closed { publish_will: true, .. }]));
+    }
+}
+
+both_targets_test! {
+    fn connect_timeout_and_keep_alive() {
+        let mut s = ServerSession::new(ServerConfig::default(), 1_000);
+        assert_eq!(s.poll_timeout(), Some(11_000));
+        s.handle_timeout(10_999);
+        assert!(!s.is_closed());
+        s.handle_timeout(11_000);
+        assert!(matches!(&events(&mut s)[..], [Event::Closed { reason: CloseReason::ConnectTimeout, .. }]));
+
+        let mut s = connected(Protocol::V5, 10);
+        assert_eq!(s.poll_timeout(), Some(15_000), "1.5 x keep-alive [MQTT-3.1.2-24]");
+        s.handle_bytes(&bytes(&Packet::Pingreq, Protocol::V5), 14_000);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Pingresp]));
+        s.handle_timeout(28_999);
+        assert!(!s.is_closed());
+        s.handle_timeout(29_000);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::KEEP_ALIVE_TIMEOUT));
+        assert!(matches!(&events(&mut s)[..], [Event::Closed { reason: CloseReason::KeepAliveTimeout, publish_will: true }]));
+    }
+}
+
+both_targets_test! {
+    fn qos1_and_qos2_inbound_flows() {
+        let mut s = connected(Protocol::V5, 0);
+        s.handle_bytes(&bytes(&publish(QoS::AtLeastOnce, 1, "users/alice/x", None), Protocol::V5), 1);
+        assert!(matches!(&events(&mut s)[..], [Event::Publish { packet_id: Some(p), .. }] if p.get() == 1));
+        s.ack_publish(id(1), QoS::AtLeastOnce, ReasonCode::NOT_AUTHORIZED);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Puback(a)] if a.reason == ReasonCode::NOT_AUTHORIZED));
+
+        // QoS 2: delivered once even when retransmitted before PUBREL
+        let p = bytes(&publish(QoS::ExactlyOnce, 2, "users/alice/x", None), Protocol::V5);
+        s.handle_bytes(&p, 2);
+        assert_eq!(events(&mut s).len(), 1);
+        s.ack_publish(id(2), QoS::ExactlyOnce, ReasonCode::SUCCESS);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Pubrec(_)]));
+        s.handle_bytes(&p, 3);
+        assert!(events(&mut s).is_empty(), "no duplicate delivery [MQTT-4.3.3-9]");
+        assert!(matches!(&sent(&mut s)[..], [Packet::Pubrec(_)]));
+        let rel = Packet::Pubrel(Ack { packet_id: id(2), reason: ReasonCode::SUCCESS, properties: Properties::default() });
+        s.handle_bytes(&bytes(&rel, Protocol::V5), 4);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Pubcomp(a)] if a.reason == ReasonCode::SUCCESS));
+        // the id is free again: a new QoS 2 message with it is a new message
+        s.handle_bytes(&p, 5);
+        assert_eq!(events(&mut s).len(), 1);
+    }
+}
+
+both_targets_test! {
+    fn receive_maximum_exceeded_disconnects_with_0x93() {
+        let mut s = ServerSession::new(ServerConfig { receive_maximum: 2, ..ServerConfig::default() }, 0);
+        s.handle_bytes(&connect(Protocol::V5, 0, false), 0);
+        events(&mut s);
+        s.accept(0, false, None, false, 0);
+        sent(&mut s);
+        for pid in 1..=3 {
+            s.handle_bytes(&bytes(&publish(QoS::AtLeastOnce, pid, "t", None), Protocol::V5), 1);
+        }
+        assert!(matches!(&sent(&mut s)[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
+        assert!(s.is_closed());
+    }
+}
+
+both_targets_test! {
+    fn topic_aliases() {
+        let mut s = connected(Protocol::V5, 0);
+        s.handle_bytes(&bytes(&publish(QoS::AtMostOnce, 0, "sensors/1/temp", Some(4)), Protocol::V5), 1);
+        s.handle_bytes(&bytes(&publish(QoS::AtMostOnce, 0, "", Some(4)), Protocol::V5), 2);
+        let topics: Vec<String> = events(&mut s)
+            .into_iter()
+            .map(|e| match e { Event::Publish { message, .. } => message.topic.to_string(), other => panic!("{other:?}") })
+            .collect();
+        assert_eq!(topics, ["sensors/1/temp", "sensors/1/temp"]);
+        s.handle_bytes(&bytes(&publish(QoS::AtMostOnce, 0, "", Some(5)), Protocol::V5), 3);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR));
+        let mut s = connected(Protocol::V5, 0);
+        s.handle_bytes(&bytes(&publish(QoS::AtMostOnce, 0, "t", Some(33)), Protocol::V5), 1);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::TOPIC_ALIAS_INVALID));
+    }
+}
+
+both_targets_test! {
+    fn subscribe_surfaces_parsed_filters_and_acks_map_per_version() {
+        let mut s = connected(Protocol::V311, 0);
+        let opts = SubscriptionOptions { qos: QoS::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 };
+        let sub = Packet::Subscribe(Subscribe { packet_id: id(9), properties: Properties::default(), filters: vec![("users/+/notifications", opts), ("a/#/b", opts)] });
+        s.handle_bytes(&bytes(&sub, Protocol::V311), 1);
+        match &events(&mut s)[..] {
+            [Event::Subscribe { packet_id, filters, .. }] => {
+                assert_eq!(packet_id.get(), 9);
+                assert!(filters[0].0.is_ok());
+                assert!(filters[1].0.is_err());
+            }
+            other => panic!("{other:?}"),
+        }
+        s.ack_subscribe(id(9), vec![ReasonCode::NOT_AUTHORIZED, ReasonCode::TOPIC_FILTER_INVALID]);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Suback(a)] if a.reasons == [ReasonCode(0x80), ReasonCode(0x80)]));
+    }
+}
+
+both_targets_test! {
+    fn disconnect_suppresses_the_will_unless_asked() {
+        let mut s = connected(Protocol::V5, 0);
+        s.handle_bytes(&bytes(&Packet::Disconnect(ReasonPacket { reason: ReasonCode::SUCCESS, properties: Properties::default() }), Protocol::V5), 1);
+        assert!(matches!(&events(&mut s)[..], [Event::Closed { publish_will: false, .. }]));
+        let mut s = connected(Protocol::V5, 0);
+        s.handle_bytes(&bytes(&Packet::Disconnect(ReasonPacket { reason: ReasonCode::DISCONNECT_WITH_WILL, properties: Properties::default() }), Protocol::V5), 1);
+        assert!(matches!(&events(&mut s)[..], [Event::Closed { publish_will: true, .. }]));
+    }
+}
+
+both_targets_test! {
+    fn bad_input_gets_the_right_reason_code() {
+        // server-only packets, a wildcard topic, and an oversized packet, each on a fresh session
+        let cases: Vec<(Vec<u8>, ReasonCode)> = vec![
+            (bytes(&Packet::Pingresp, Protocol::V5), ReasonCode::PROTOCOL_ERROR),
+            (bytes(&Packet::Suback(SubAck { packet_id: id(1), properties: Properties::default(), reasons: vec![ReasonCode::SUCCESS] }), Protocol::V5), ReasonCode::PROTOCOL_ERROR),
+            (bytes(&Packet::Puback(Ack { packet_id: id(1), reason: ReasonCode::SUCCESS, properties: Properties::default() }), Protocol::V5), ReasonCode::PROTOCOL_ERROR),
+            (vec![0x30, 4, 0, 2, b'a', b'+'], ReasonCode::TOPIC_NAME_INVALID),
+            (vec![0x30, 0xff, 0xff, 0xff, 0x7f], ReasonCode::PACKET_TOO_LARGE),
+            (vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x01], ReasonCode::MALFORMED_PACKET),
+        ];
+        for (data, want) in cases {
+            let mut s = connected(Protocol::V5, 0);
+            s.handle_bytes(&data, 1);
+            assert!(matches!(&sent(&mut s)[..], [Packet::Disconnect(d)] if d.reason == want), "{data:?}");
+            assert!(s.is_closed());
+        }
+    }
+}
+
+both_targets_test! {
+    fn server_close_sends_the_reason() {
+        let mut s = connected(Protocol::V5, 0);
+        s.close(ReasonCode::MAXIMUM_CONNECT_TIME, Some("token expired"));
+        match &sent(&mut s)[..] {
+            [Packet::Disconnect(d)] => {
+                assert_eq!(d.reason, ReasonCode::MAXIMUM_CONNECT_TIME);
+                assert_eq!(d.properties.reason_string, Some("token expired"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut s = connected(Protocol::V311, 0);
+        s.close(ReasonCode::ADMINISTRATIVE_ACTION, None);
+        assert!(s.poll_transmit().is_none(), "v3.1.1 has no server DISCONNECT");
+        assert!(s.is_closed());
+    }
+}
