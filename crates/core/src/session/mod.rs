@@ -21,8 +21,11 @@
 //! aliases), SUBSCRIBE/UNSUBSCRIBE, PING and DISCONNECT, and protocol errors mapped to v5
 //! reason codes (or a close for v3.1.1). Outbound delivery with inflight windows is next.
 
+mod outbound;
 #[cfg(test)]
 mod tests;
+
+pub use outbound::{Deliver, Delivery};
 
 use crate::mqtt::{
     decode, Ack, Connack, DecodeError, Packet, PacketId, Properties, Protocol, QoS, ReasonCode,
@@ -50,6 +53,9 @@ pub struct ServerConfig {
     pub max_keep_alive: u16,
     /// Topic depth cap.
     pub max_topic_levels: usize,
+    /// QoS 1/2 messages queued behind a client's inflight window before it counts as a slow
+    /// consumer (0x97). Default 1,000.
+    pub max_queued: usize,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +67,7 @@ impl Default for ServerConfig {
             connect_timeout_ms: 10_000,
             max_keep_alive: 0,
             max_topic_levels: crate::topic::DEFAULT_MAX_LEVELS,
+            max_queued: 1_000,
         }
     }
 }
@@ -213,6 +220,7 @@ pub struct ServerSession {
     awaiting_pubrel: BTreeSet<u16>,
     topic_aliases: HashMap<u16, TopicName>,
     will_pending: bool,
+    outbound: outbound::Outbound,
 }
 
 impl ServerSession {
@@ -220,7 +228,6 @@ impl ServerSession {
     pub fn new(config: ServerConfig, now: Millis) -> Self {
         let deadline = Some(now + config.connect_timeout_ms);
         Self {
-            config,
             state: State::AwaitingConnect,
             protocol: Protocol::V5,
             buffer: Vec::new(),
@@ -232,6 +239,8 @@ impl ServerSession {
             awaiting_pubrel: BTreeSet::new(),
             topic_aliases: HashMap::new(),
             will_pending: false,
+            outbound: outbound::Outbound::new(config.max_queued),
+            config,
         }
     }
 
@@ -395,6 +404,8 @@ impl ServerSession {
     fn on_connect(&mut self, c: crate::mqtt::Connect<'_>) {
         self.protocol = c.protocol;
         self.state = State::Authenticating;
+        self.outbound.window = c.properties.receive_maximum.unwrap_or(u16::MAX);
+        self.outbound.max_packet_size = c.properties.maximum_packet_size;
         self.deadline = None;
         let will = match &c.will {
             Some(w) => match TopicName::parse_with_limit(w.topic, self.config.max_topic_levels) {
@@ -565,13 +576,13 @@ impl ServerSession {
                 self.finish(CloseReason::ClientDisconnect(d.reason), will);
             }
             Packet::Auth(a) if self.protocol == Protocol::V5 => self.on_auth(a),
-            Packet::Puback(_) | Packet::Pubrec(_) | Packet::Pubcomp(_) => {
-                // outbound flows are handled by the delivery half (next step); until then an
-                // acknowledgement for nothing we sent is a protocol error
-                self.violation(
-                    ReasonCode::PROTOCOL_ERROR,
-                    "acknowledgement for an unknown packet".into(),
-                );
+            ack @ (Packet::Puback(_) | Packet::Pubrec(_) | Packet::Pubcomp(_)) => {
+                if let Err(why) = self
+                    .outbound
+                    .on_ack(&ack, self.protocol, &mut self.transmit)
+                {
+                    self.violation(ReasonCode::PROTOCOL_ERROR, why);
+                }
             }
             other => {
                 let t = other.packet_type();
@@ -705,6 +716,25 @@ impl ServerSession {
             properties: Properties::default(),
             reasons,
         }));
+    }
+
+    /// Offers a message to this client (see [`Deliver`] for the outcomes).
+    pub fn deliver(&mut self, delivery: Delivery) -> Deliver {
+        if self.state != State::Connected {
+            return Deliver::QueueFull;
+        }
+        self.outbound
+            .deliver(delivery, self.protocol, &mut self.transmit)
+    }
+
+    /// QoS 1/2 messages waiting behind the inflight window, and messages in flight.
+    pub fn backlog(&self) -> (usize, usize) {
+        (self.outbound.queued(), self.outbound.inflight())
+    }
+
+    /// Messages sent but not acknowledged, and queued ones: what a persistent session keeps.
+    pub fn unacknowledged(&self) -> impl Iterator<Item = &Delivery> {
+        self.outbound.unacknowledged()
     }
 
     /// Sends a v5 AUTH packet (e.g. success 0x00 after a re-authentication).

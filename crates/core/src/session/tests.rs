@@ -294,3 +294,146 @@ both_targets_test! {
         assert!(s.is_closed());
     }
 }
+
+fn connected_with(
+    window: Option<u16>,
+    max_packet: Option<u32>,
+    max_queued: usize,
+) -> ServerSession {
+    let mut s = ServerSession::new(
+        ServerConfig {
+            max_queued,
+            ..ServerConfig::default()
+        },
+        0,
+    );
+    let c = Packet::Connect(Connect {
+        protocol: Protocol::V5,
+        clean_start: true,
+        keep_alive: 0,
+        properties: Properties {
+            receive_maximum: window,
+            maximum_packet_size: max_packet,
+            ..Properties::default()
+        },
+        client_id: "c2",
+        will: None,
+        username: None,
+        password: None,
+    });
+    s.handle_bytes(&bytes(&c, Protocol::V5), 0);
+    events(&mut s);
+    s.accept(0, false, None, false, 0);
+    sent(&mut s);
+    s
+}
+
+fn delivery(qos: QoS, payload: &[u8]) -> Delivery {
+    Delivery {
+        message: std::sync::Arc::new(Message {
+            topic: TopicName::parse("users/alice/notifications").unwrap(),
+            payload: payload.to_vec(),
+            qos,
+            retain: false,
+            expiry: None,
+            forwarded: ForwardedProperties {
+                user_properties: vec![("trace".into(), "1".into())],
+                ..ForwardedProperties::default()
+            },
+        }),
+        qos,
+        retain: false,
+        subscription_ids: vec![7],
+        expiry: Some(60),
+    }
+}
+
+fn ack(kind: u8, pid: u16) -> Vec<u8> {
+    let a = Ack {
+        packet_id: id(pid),
+        reason: ReasonCode::SUCCESS,
+        properties: Properties::default(),
+    };
+    let p = match kind {
+        4 => Packet::Puback(a),
+        5 => Packet::Pubrec(a),
+        _ => Packet::Pubcomp(a),
+    };
+    bytes(&p, Protocol::V5)
+}
+
+both_targets_test! {
+    fn outbound_qos1_respects_the_clients_receive_maximum() {
+        let mut s = connected_with(Some(2), None, 10);
+        for _ in 0..3 {
+            s.deliver(delivery(QoS::AtLeastOnce, b"m"));
+        }
+        let first = sent(&mut s);
+        assert_eq!(first.len(), 2, "window of 2");
+        match &first[0] {
+            Packet::Publish(p) => {
+                assert_eq!(p.packet_id, Some(id(1)));
+                assert_eq!(p.properties.subscription_identifiers, [7]);
+                assert_eq!(p.properties.message_expiry_interval, Some(60));
+                assert_eq!(p.properties.user_properties, [("trace", "1")]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.backlog(), (1, 2));
+        s.handle_bytes(&ack(4, 1), 1);
+        match &sent(&mut s)[..] {
+            [Packet::Publish(p)] => assert_eq!(p.packet_id, Some(id(3))),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.backlog(), (0, 2));
+        // QoS 0 is not subject to the window
+        assert_eq!(s.deliver(delivery(QoS::AtMostOnce, b"q0")), Deliver::Sent);
+    }
+}
+
+both_targets_test! {
+    fn outbound_qos2_flow() {
+        let mut s = connected_with(None, None, 10);
+        assert_eq!(s.deliver(delivery(QoS::ExactlyOnce, b"m")), Deliver::Sent);
+        sent(&mut s);
+        s.handle_bytes(&ack(5, 1), 1);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Pubrel(a)] if a.packet_id == id(1)));
+        // a second PUBREC for the same id is now out of order
+        s.handle_bytes(&ack(7, 1), 2);
+        assert!(s.poll_transmit().is_none());
+        assert_eq!(s.backlog(), (0, 0));
+        s.handle_bytes(&ack(7, 1), 3);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR), "unsolicited PUBCOMP");
+    }
+}
+
+both_targets_test! {
+    fn slow_consumer_queue_is_bounded() {
+        let mut s = connected_with(Some(1), None, 2);
+        assert_eq!(s.deliver(delivery(QoS::AtLeastOnce, b"1")), Deliver::Sent);
+        assert_eq!(s.deliver(delivery(QoS::AtLeastOnce, b"2")), Deliver::Queued);
+        assert_eq!(s.deliver(delivery(QoS::AtLeastOnce, b"3")), Deliver::Queued);
+        assert_eq!(s.deliver(delivery(QoS::AtLeastOnce, b"4")), Deliver::QueueFull);
+        assert_eq!(s.unacknowledged().count(), 3);
+    }
+}
+
+both_targets_test! {
+    fn messages_above_the_clients_maximum_packet_size_are_dropped() {
+        let mut s = connected_with(None, Some(64), 10);
+        assert_eq!(s.deliver(delivery(QoS::AtLeastOnce, &[0; 100])), Deliver::TooLarge);
+        assert!(s.poll_transmit().is_none());
+        assert_eq!(s.backlog(), (0, 0), "a dropped message takes no packet id");
+        assert_eq!(s.deliver(delivery(QoS::AtLeastOnce, b"small")), Deliver::Sent);
+    }
+}
+
+both_targets_test! {
+    fn acknowledgement_of_the_wrong_kind_is_a_protocol_error() {
+        let mut s = connected_with(None, None, 10);
+        s.deliver(delivery(QoS::AtLeastOnce, b"m"));
+        sent(&mut s);
+        s.handle_bytes(&ack(5, 1), 1);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR));
+    }
+}

@@ -1,0 +1,238 @@
+//! The outbound half of a session: messages to the client, packet identifiers, the inflight
+//! window bounded by the client's Receive Maximum, and a bounded queue behind it.
+//!
+//! Slow-consumer policy (documented in the broker): QoS 0 messages are sent at once and never
+//! queued here (the driver drops them when the socket backs up); QoS 1/2 messages beyond the
+//! window wait in a queue of at most `max_queued` entries; when it is full the delivery is
+//! refused with [`Deliver::QueueFull`] and the broker disconnects the client with 0x97.
+
+use super::Message;
+use crate::mqtt::{Ack, Packet, PacketId, Properties, Protocol, Publish, QoS, ReasonCode};
+use std::collections::{BTreeMap, VecDeque};
+use std::num::NonZeroU16;
+use std::sync::Arc;
+
+/// One message on its way to one subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message (shared between all its subscribers).
+    pub message: Arc<Message>,
+    /// QoS for this subscriber: min(published QoS, granted QoS).
+    pub qos: QoS,
+    /// RETAIN flag as this subscriber sees it (retain-as-published, retained replay).
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (v5).
+    pub subscription_ids: Vec<u32>,
+    /// Remaining Message Expiry Interval, if the message has one.
+    pub expiry: Option<u32>,
+}
+
+/// What happened to a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deliver {
+    /// Written to the transmit buffer.
+    Sent,
+    /// Waiting for the inflight window.
+    Queued,
+    /// The message is larger than the client's Maximum Packet Size and was discarded
+    /// [MQTT-3.1.2-25].
+    TooLarge,
+    /// The queue is full: disconnect the client (0x97 Quota exceeded).
+    QueueFull,
+}
+
+#[derive(Debug)]
+enum Inflight {
+    AwaitPuback,
+    AwaitPubrec,
+    AwaitPubcomp,
+}
+
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    next_id: u16,
+    inflight: BTreeMap<u16, (Inflight, Delivery)>,
+    queue: VecDeque<Delivery>,
+    /// The client's Receive Maximum (65,535 when it sets none).
+    pub(crate) window: u16,
+    /// The client's Maximum Packet Size, if it set one.
+    pub(crate) max_packet_size: Option<u32>,
+    pub(crate) max_queued: usize,
+}
+
+impl Outbound {
+    pub(crate) fn new(max_queued: usize) -> Self {
+        Self {
+            next_id: 1,
+            inflight: BTreeMap::new(),
+            queue: VecDeque::new(),
+            window: u16::MAX,
+            max_packet_size: None,
+            max_queued,
+        }
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub(crate) fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    fn allocate_id(&mut self) -> Option<PacketId> {
+        for _ in 0..u16::MAX {
+            let id = self.next_id;
+            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.contains_key(&id) {
+                return NonZeroU16::new(id);
+            }
+        }
+        None
+    }
+
+    /// Offers a delivery; encodes it into `out` when it can go now.
+    pub(crate) fn deliver(
+        &mut self,
+        d: Delivery,
+        protocol: Protocol,
+        out: &mut Vec<u8>,
+    ) -> Deliver {
+        if d.qos == QoS::AtMostOnce {
+            return self.write(&d, None, false, protocol, out);
+        }
+        if self.inflight.len() >= usize::from(self.window) || !self.queue.is_empty() {
+            if self.queue.len() >= self.max_queued {
+                return Deliver::QueueFull;
+            }
+            self.queue.push_back(d);
+            return Deliver::Queued;
+        }
+        self.send_qos(d, protocol, out)
+    }
+
+    fn send_qos(&mut self, d: Delivery, protocol: Protocol, out: &mut Vec<u8>) -> Deliver {
+        let Some(id) = self.allocate_id() else {
+            return Deliver::QueueFull;
+        };
+        let outcome = self.write(&d, Some(id), false, protocol, out);
+        if outcome == Deliver::Sent {
+            let state = if d.qos == QoS::AtLeastOnce {
+                Inflight::AwaitPuback
+            } else {
+                Inflight::AwaitPubrec
+            };
+            self.inflight.insert(id.get(), (state, d));
+        }
+        outcome
+    }
+
+    fn write(
+        &self,
+        d: &Delivery,
+        id: Option<PacketId>,
+        dup: bool,
+        protocol: Protocol,
+        out: &mut Vec<u8>,
+    ) -> Deliver {
+        let m = &d.message;
+        let f = &m.forwarded;
+        let properties = if protocol == Protocol::V5 {
+            Properties {
+                payload_format_indicator: f.payload_format_indicator,
+                message_expiry_interval: d.expiry,
+                content_type: f.content_type.as_deref(),
+                response_topic: f.response_topic.as_deref(),
+                correlation_data: f.correlation_data.as_deref(),
+                subscription_identifiers: d.subscription_ids.clone(),
+                user_properties: f
+                    .user_properties
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+                ..Properties::default()
+            }
+        } else {
+            Properties::default()
+        };
+        let packet = Packet::Publish(Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: m.topic.as_str(),
+            packet_id: id,
+            properties,
+            payload: &m.payload,
+        });
+        let start = out.len();
+        packet.encode(protocol, out);
+        if self
+            .max_packet_size
+            .is_some_and(|max| out.len() - start > max as usize)
+        {
+            out.truncate(start);
+            return Deliver::TooLarge;
+        }
+        Deliver::Sent
+    }
+
+    fn pump(&mut self, protocol: Protocol, out: &mut Vec<u8>) {
+        while self.inflight.len() < usize::from(self.window) {
+            let Some(d) = self.queue.pop_front() else {
+                return;
+            };
+            self.send_qos(d, protocol, out);
+        }
+    }
+
+    /// Handles PUBACK, PUBREC or PUBCOMP from the client. `Err` means the acknowledgement
+    /// matches nothing in flight (a protocol error).
+    pub(crate) fn on_ack(
+        &mut self,
+        packet: &Packet<'_>,
+        protocol: Protocol,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let (kind, ack) = match packet {
+            Packet::Puback(a) => ("PUBACK", a),
+            Packet::Pubrec(a) => ("PUBREC", a),
+            Packet::Pubcomp(a) => ("PUBCOMP", a),
+            _ => return Ok(()),
+        };
+        let id = ack.packet_id.get();
+        let expected = match self.inflight.get(&id) {
+            Some((Inflight::AwaitPuback, _)) => "PUBACK",
+            Some((Inflight::AwaitPubrec, _)) => "PUBREC",
+            Some((Inflight::AwaitPubcomp, _)) => "PUBCOMP",
+            None => return Err(format!("{kind} for packet id {id}, which is not in flight")),
+        };
+        if expected != kind {
+            return Err(format!(
+                "{kind} for packet id {id}, which awaits {expected}"
+            ));
+        }
+        if kind == "PUBREC" && !ack.reason.is_error() {
+            if let Some(entry) = self.inflight.get_mut(&id) {
+                entry.0 = Inflight::AwaitPubcomp;
+            }
+            Packet::Pubrel(Ack {
+                packet_id: ack.packet_id,
+                reason: ReasonCode::SUCCESS,
+                properties: Properties::default(),
+            })
+            .encode(protocol, out);
+        } else {
+            self.inflight.remove(&id);
+        }
+        self.pump(protocol, out);
+        Ok(())
+    }
+
+    /// Everything not yet acknowledged, for a persistent session to resend on reconnect.
+    pub(crate) fn unacknowledged(&self) -> impl Iterator<Item = &Delivery> {
+        self.inflight
+            .values()
+            .map(|(_, d)| d)
+            .chain(self.queue.iter())
+    }
+}
