@@ -42,10 +42,11 @@ pub enum Deliver {
 }
 
 #[derive(Debug)]
+/// What an inflight message waits for.
 enum Inflight {
-    AwaitPuback,
-    AwaitPubrec,
-    AwaitPubcomp,
+    Puback,
+    Pubrec,
+    Pubcomp,
 }
 
 #[derive(Debug)]
@@ -118,9 +119,9 @@ impl Outbound {
         let outcome = self.write(&d, Some(id), false, protocol, out);
         if outcome == Deliver::Sent {
             let state = if d.qos == QoS::AtLeastOnce {
-                Inflight::AwaitPuback
+                Inflight::Puback
             } else {
-                Inflight::AwaitPubrec
+                Inflight::Pubrec
             };
             self.inflight.insert(id.get(), (state, d));
         }
@@ -201,9 +202,9 @@ impl Outbound {
         };
         let id = ack.packet_id.get();
         let expected = match self.inflight.get(&id) {
-            Some((Inflight::AwaitPuback, _)) => "PUBACK",
-            Some((Inflight::AwaitPubrec, _)) => "PUBREC",
-            Some((Inflight::AwaitPubcomp, _)) => "PUBCOMP",
+            Some((Inflight::Puback, _)) => "PUBACK",
+            Some((Inflight::Pubrec, _)) => "PUBREC",
+            Some((Inflight::Pubcomp, _)) => "PUBCOMP",
             None => return Err(format!("{kind} for packet id {id}, which is not in flight")),
         };
         if expected != kind {
@@ -213,7 +214,7 @@ impl Outbound {
         }
         if kind == "PUBREC" && !ack.reason.is_error() {
             if let Some(entry) = self.inflight.get_mut(&id) {
-                entry.0 = Inflight::AwaitPubcomp;
+                entry.0 = Inflight::Pubcomp;
             }
             Packet::Pubrel(Ack {
                 packet_id: ack.packet_id,
