@@ -1,10 +1,12 @@
 //! `cloudsignal`: the CloudSignal command.
 //!
-//! This first version manages signing keys and tokens offline; `serve` (the broker) and the
-//! control-plane commands arrive with their issues.
+//! `serve` runs the broker; `keygen`, `jwks` and `token` manage keys and tokens offline. The
+//! control-plane commands arrive with their issue.
 #![forbid(unsafe_code)]
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout)]
+
+mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -26,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the MQTT broker.
+    Serve(serve::ServeArgs),
     /// Generate an Ed25519 signing key as a private JWK (for CLOUDSIGNAL_SIGNING_KEY).
     ///
     /// Prints to stdout, or writes FILE with mode 0600. Example:
@@ -136,6 +140,7 @@ fn read_key(path: &PathBuf) -> Result<SigningKey> {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Serve(args) => serve::run(args)?,
         Command::Keygen { kid, out } => {
             let kid = match kid {
                 Some(k) => k,

@@ -193,6 +193,8 @@ pub enum CloseReason {
     Rejected(ReasonCode),
     /// The broker closed the session (revocation, expiry, takeover, shutdown…).
     ServerClosed(ReasonCode),
+    /// The network connection ended without DISCONNECT.
+    ConnectionLost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -520,6 +522,11 @@ impl ServerSession {
             properties: Properties::default(),
         }));
         self.finish(CloseReason::Rejected(reason), false);
+    }
+
+    /// The transport closed (EOF or error) without a DISCONNECT: the will is due.
+    pub fn handle_connection_lost(&mut self) {
+        self.finish(CloseReason::ConnectionLost, true);
     }
 
     /// Closes the connection from the broker side with `reason` (v5 DISCONNECT; v3.1.1 close).

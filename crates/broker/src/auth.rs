@@ -1,0 +1,121 @@
+//! Authentication: turns a CONNECT into a principal (username, ACL, expiry) or a refusal.
+//! The cause of a refusal is logged; the client only sees the reason code.
+
+use cloudsignal_core::acl::{AclContext, AclRules, AclSet};
+use cloudsignal_core::mqtt::ReasonCode;
+use cloudsignal_core::session::ConnectRequest;
+use cloudsignal_core::token::TokenVerifier;
+use cloudsignal_core::UnixTime;
+
+/// Who a connection is, and what it may do, for its whole life.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The authenticated username (`<user>@<org>`, or `anonymous`).
+    pub username: String,
+    /// The compiled ACL.
+    pub acl: AclSet,
+    /// When the credential expires (the session is closed then, 0xA0).
+    pub expires_at: Option<UnixTime>,
+    /// The token id, for revocation.
+    pub jti: Option<String>,
+}
+
+/// A refused CONNECT: the reason code sent, and the cause that is only logged.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Sent to the client.
+    pub reason: ReasonCode,
+    /// Logged, never sent.
+    pub cause: String,
+}
+
+/// Decides CONNECTs.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    tokens: TokenVerifier,
+    allow_anonymous: bool,
+}
+
+impl Authenticator {
+    /// An authenticator trusting `tokens`; `allow_anonymous` lets credential-less clients in
+    /// with full access (development only).
+    pub fn new(tokens: TokenVerifier, allow_anonymous: bool) -> Self {
+        Self {
+            tokens,
+            allow_anonymous,
+        }
+    }
+
+    /// Authenticates a CONNECT at `now`.
+    pub fn authenticate(&self, req: &ConnectRequest, now: UnixTime) -> Result<Principal, Refusal> {
+        let refuse = |reason: ReasonCode, cause: String| Refusal { reason, cause };
+        let password = req.password.as_deref().or(
+            if req.auth_method.as_deref() == Some("cloudsignal-token") {
+                req.auth_data.as_deref()
+            } else {
+                None
+            },
+        );
+        if let Some(method) = &req.auth_method {
+            if method != "cloudsignal-token" {
+                return Err(refuse(
+                    ReasonCode::BAD_AUTHENTICATION_METHOD,
+                    format!("unsupported authentication method {method:?}"),
+                ));
+            }
+        }
+        match (req.username.as_deref(), password) {
+            (None, None) if self.allow_anonymous => Ok(Principal {
+                username: "anonymous".into(),
+                acl: AclRules::new(["#"], ["#", "$SYS/#"])
+                    .and_then(|r| r.compile(&AclContext::new("anonymous", "anonymous", None)))
+                    .map_err(|e| {
+                        refuse(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR, e.to_string())
+                    })?,
+                expires_at: None,
+                jti: None,
+            }),
+            (None, None) => Err(refuse(
+                ReasonCode::NOT_AUTHORIZED,
+                "no credentials and anonymous access is disabled".into(),
+            )),
+            (Some(username), Some(password)) => {
+                let password = std::str::from_utf8(password).map_err(|_| {
+                    refuse(
+                        ReasonCode::BAD_USERNAME_OR_PASSWORD,
+                        "password is not UTF-8".into(),
+                    )
+                })?;
+                let verified = self
+                    .tokens
+                    .verify(password, username, now)
+                    .map_err(|e| refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, e.to_string()))?;
+                verified
+                    .check_client_id(&req.client_id)
+                    .map_err(|e| refuse(ReasonCode::NOT_AUTHORIZED, e.to_string()))?;
+                let c = &verified.claims;
+                let ctx = AclContext::new(
+                    c.sub.as_str(),
+                    c.org.as_str(),
+                    Some(&req.client_id)
+                        .filter(|id| !id.is_empty())
+                        .map(String::as_str),
+                );
+                let acl = c
+                    .acl
+                    .compile(&ctx)
+                    .map_err(|e| refuse(ReasonCode::NOT_AUTHORIZED, e.to_string()))?;
+                Ok(Principal {
+                    username: username.to_owned(),
+                    acl,
+                    expires_at: Some(c.exp),
+                    jti: Some(c.jti.as_str().to_owned()),
+                })
+            }
+            _ => Err(refuse(
+                ReasonCode::BAD_USERNAME_OR_PASSWORD,
+                "username and password must both be given".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! One task per connection: the tokio adapter around core's `ServerSession`.
+
+use crate::auth::Principal;
+use crate::router::{ConnHandle, ConnId};
+use crate::Shared;
+use cloudsignal_core::mqtt::{Protocol, ReasonCode};
+use cloudsignal_core::session::{
+    CloseReason, ConnectRequest, Deliver, Event, Message, ServerSession,
+};
+use cloudsignal_core::UnixTime;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+/// Deliveries buffered per connection before the router counts it as a slow consumer.
+const CHANNEL_CAPACITY: usize = 1024;
+/// A write that cannot complete in this time ends the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn unix_now() -> UnixTime {
+    UnixTime(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+struct Conn<W> {
+    id: ConnId,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    session: ServerSession,
+    writer: W,
+    epoch: Instant,
+    principal: Option<Principal>,
+    client_id: String,
+    will: Option<Message>,
+    handle: ConnHandle,
+}
+
+impl<W: AsyncWrite + Unpin> Conn<W> {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        while let Some(bytes) = self.session.poll_transmit() {
+            tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(&bytes))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
+                })??;
+        }
+        Ok(())
+    }
+
+    fn on_connect(&mut self, req: ConnectRequest) {
+        let now = self.now_ms();
+        let mut client_id = req.client_id.clone();
+        let mut assigned = None;
+        if client_id.is_empty() {
+            if req.protocol == Protocol::V311 && !req.clean_start {
+                // [MQTT-3.1.3-8] an empty id needs a clean session in v3.1.1
+                warn!(peer = %self.peer, "refused: empty client id without clean session");
+                return self.session.reject(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            }
+            client_id = format!("cs-{:016x}", self.id);
+            assigned = Some(client_id.clone());
+        }
+        let principal = match self.shared.auth.authenticate(&req, unix_now()) {
+            Ok(p) => p,
+            Err(refusal) => {
+                warn!(peer = %self.peer, client_id, username = req.username.as_deref().unwrap_or(""), cause = %refusal.cause, reason = %refusal.reason, "connect refused");
+                return self.session.reject(refusal.reason);
+            }
+        };
+        let registered = self.shared.router.lock().map_err(|_| ()).and_then(|mut r| {
+            r.register(
+                self.id,
+                &client_id,
+                &principal.username,
+                self.handle.clone(),
+            )
+            .map_err(|_| ())
+        });
+        if registered.is_err() {
+            warn!(peer = %self.peer, client_id, username = %principal.username, "refused: client id held by another user");
+            return self.session.reject(ReasonCode::NOT_AUTHORIZED);
+        }
+        info!(peer = %self.peer, client_id, username = %principal.username, protocol = ?req.protocol, "connected");
+        self.will = req.will;
+        self.client_id = client_id;
+        self.principal = Some(principal);
+        self.session.accept(
+            now,
+            false,
+            assigned.as_deref(),
+            self.will.is_some(),
+            req.keep_alive,
+        );
+    }
+
+    fn on_event(&mut self, event: Event) -> bool {
+        let Some(principal) = self.principal.clone() else {
+            return match event {
+                Event::Connect(req) => {
+                    self.on_connect(req);
+                    true
+                }
+                Event::Closed { reason, .. } => {
+                    self.log_close(&reason);
+                    false
+                }
+                _ => true,
+            };
+        };
+        match event {
+            Event::Connect(_) => {}
+            Event::Publish { message, packet_id } => {
+                let qos = message.qos;
+                let allowed = principal.acl.may_publish(&message.topic);
+                if allowed {
+                    if let Ok(mut r) = self.shared.router.lock() {
+                        r.publish(self.id, Arc::new(message), Instant::now());
+                    }
+                } else {
+                    warn!(client_id = %self.client_id, username = %principal.username, topic = %message.topic, "publish denied by ACL");
+                }
+                if let Some(id) = packet_id {
+                    let reason = if allowed {
+                        ReasonCode::SUCCESS
+                    } else {
+                        ReasonCode::NOT_AUTHORIZED
+                    };
+                    self.session.ack_publish(id, qos, reason);
+                }
+            }
+            Event::Subscribe {
+                packet_id,
+                filters,
+                subscription_id,
+            } => {
+                let mut reasons = Vec::with_capacity(filters.len());
+                let mut replay = Vec::new();
+                for (filter, opts) in filters {
+                    let code = match filter {
+                        Err(why) => {
+                            warn!(client_id = %self.client_id, why, "invalid topic filter");
+                            ReasonCode::TOPIC_FILTER_INVALID
+                        }
+                        Ok(f) if !principal.acl.may_subscribe(f.filter()) => {
+                            warn!(client_id = %self.client_id, username = %principal.username, filter = %f.filter(), "subscribe denied by ACL");
+                            ReasonCode::NOT_AUTHORIZED
+                        }
+                        Ok(f) => {
+                            if let Ok(mut r) = self.shared.router.lock() {
+                                replay.extend(r.subscribe(
+                                    self.id,
+                                    f,
+                                    opts,
+                                    subscription_id,
+                                    Instant::now(),
+                                ));
+                            }
+                            ReasonCode(opts.qos as u8)
+                        }
+                    };
+                    reasons.push(code);
+                }
+                self.session.ack_subscribe(packet_id, reasons);
+                for d in replay {
+                    self.deliver(d);
+                }
+            }
+            Event::Unsubscribe { packet_id, filters } => {
+                let reasons = filters
+                    .iter()
+                    .map(|f| {
+                        let existed = cloudsignal_core::topic::SubscriptionFilter::parse(f)
+                            .ok()
+                            .and_then(|f| {
+                                self.shared
+                                    .router
+                                    .lock()
+                                    .ok()
+                                    .map(|mut r| r.unsubscribe(self.id, &f))
+                            })
+                            .unwrap_or(false);
+                        if existed {
+                            ReasonCode::SUCCESS
+                        } else {
+                            ReasonCode::NO_SUBSCRIPTION_EXISTED
+                        }
+                    })
+                    .collect();
+                self.session.ack_unsubscribe(packet_id, reasons);
+            }
+            Event::Auth { .. } => {
+                // in-session re-authentication arrives with the token-lifecycle work
+                self.session.close(
+                    ReasonCode::BAD_AUTHENTICATION_METHOD,
+                    Some("re-authentication is not supported yet"),
+                );
+            }
+            Event::Closed {
+                reason,
+                publish_will,
+            } => {
+                self.log_close(&reason);
+                if publish_will {
+                    if let Some(will) = self.will.take() {
+                        // a will is published only if the ACL allows it at disconnect time
+                        if principal.acl.may_publish(&will.topic) {
+                            if let Ok(mut r) = self.shared.router.lock() {
+                                r.publish(self.id, Arc::new(will), Instant::now());
+                            }
+                        } else {
+                            warn!(client_id = %self.client_id, topic = %will.topic, "will denied by ACL");
+                        }
+                    }
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    fn deliver(&mut self, d: cloudsignal_core::session::Delivery) {
+        match self.session.deliver(d) {
+            Deliver::Sent | Deliver::Queued => {}
+            Deliver::TooLarge => {
+                warn!(client_id = %self.client_id, "message larger than the client's maximum packet size dropped")
+            }
+            Deliver::QueueFull => {
+                warn!(client_id = %self.client_id, "slow consumer: queue full, disconnecting");
+                self.session
+                    .close(ReasonCode::QUOTA_EXCEEDED, Some("slow consumer"));
+            }
+        }
+    }
+
+    fn log_close(&self, reason: &CloseReason) {
+        info!(peer = %self.peer, client_id = %self.client_id, ?reason, "connection closed");
+    }
+}
+
+/// Serves one connection until it closes.
+pub(crate) async fn serve<S>(stream: S, peer: SocketAddr, id: ConnId, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut reader, writer) = tokio::io::split(stream);
+    let epoch = Instant::now();
+    let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (kill, mut killed) = watch::channel(None);
+    let mut conn = Conn {
+        id,
+        peer,
+        session: ServerSession::new(shared.session_config.clone(), 0),
+        shared,
+        writer,
+        epoch,
+        principal: None,
+        client_id: String::new(),
+        will: None,
+        handle: ConnHandle { tx, kill },
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut open = true;
+        while let Some(ev) = conn.session.poll_event() {
+            open &= conn.on_event(ev);
+        }
+        if conn.flush().await.is_err() {
+            conn.session.handle_connection_lost();
+            continue;
+        }
+        if !open || (conn.session.is_closed() && conn.session.poll_event().is_none()) {
+            break;
+        }
+        let timer = conn
+            .session
+            .poll_timeout()
+            .map(|ms| tokio::time::Instant::from_std(epoch + Duration::from_millis(ms)));
+        let expiry = conn
+            .principal
+            .as_ref()
+            .and_then(|p| p.expires_at)
+            .map(|exp| {
+                let left = exp.secs().saturating_sub(unix_now().secs());
+                tokio::time::Instant::now() + Duration::from_secs(left)
+            });
+        tokio::select! {
+            read = reader.read(&mut buf) => match read {
+                Ok(0) | Err(_) => conn.session.handle_connection_lost(),
+                Ok(n) => {
+                    let now = conn.now_ms();
+                    conn.session.handle_bytes(&buf[..n], now);
+                }
+            },
+            Some(d) = rx.recv() => {
+                conn.deliver(d);
+                // drain what is already queued without waking up again
+                while let Ok(d) = rx.try_recv() {
+                    conn.deliver(d);
+                }
+            }
+            _ = killed.changed() => {
+                let order = killed.borrow().clone();
+                if let Some((reason, text)) = order {
+                    conn.session.close(reason, text.as_deref());
+                }
+            }
+            _ = sleep_until(timer) => {
+                let now = conn.now_ms();
+                conn.session.handle_timeout(now);
+            }
+            _ = sleep_until(expiry) => {
+                conn.session.close(ReasonCode::MAXIMUM_CONNECT_TIME, Some("token expired"));
+            }
+        }
+    }
+    if let Ok(mut r) = conn.shared.router.lock() {
+        r.remove(id);
+    }
+    let _ = conn.writer.shutdown().await;
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

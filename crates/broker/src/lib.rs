@@ -1,0 +1,114 @@
+//! # cloudsignal-broker
+//!
+//! CloudSignal's native MQTT broker: a thin tokio adapter around `cloudsignal-core`'s
+//! sans-IO session. It accepts MQTT 3.1.1 and 5.0 over TCP, authenticates every CONNECT with a
+//! `tkn_` token (or lets anonymous clients in when explicitly allowed for development),
+//! enforces the token's ACL on every PUBLISH and SUBSCRIBE, closes the session when the token
+//! expires (v5 DISCONNECT 0xA0 "token expired"), routes messages to plain and shared
+//! subscriptions, keeps retained messages and publishes wills.
+//!
+//! Not yet: TLS and WebSocket listeners, persistent sessions, in-session re-authentication,
+//! revocation, `$SYS` topics and a topic trie; they follow in the broker and token-lifecycle
+//! issues.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+mod conn;
+pub mod router;
+
+use auth::Authenticator;
+use cloudsignal_core::mqtt::ReasonCode;
+use cloudsignal_core::session::ServerConfig;
+use router::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// Broker configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// MQTT over TCP listener address.
+    pub mqtt_addr: SocketAddr,
+    /// Per-connection protocol limits.
+    pub session: ServerConfig,
+    /// Who may connect.
+    pub auth: Authenticator,
+}
+
+/// State shared by all connections.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) router: Mutex<Router>,
+    pub(crate) auth: Authenticator,
+    pub(crate) session_config: ServerConfig,
+}
+
+/// A bound broker, ready to run.
+#[derive(Debug)]
+pub struct Broker {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Broker {
+    /// Binds the listeners.
+    pub async fn bind(config: BrokerConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.mqtt_addr).await?;
+        Ok(Self {
+            listener,
+            shared: Arc::new(Shared {
+                router: Mutex::new(Router::default()),
+                auth: config.auth,
+                session_config: config.session,
+            }),
+        })
+    }
+
+    /// The MQTT listener's address (useful with port 0).
+    pub fn mqtt_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then tells every v5 client DISCONNECT 0x8B (server
+    /// shutting down) and waits briefly for connections to close.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let ids = AtomicU64::new(1);
+        tokio::pin!(shutdown);
+        info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "MQTT over TCP listening");
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let id = ids.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(conn::serve(stream, peer, id, self.shared.clone()));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = &mut shutdown => break,
+            }
+        }
+        info!("shutting down: disconnecting clients (0x8B)");
+        if let Ok(r) = self.shared.router.lock() {
+            r.close_all(ReasonCode::SERVER_SHUTTING_DOWN);
+        }
+        for _ in 0..50 {
+            let open = self
+                .shared
+                .router
+                .lock()
+                .map(|r| r.connections())
+                .unwrap_or(0);
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `cloudsignal serve`: the broker.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use cloudsignal_broker::auth::Authenticator;
+use cloudsignal_broker::{Broker, BrokerConfig};
+use cloudsignal_core::keys::KeySet;
+use cloudsignal_core::session::ServerConfig;
+use cloudsignal_core::token::TokenVerifier;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tracing::{info, warn};
+
+/// Options of `cloudsignal serve`. Every flag also reads a `CLOUDSIGNAL_*` variable.
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// MQTT over TCP listener.
+    #[arg(long, env = "CLOUDSIGNAL_MQTT_ADDR", default_value = "0.0.0.0:1883")]
+    mqtt_addr: SocketAddr,
+    /// Issuer (`iss`) of the tkn_ tokens to trust, e.g. the worker's URL.
+    #[arg(long, env = "CLOUDSIGNAL_ISSUER", requires = "issuer_jwks")]
+    issuer: Option<String>,
+    /// JWKS file of that issuer (e.g. saved from <worker>/.well-known/jwks.json).
+    #[arg(long, env = "CLOUDSIGNAL_ISSUER_JWKS", requires = "issuer")]
+    issuer_jwks: Option<PathBuf>,
+    /// Let clients without credentials in with full access. Development only.
+    #[arg(long, env = "CLOUDSIGNAL_ALLOW_ANONYMOUS")]
+    allow_anonymous: bool,
+    /// Largest MQTT packet accepted, in bytes.
+    #[arg(long, env = "CLOUDSIGNAL_MAX_PACKET_SIZE", default_value_t = 1 << 20)]
+    max_packet_size: u32,
+    /// Clock-skew allowance for token times, in seconds.
+    #[arg(long, env = "CLOUDSIGNAL_TOKEN_LEEWAY", default_value_t = 30)]
+    token_leeway: u64,
+}
+
+pub(crate) fn run(args: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLOUDSIGNAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let mut tokens = TokenVerifier::default();
+    tokens.leeway = args.token_leeway;
+    if let (Some(iss), Some(path)) = (&args.issuer, &args.issuer_jwks) {
+        let doc =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let (keys, skipped) = KeySet::from_jwks_json(&doc)
+            .with_context(|| format!("{} is not a JWKS", path.display()))?;
+        for s in skipped {
+            warn!(kid = s.kid.as_deref().unwrap_or(""), reason = %s.reason, "JWKS key skipped");
+        }
+        if keys.is_empty() {
+            bail!("{} holds no usable signing key", path.display());
+        }
+        info!(issuer = %iss, keys = keys.keys().len(), "trusting tkn_ issuer");
+        tokens.trust(iss, keys.keys().iter().cloned());
+    }
+    if args.allow_anonymous {
+        warn!("ANONYMOUS ACCESS IS ENABLED: any client may connect without credentials and use every topic. Never do this in production.");
+    } else if args.issuer.is_none() {
+        warn!("no token issuer is configured and anonymous access is off: every CONNECT will be refused (see --issuer/--issuer-jwks)");
+    }
+    let config = BrokerConfig {
+        mqtt_addr: args.mqtt_addr,
+        session: ServerConfig {
+            max_packet_size: args.max_packet_size,
+            ..ServerConfig::default()
+        },
+        auth: Authenticator::new(tokens, args.allow_anonymous),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let broker = Broker::bind(config.clone())
+            .await
+            .with_context(|| format!("binding {}", config.mqtt_addr))?;
+        broker.run(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
