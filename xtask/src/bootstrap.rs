@@ -62,12 +62,19 @@ pub(crate) fn all() -> Result<Tools> {
     Ok(Tools { wasm, chromedriver })
 }
 
+/// Whether `libdir` holds a wasm32 std and the `test` crate (cargo test needs both).
 fn has_wasm_std(libdir: &Path) -> bool {
-    fs::read_dir(libdir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
-    })
+    let names: Vec<String> = fs::read_dir(libdir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ["libstd-", "libtest-"]
+        .iter()
+        .all(|p| names.iter().any(|n| n.starts_with(p)))
 }
 
 fn default_has_wasm32() -> bool {
@@ -161,7 +168,7 @@ fn debian_wasm_std() -> Result<()> {
     run(Command::new("/usr/bin/cargo")
         .current_dir(&dir)
         .args(["build", "--release", "--target", WASM])
-        .arg("-Zbuild-std=std,panic_abort,panic_unwind,proc_macro")
+        .arg("-Zbuild-std=std,panic_abort,panic_unwind,proc_macro,test")
         .env("PATH", path)
         .env("RUSTC", "/usr/bin/rustc")
         .env("RUSTC_BOOTSTRAP", "1")
