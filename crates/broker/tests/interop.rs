@@ -1,0 +1,461 @@
+//! The broker over real sockets, with clients nobody here wrote (`mosquitto_pub`/`mosquitto_sub`
+//! from Debian's mosquitto-clients) and with a raw client built on core's codec for the cases
+//! where exact reason codes and timing matter.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use cloudsignal_broker::auth::Authenticator;
+use cloudsignal_broker::{Broker, BrokerConfig};
+use cloudsignal_core::acl::AclRules;
+use cloudsignal_core::ids::{OrgId, UserId};
+use cloudsignal_core::keys::SigningKey;
+use cloudsignal_core::mqtt::{self, Connect, Packet, Properties, Protocol, QoS, ReasonCode};
+use cloudsignal_core::session::ServerConfig;
+use cloudsignal_core::token::{issue, Jti, TokenClaims, TokenVerifier};
+use cloudsignal_core::UnixTime;
+use std::net::SocketAddr;
+use std::process::Output;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+
+const ISS: &str = "https://issuer.test";
+const ORG: &str = "org_k7xm4pqr2n5t";
+
+fn key() -> SigningKey {
+    SigningKey::from_seed("test-1", [5; 32])
+}
+
+fn now() -> UnixTime {
+    UnixTime(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+}
+
+fn token(user: &str, ttl: u64) -> String {
+    let rules = AclRules::new(["users/{user}/#"], ["users/{user}/#"]).unwrap();
+    let claims = TokenClaims::new(
+        ISS,
+        UserId::parse(user).unwrap(),
+        OrgId::parse(ORG).unwrap(),
+        rules.resolve_identity(user, ORG).unwrap(),
+        now(),
+        ttl,
+        Jti::from_random([ttl as u8; 16]),
+    );
+    issue(&claims, &key())
+}
+
+async fn start(allow_anonymous: bool) -> SocketAddr {
+    let mut tokens = TokenVerifier::default();
+    tokens.trust(ISS, [key().verifying_entry()]);
+    tokens.leeway = 0;
+    let broker = Broker::bind(BrokerConfig {
+        mqtt_addr: "127.0.0.1:0".parse().unwrap(),
+        session: ServerConfig::default(),
+        auth: Authenticator::new(tokens, allow_anonymous),
+    })
+    .await
+    .unwrap();
+    let addr = broker.mqtt_addr().unwrap();
+    tokio::spawn(broker.run(std::future::pending()));
+    addr
+}
+
+async fn run(cmd: &mut Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(10), cmd.output())
+        .await
+        .expect("client timed out")
+        .unwrap()
+}
+
+fn client(bin: &str, addr: SocketAddr, version: &str) -> Command {
+    let mut c = Command::new(bin);
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &addr.port().to_string(),
+        "-V",
+        version,
+    ]);
+    c.kill_on_drop(true);
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_clients_qos_0_1_2_and_retained_in_both_versions() {
+    let addr = start(true).await;
+    for version in ["mqttv311", "mqttv5"] {
+        let topic = format!("interop/{version}");
+        let mut sub = client("mosquitto_sub", addr, version);
+        sub.args(["-t", &format!("{topic}/#"), "-C", "3", "-v", "-q", "2"]);
+        let sub = tokio::spawn(async move { run(&mut sub).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for qos in ["0", "1", "2"] {
+            let out = run(client("mosquitto_pub", addr, version).args([
+                "-t",
+                &format!("{topic}/q{qos}"),
+                "-m",
+                &format!("m{qos}"),
+                "-q",
+                qos,
+            ]))
+            .await;
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        let out = sub.await.unwrap();
+        assert_eq!(
+            text(&out.stdout),
+            format!("{topic}/q0 m0\n{topic}/q1 m1\n{topic}/q2 m2\n")
+        );
+    }
+    // retained message replayed to a late subscriber, then cleared by an empty retained publish
+    run(client("mosquitto_pub", addr, "mqttv5").args([
+        "-t",
+        "state/lamp",
+        "-m",
+        "on",
+        "-r",
+        "-q",
+        "1",
+    ]))
+    .await;
+    let out =
+        run(client("mosquitto_sub", addr, "mqttv311").args(["-t", "state/#", "-C", "1", "-v"]))
+            .await;
+    assert_eq!(text(&out.stdout), "state/lamp on\n");
+    run(client("mosquitto_pub", addr, "mqttv5").args(["-t", "state/lamp", "-n", "-r"])).await;
+    let out =
+        run(client("mosquitto_sub", addr, "mqttv5").args(["-t", "state/#", "-C", "1", "-W", "1"]))
+            .await;
+    assert_eq!(text(&out.stdout), "", "retained message was cleared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_acl_with_mosquitto_clients() {
+    let addr = start(false).await;
+    let alice = format!("alice@{ORG}");
+    let tok = token("alice", 600);
+    for version in ["mqttv311", "mqttv5"] {
+        // denied on another user's topics, allowed on its own
+        let denied = run(client("mosquitto_sub", addr, version).args([
+            "-u",
+            &alice,
+            "-P",
+            &tok,
+            "-t",
+            "users/+/notifications",
+            "-C",
+            "1",
+            "-W",
+            "2",
+        ]))
+        .await;
+        assert!(
+            text(&denied.stderr).contains("All subscription requests were denied"),
+            "{version}: {}",
+            text(&denied.stderr)
+        );
+        let mut sub = client("mosquitto_sub", addr, version);
+        sub.args([
+            "-u",
+            &alice,
+            "-P",
+            &tok,
+            "-t",
+            "users/alice/notifications",
+            "-C",
+            "1",
+            "-q",
+            "1",
+        ]);
+        let sub = tokio::spawn(async move { run(&mut sub).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let out = run(client("mosquitto_pub", addr, version).args([
+            "-u",
+            &alice,
+            "-P",
+            &tok,
+            "-t",
+            "users/alice/notifications",
+            "-m",
+            "hello",
+            "-q",
+            "1",
+        ]))
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&sub.await.unwrap().stdout), "hello\n");
+    }
+    // v5 publish outside the ACL: PUBACK 0x87
+    let out = run(client("mosquitto_pub", addr, "mqttv5").args([
+        "-u",
+        &alice,
+        "-P",
+        &tok,
+        "-t",
+        "users/bob/x",
+        "-m",
+        "x",
+        "-q",
+        "1",
+        "-d",
+    ]))
+    .await;
+    assert!(
+        text(&out.stdout).contains("RC:135"),
+        "{}",
+        text(&out.stdout)
+    );
+    // bad credentials: refused with the right code in each version
+    let bad = run(client("mosquitto_sub", addr, "mqttv311").args([
+        "-u",
+        &alice,
+        "-P",
+        "tkn_forged",
+        "-t",
+        "users/alice/x",
+        "-C",
+        "1",
+    ]))
+    .await;
+    assert!(
+        text(&bad.stderr).contains("bad user name or password"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let wrong_user = run(client("mosquitto_sub", addr, "mqttv5").args([
+        "-u",
+        &format!("bob@{ORG}"),
+        "-P",
+        &tok,
+        "-t",
+        "users/bob/x",
+        "-C",
+        "1",
+    ]))
+    .await;
+    assert!(
+        text(&wrong_user.stderr).contains("Bad User Name or Password"),
+        "{}",
+        text(&wrong_user.stderr)
+    );
+    let anonymous = run(client("mosquitto_sub", addr, "mqttv5").args(["-t", "x", "-C", "1"])).await;
+    assert!(
+        text(&anonymous.stderr).contains("Not authorized"),
+        "{}",
+        text(&anonymous.stderr)
+    );
+}
+
+/// A minimal client on core's codec, for exact reason codes and timing.
+struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    protocol: Protocol,
+}
+
+impl Raw {
+    async fn connect(
+        addr: SocketAddr,
+        protocol: Protocol,
+        client_id: &str,
+        user: Option<(&str, &str)>,
+        will: Option<(&str, &[u8])>,
+    ) -> (Self, ReasonCode) {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+            protocol,
+        };
+        let packet = Packet::Connect(Connect {
+            protocol,
+            clean_start: true,
+            keep_alive: 0,
+            properties: Properties::default(),
+            client_id,
+            will: will.map(|(topic, payload)| mqtt::Will {
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: Properties::default(),
+                topic,
+                payload,
+            }),
+            username: user.map(|u| u.0),
+            password: user.map(|u| u.1.as_bytes()),
+        });
+        raw.send(&packet).await;
+        match raw.recv().await {
+            Some(Packet::Connack(c)) => (raw, c.reason),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, p: &Packet<'_>) {
+        let mut out = Vec::new();
+        p.encode(self.protocol, &mut out);
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    /// The next packet, or `None` when the server closed the connection.
+    async fn recv(&mut self) -> Option<Packet<'static>> {
+        loop {
+            let complete = match mqtt::decode(&self.buf, self.protocol, 1 << 20) {
+                Ok(Some((_, n))) => Some(n),
+                _ => None,
+            };
+            if let Some(n) = complete {
+                let bytes: &'static [u8] =
+                    Box::leak(self.buf.drain(..n).collect::<Vec<u8>>().into_boxed_slice());
+                return mqtt::decode(bytes, self.protocol, 1 << 20)
+                    .unwrap()
+                    .map(|(p, _)| p);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_closes_v5_with_0xa0_and_v311_too() {
+    let addr = start(false).await;
+    let alice = format!("alice@{ORG}");
+    let tok = token("alice", 3);
+    let started = Instant::now();
+    let (mut v5, code) =
+        Raw::connect(addr, Protocol::V5, "exp-v5", Some((&alice, &tok)), None).await;
+    assert_eq!(code, ReasonCode::SUCCESS);
+    let (mut v3, code) =
+        Raw::connect(addr, Protocol::V311, "exp-v3", Some((&alice, &tok)), None).await;
+    assert_eq!(code, ReasonCode::SUCCESS);
+    match tokio::time::timeout(Duration::from_secs(6), v5.recv())
+        .await
+        .unwrap()
+    {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason, ReasonCode::MAXIMUM_CONNECT_TIME);
+            assert_eq!(d.properties.reason_string, Some("token expired"));
+        }
+        other => panic!("expected DISCONNECT 0xA0, got {other:?}"),
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1500) && elapsed <= Duration::from_millis(4000),
+        "closed after {elapsed:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), v3.recv())
+            .await
+            .unwrap()
+            .is_none(),
+        "v3.1.1 connection closed"
+    );
+    // and the expired token cannot reconnect
+    let (_, code) = Raw::connect(addr, Protocol::V5, "exp-v5", Some((&alice, &tok)), None).await;
+    assert_eq!(code, ReasonCode::BAD_USERNAME_OR_PASSWORD);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_is_published_on_abrupt_close_only() {
+    let addr = start(true).await;
+    let mut sub = client("mosquitto_sub", addr, "mqttv5");
+    sub.args(["-t", "wills/#", "-C", "1", "-v"]);
+    let sub = tokio::spawn(async move { run(&mut sub).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // a clean DISCONNECT: no will
+    let (mut clean, _) = Raw::connect(
+        addr,
+        Protocol::V5,
+        "w1",
+        None,
+        Some(("wills/clean", b"should not appear")),
+    )
+    .await;
+    clean
+        .send(&Packet::Disconnect(mqtt::ReasonPacket {
+            reason: ReasonCode::SUCCESS,
+            properties: Properties::default(),
+        }))
+        .await;
+    // an abrupt close: the will goes out
+    let (abrupt, _) = Raw::connect(
+        addr,
+        Protocol::V311,
+        "w2",
+        None,
+        Some(("wills/abrupt", b"gone")),
+    )
+    .await;
+    drop(abrupt);
+    assert_eq!(text(&sub.await.unwrap().stdout), "wills/abrupt gone\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_same_user_0x8e_other_user_refused() {
+    let addr = start(false).await;
+    let (alice, bob) = (format!("alice@{ORG}"), format!("bob@{ORG}"));
+    let (ta, tb) = (token("alice", 600), token("bob", 600));
+    let (mut first, code) =
+        Raw::connect(addr, Protocol::V5, "phone", Some((&alice, &ta)), None).await;
+    assert_eq!(code, ReasonCode::SUCCESS);
+    let (_, code) = Raw::connect(addr, Protocol::V5, "phone", Some((&bob, &tb)), None).await;
+    assert_eq!(
+        code,
+        ReasonCode::NOT_AUTHORIZED,
+        "another user cannot take the client id over"
+    );
+    let (_second, code) =
+        Raw::connect(addr, Protocol::V5, "phone", Some((&alice, &ta)), None).await;
+    assert_eq!(code, ReasonCode::SUCCESS);
+    match tokio::time::timeout(Duration::from_secs(3), first.recv())
+        .await
+        .unwrap()
+    {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::SESSION_TAKEN_OVER),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_input_disconnects_one_client_and_nobody_else_notices() {
+    let addr = start(true).await;
+    let (mut good, _) = Raw::connect(addr, Protocol::V5, "good", None, None).await;
+    let (mut bad, _) = Raw::connect(addr, Protocol::V5, "bad", None, None).await;
+    // a PUBLISH with a wildcard in its topic name
+    bad.stream
+        .write_all(&[0x30, 4, 0, 2, b'a', b'+'])
+        .await
+        .unwrap();
+    match bad.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::TOPIC_NAME_INVALID),
+        other => panic!("{other:?}"),
+    }
+    assert!(bad.recv().await.is_none());
+    // a first packet declaring 268,435,455 bytes is refused at once
+    let mut huge = TcpStream::connect(addr).await.unwrap();
+    huge.write_all(&[0x10, 0xff, 0xff, 0xff, 0x7f])
+        .await
+        .unwrap();
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), huge.read(&mut b))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert!(n == 0 || b[0] >> 4 == 2, "closed or answered with CONNACK");
+    // the good client still works
+    good.send(&Packet::Pingreq).await;
+    assert_eq!(good.recv().await, Some(Packet::Pingresp));
+}
