@@ -1,12 +1,15 @@
-// `cargo xtask dev`: the token-exchange worker in workerd on http://127.0.0.1:8787 with
-// development secrets kept in .dev/ (mode 0600, git-ignored), and a ready-to-run example.
+// `cargo xtask dev`: CloudSignal on this machine. The broker (`cloudsignal serve`) on
+// mqtt://127.0.0.1:1883 trusts the tokens of the token-exchange worker, which runs in workerd on
+// http://127.0.0.1:8787. Development secrets live in .dev/ (mode 0600, git-ignored).
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { ROOT, ORG, cli, jose, startWorker } from './env.mjs';
+import { spawn } from 'node:child_process';
+import { ROOT, ORG, CLI, cli, jose, startWorker } from './env.mjs';
 
 const DEV = join(ROOT, '.dev');
 const PORT = Number(process.env.CLOUDSIGNAL_DEV_PORT ?? 8787);
+const MQTT_PORT = Number(process.env.CLOUDSIGNAL_DEV_MQTT_PORT ?? 1883);
 mkdirSync(DEV, { recursive: true, mode: 0o700 });
 
 const keyFile = join(DEV, 'signing-key.json');
@@ -28,6 +31,17 @@ const { url, mf } = await startWorker({
   CLOUDSIGNAL_BROKER_MQTTS_URL: 'mqtt://127.0.0.1:1883',
 }, { port: PORT });
 
+// The broker, trusting the worker's signing key.
+const jwksFile = join(DEV, 'jwks.json');
+writeFileSync(jwksFile, (await cli('jwks', keyFile)).stdout, { mode: 0o600 });
+const broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${MQTT_PORT}`, '--issuer', issuer, '--issuer-jwks', jwksFile], {
+  stdio: ['ignore', 'inherit', 'inherit'],
+});
+broker.on('exit', (code) => {
+  console.error(`cloudsignal serve exited (${code})`);
+  process.exit(code ?? 1);
+});
+
 // A Supabase-shaped access token signed with the dev secret, as supabase-js would hold.
 const now = Math.floor(Date.now() / 1000);
 const sample = await new jose.SignJWT({
@@ -36,17 +50,23 @@ const sample = await new jose.SignJWT({
 }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).sign(new TextEncoder().encode(secret));
 
 console.log(`
-CloudSignal token exchange is running in workerd at ${url}
-  signing key   ${keyFile} (kid dev-1, mode 0600)
-  Supabase      HS256 secret in ${secretFile} (issuer: any .../auth/v1)
+CloudSignal is running:
+  broker          mqtt://127.0.0.1:${MQTT_PORT}   (cloudsignal serve, trusts tokens from ${issuer})
+  token exchange  ${url}   (the worker, in workerd)
+  signing key     ${keyFile} (kid dev-1, mode 0600)
+  Supabase        HS256 secret in ${secretFile} (issuer: any .../auth/v1)
 
-Exchange a Supabase access token for MQTT credentials:
-  curl -s -X POST ${url}/v1/token -H 'Authorization: Bearer ${sample}'
+Get MQTT credentials for a signed-in Supabase user, then use them:
+  RESP=$(curl -s -X POST ${url}/v1/token -H 'Authorization: Bearer ${sample}')
+  U=$(echo "$RESP" | node -pe 'JSON.parse(require("fs").readFileSync(0)).mqtt_credentials.username')
+  P=$(echo "$RESP" | node -pe 'JSON.parse(require("fs").readFileSync(0)).mqtt_credentials.password')
+  mosquitto_sub -h 127.0.0.1 -p ${MQTT_PORT} -V mqttv5 -u "$U" -P "$P" -t "users/\${U%@*}/#" -v &
+  mosquitto_pub -h 127.0.0.1 -p ${MQTT_PORT} -V mqttv5 -u "$U" -P "$P" -t "users/\${U%@*}/notifications" -m hello
 
-Public keys:  curl -s ${url}/.well-known/jwks.json
 Press Ctrl-C to stop.`);
 
 const stop = async () => {
+  broker.kill('SIGTERM');
   await mf.dispose();
   process.exit(0);
 };

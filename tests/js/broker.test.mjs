@@ -1,0 +1,87 @@
+// The whole chain on loopback: a Supabase-shaped JWT (npm jose) is exchanged at the worker in
+// workerd; the tkn_ it returns authenticates real mosquitto clients at `cloudsignal serve`,
+// which enforces the token's ACL.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { createServer } from 'node:net';
+import { ORG, ISSUER, CLI, cli, tempDir, writeTemp, supabaseProject, startWorker } from './support/env.mjs';
+
+const exec = promisify(execFile);
+let project, worker, broker, port;
+
+async function freePort() {
+  const srv = createServer();
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const { port: p } = srv.address();
+  await new Promise((r) => srv.close(r));
+  return p;
+}
+
+async function waitForPort(p) {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise((r) => {
+      const s = createServer();
+      s.once('error', () => r(true));
+      s.listen(p, '127.0.0.1', () => s.close(() => r(false)));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`broker did not listen on ${p}`);
+}
+
+before(async () => {
+  project = await supabaseProject();
+  const key = (await cli('keygen', '--kid', 'e2e-1')).stdout.trim();
+  worker = await startWorker({ CLOUDSIGNAL_SIGNING_KEY: key, CLOUDSIGNAL_ISSUER: ISSUER, CLOUDSIGNAL_ORG: ORG, SUPABASE_JWT_SECRET: project.secret });
+  const jwks = await (await fetch(`${worker.url}/.well-known/jwks.json`)).text();
+  const jwksFile = writeTemp(tempDir(), 'jwks.json', jwks);
+  port = await freePort();
+  broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${port}`, '--issuer', ISSUER, '--issuer-jwks', jwksFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  broker.logs = '';
+  broker.stderr.on('data', (d) => { broker.logs += d; });
+  await waitForPort(port);
+});
+
+after(async () => {
+  broker?.kill('SIGTERM');
+  await worker?.mf.dispose();
+  await project?.jwksServer.close();
+});
+
+async function credentials() {
+  const { jwt, claims } = await project.mint({}, { alg: 'HS256' });
+  const res = await fetch(`${worker.url}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${jwt}` } });
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  return { sub: claims.sub, username: body.mqtt_credentials.username, password: body.mqtt_credentials.password };
+}
+
+const mqtt = (bin, c, ...args) =>
+  exec(bin, ['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv5', '-u', c.username, '-P', c.password, ...args], { timeout: 10_000 })
+    .catch((e) => e);
+
+test('a tkn_ from the worker authenticates mosquitto clients at cloudsignal serve', async () => {
+  const c = await credentials();
+  const sub = mqtt('mosquitto_sub', c, '-t', `users/${c.sub}/notifications`, '-C', '1', '-q', '1');
+  await new Promise((r) => setTimeout(r, 400));
+  const pub = await mqtt('mosquitto_pub', c, '-t', `users/${c.sub}/notifications`, '-m', 'hello from the edge', '-q', '1');
+  assert.equal(pub.stderr ?? '', '');
+  assert.equal((await sub).stdout, 'hello from the edge\n');
+});
+
+test("the token's ACL is enforced: another user's topics are refused", async () => {
+  const alice = await credentials();
+  const bob = await credentials();
+  const denied = await mqtt('mosquitto_sub', alice, '-t', `users/${bob.sub}/notifications`, '-C', '1', '-W', '2');
+  assert.match(denied.stderr, /All subscription requests were denied/);
+  const wildcard = await mqtt('mosquitto_sub', alice, '-t', 'users/+/notifications', '-C', '1', '-W', '2');
+  assert.match(wildcard.stderr, /All subscription requests were denied/);
+  // someone else's token under my username is refused at CONNECT
+  const swapped = await mqtt('mosquitto_sub', { username: alice.username, password: bob.password }, '-t', 'x', '-C', '1');
+  assert.match(swapped.stderr, /Bad User Name or Password/);
+  assert.match(broker.logs, /connect refused/);
+  assert.ok(!broker.logs.includes(bob.password), 'tokens never reach the broker log');
+});
