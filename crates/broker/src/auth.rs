@@ -7,6 +7,9 @@ use cloudsignal_core::session::ConnectRequest;
 use cloudsignal_core::token::TokenVerifier;
 use cloudsignal_core::UnixTime;
 
+/// The MQTT 5 authentication method carrying a `tkn_` token (CONNECT and AUTH).
+pub const TOKEN_AUTH_METHOD: &str = "cloudsignal-token";
+
 /// Who a connection is, and what it may do, for its whole life.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -46,18 +49,48 @@ impl Authenticator {
         }
     }
 
+    /// Re-authentication (MQTT 5 AUTH, method `cloudsignal-token`): `token` must be a valid
+    /// `tkn_` for the same user and org as `current`. The result replaces the session's ACL and
+    /// expiry at once.
+    pub fn reauthenticate(
+        &self,
+        current: &Principal,
+        token: &[u8],
+        client_id: &str,
+        now: UnixTime,
+    ) -> Result<Principal, Refusal> {
+        let req = ConnectRequest {
+            protocol: cloudsignal_core::mqtt::Protocol::V5,
+            client_id: client_id.to_owned(),
+            clean_start: false,
+            keep_alive: 0,
+            username: Some(current.username.clone()),
+            password: Some(token.to_vec()),
+            auth_method: None,
+            auth_data: None,
+            session_expiry: 0,
+            will: None,
+            will_delay: 0,
+        };
+        self.authenticate(&req, now).map_err(|r| Refusal {
+            reason: ReasonCode::NOT_AUTHORIZED,
+            cause: format!("re-authentication: {}", r.cause),
+        })
+    }
+
     /// Authenticates a CONNECT at `now`.
     pub fn authenticate(&self, req: &ConnectRequest, now: UnixTime) -> Result<Principal, Refusal> {
         let refuse = |reason: ReasonCode, cause: String| Refusal { reason, cause };
-        let password = req.password.as_deref().or(
-            if req.auth_method.as_deref() == Some("cloudsignal-token") {
-                req.auth_data.as_deref()
-            } else {
-                None
-            },
-        );
+        let password =
+            req.password
+                .as_deref()
+                .or(if req.auth_method.as_deref() == Some(TOKEN_AUTH_METHOD) {
+                    req.auth_data.as_deref()
+                } else {
+                    None
+                });
         if let Some(method) = &req.auth_method {
-            if method != "cloudsignal-token" {
+            if method != TOKEN_AUTH_METHOD {
                 return Err(refuse(
                     ReasonCode::BAD_AUTHENTICATION_METHOD,
                     format!("unsupported authentication method {method:?}"),

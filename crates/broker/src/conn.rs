@@ -199,13 +199,11 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     .collect();
                 self.session.ack_unsubscribe(packet_id, reasons);
             }
-            Event::Auth { .. } => {
-                // in-session re-authentication arrives with the token-lifecycle work
-                self.session.close(
-                    ReasonCode::BAD_AUTHENTICATION_METHOD,
-                    Some("re-authentication is not supported yet"),
-                );
-            }
+            Event::Auth {
+                reason,
+                method,
+                data,
+            } => self.on_reauth(&principal, reason, method, data),
             Event::Closed {
                 reason,
                 publish_will,
@@ -227,6 +225,51 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             }
         }
         true
+    }
+
+    /// MQTT 5 re-authentication: AUTH 0x19, method `cloudsignal-token`, data = a new `tkn_`
+    /// for the same user. Success swaps ACL and expiry at once, drops subscriptions the new ACL
+    /// no longer allows and answers AUTH 0x00; anything else closes with 0x87.
+    fn on_reauth(
+        &mut self,
+        principal: &Principal,
+        reason: ReasonCode,
+        method: Option<String>,
+        data: Option<Vec<u8>>,
+    ) {
+        if reason != ReasonCode::REAUTHENTICATE
+            || method.as_deref() != Some(crate::auth::TOKEN_AUTH_METHOD)
+        {
+            warn!(client_id = %self.client_id, ?reason, ?method, "unsupported AUTH");
+            return self.session.close(
+                ReasonCode::BAD_AUTHENTICATION_METHOD,
+                Some("use AUTH 0x19 with method cloudsignal-token"),
+            );
+        }
+        match self.shared.auth.reauthenticate(
+            principal,
+            data.as_deref().unwrap_or_default(),
+            &self.client_id,
+            unix_now(),
+        ) {
+            Ok(next) => {
+                let removed = self
+                    .shared
+                    .router
+                    .lock()
+                    .map(|mut r| r.retain_subscriptions(self.id, |f| next.acl.may_subscribe(f)))
+                    .unwrap_or(0);
+                info!(client_id = %self.client_id, username = %next.username, expires_at = ?next.expires_at, removed_subscriptions = removed, "re-authenticated");
+                self.principal = Some(next);
+                self.session
+                    .send_auth(ReasonCode::SUCCESS, crate::auth::TOKEN_AUTH_METHOD);
+            }
+            Err(refusal) => {
+                warn!(client_id = %self.client_id, cause = %refusal.cause, "re-authentication refused");
+                self.session
+                    .close(ReasonCode::NOT_AUTHORIZED, Some("re-authentication failed"));
+            }
+        }
     }
 
     fn deliver(&mut self, d: cloudsignal_core::session::Delivery) {

@@ -459,3 +459,235 @@ async fn malformed_input_disconnects_one_client_and_nobody_else_notices() {
     good.send(&Packet::Pingreq).await;
     assert_eq!(good.recv().await, Some(Packet::Pingresp));
 }
+
+fn token_with(user: &str, ttl: u64, rules: &[&str], seed: u8) -> String {
+    let rules = AclRules::new(rules.iter().copied(), rules.iter().copied()).unwrap();
+    let claims = TokenClaims::new(
+        ISS,
+        UserId::parse(user).unwrap(),
+        OrgId::parse(ORG).unwrap(),
+        rules.resolve_identity(user, ORG).unwrap(),
+        now(),
+        ttl,
+        Jti::from_random([seed; 16]),
+    );
+    issue(&claims, &key())
+}
+
+fn auth_packet(token: &str) -> Packet<'_> {
+    Packet::Auth(mqtt::ReasonPacket {
+        reason: ReasonCode::REAUTHENTICATE,
+        properties: Properties {
+            authentication_method: Some("cloudsignal-token"),
+            authentication_data: Some(token.as_bytes()),
+            ..Properties::default()
+        },
+    })
+}
+
+fn subscribe(filter: &str, pid: u16) -> Packet<'_> {
+    Packet::Subscribe(mqtt::Subscribe {
+        packet_id: std::num::NonZeroU16::new(pid).unwrap(),
+        properties: Properties::default(),
+        filters: vec![(
+            filter,
+            mqtt::SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            },
+        )],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_in_session_refreshes_during_a_qos1_stream_lose_nothing() {
+    const N: usize = 2_000;
+    let addr = start(false).await;
+    let alice = format!("alice@{ORG}");
+    let (mut sub, code) = Raw::connect(
+        addr,
+        Protocol::V5,
+        "stream-sub",
+        Some((&alice, &token("alice", 600))),
+        None,
+    )
+    .await;
+    assert_eq!(code, ReasonCode::SUCCESS);
+    sub.send(&subscribe("users/alice/stream", 1)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::Suback(_))));
+    let publisher = tokio::spawn(async move {
+        let payloads: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+        let mut cmd = client("mosquitto_pub", addr, "mqttv5");
+        cmd.args([
+            "-u",
+            &alice,
+            "-P",
+            &token_with("alice", 600, &["users/{user}/#"], 99),
+            "-t",
+            "users/alice/stream",
+            "-q",
+            "1",
+            "-l",
+        ]);
+        cmd.stdin(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all((payloads.join("\n") + "\n").as_bytes())
+            .await
+            .unwrap();
+        drop(stdin);
+        tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    let mut seen = vec![0u32; N];
+    let (mut received, mut refreshes, mut auth_ok) = (0, 0, 0);
+    while received < N {
+        let packet = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+            .await
+            .expect("stream stalled");
+        match packet {
+            Some(Packet::Publish(p)) => {
+                let i: usize = std::str::from_utf8(p.payload).unwrap().parse().unwrap();
+                seen[i] += 1;
+                received += 1;
+                let id = p.packet_id.unwrap();
+                sub.send(&Packet::Puback(mqtt::Ack {
+                    packet_id: id,
+                    reason: ReasonCode::SUCCESS,
+                    properties: Properties::default(),
+                }))
+                .await;
+                if received % (N / 6) == 0 && refreshes < 5 {
+                    refreshes += 1;
+                    let fresh = token_with("alice", 600, &["users/{user}/#"], refreshes as u8);
+                    sub.send(&auth_packet(&fresh)).await;
+                }
+            }
+            Some(Packet::Auth(a)) => {
+                assert_eq!(a.reason, ReasonCode::SUCCESS);
+                assert_eq!(
+                    a.properties.authentication_method,
+                    Some("cloudsignal-token")
+                );
+                auth_ok += 1;
+            }
+            other => panic!("unexpected {other:?} after {received} messages"),
+        }
+    }
+    assert!(publisher.await.unwrap().success());
+    // collect any AUTH answers still in flight
+    while auth_ok < refreshes {
+        match tokio::time::timeout(Duration::from_secs(3), sub.recv())
+            .await
+            .unwrap()
+        {
+            Some(Packet::Auth(_)) => auth_ok += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((refreshes, auth_ok), (5, 5));
+    assert!(
+        seen.iter().all(|&n| n == 1),
+        "every message exactly once; missing or repeated: {:?}",
+        seen.iter()
+            .enumerate()
+            .filter(|(_, n)| **n != 1)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauth_narrowing_the_acl_drops_subscriptions_and_foreign_tokens_close_0x87() {
+    let addr = start(false).await;
+    let alice = format!("alice@{ORG}");
+    let wide = token_with("alice", 600, &["users/{user}/#"], 1);
+    let (mut c, _) = Raw::connect(addr, Protocol::V5, "narrow", Some((&alice, &wide)), None).await;
+    c.send(&subscribe("users/alice/a/#", 1)).await;
+    assert!(
+        matches!(c.recv().await, Some(Packet::Suback(s)) if s.reasons == [ReasonCode::GRANTED_QOS_1])
+    );
+    c.send(&auth_packet(&token_with(
+        "alice",
+        600,
+        &["users/{user}/b/#"],
+        2,
+    )))
+    .await;
+    assert!(matches!(c.recv().await, Some(Packet::Auth(a)) if a.reason == ReasonCode::SUCCESS));
+    // users/alice/a/# is gone: a publish there no longer arrives, one under b/ still would
+    let publisher_token = token_with("alice", 600, &["users/{user}/#"], 3);
+    run(client("mosquitto_pub", addr, "mqttv5").args([
+        "-u",
+        &alice,
+        "-P",
+        &publisher_token,
+        "-t",
+        "users/alice/a/x",
+        "-m",
+        "late",
+        "-q",
+        "1",
+    ]))
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), c.recv())
+            .await
+            .is_err(),
+        "nothing delivered on the dropped subscription"
+    );
+    // the narrowed ACL also applies to new subscriptions
+    c.send(&subscribe("users/alice/a/#", 2)).await;
+    assert!(
+        matches!(c.recv().await, Some(Packet::Suback(s)) if s.reasons == [ReasonCode::NOT_AUTHORIZED])
+    );
+    // another user's token is refused and closes the session
+    c.send(&auth_packet(&token("bob", 600))).await;
+    match c.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::NOT_AUTHORIZED),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_enhanced_auth_method_from_the_start() {
+    let addr = start(false).await;
+    let alice = format!("alice@{ORG}");
+    let tok = token("alice", 600);
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut raw = Raw {
+        stream,
+        buf: Vec::new(),
+        protocol: Protocol::V5,
+    };
+    raw.send(&Packet::Connect(Connect {
+        protocol: Protocol::V5,
+        clean_start: true,
+        keep_alive: 0,
+        properties: Properties {
+            authentication_method: Some("cloudsignal-token"),
+            authentication_data: Some(tok.as_bytes()),
+            ..Properties::default()
+        },
+        client_id: "enhanced",
+        will: None,
+        username: Some(&alice),
+        password: None,
+    }))
+    .await;
+    match raw.recv().await {
+        Some(Packet::Connack(c)) => {
+            assert_eq!(c.reason, ReasonCode::SUCCESS);
+            assert_eq!(
+                c.properties.authentication_method,
+                Some("cloudsignal-token")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

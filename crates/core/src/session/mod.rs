@@ -223,6 +223,8 @@ pub struct ServerSession {
     topic_aliases: HashMap<u16, TopicName>,
     will_pending: bool,
     outbound: outbound::Outbound,
+    /// The CONNECT's Authentication Method, echoed in CONNACK [MQTT-3.2.2-?] and AUTH.
+    auth_method: Option<String>,
 }
 
 impl ServerSession {
@@ -242,6 +244,7 @@ impl ServerSession {
             topic_aliases: HashMap::new(),
             will_pending: false,
             outbound: outbound::Outbound::new(config.max_queued),
+            auth_method: None,
             config,
         }
     }
@@ -408,6 +411,7 @@ impl ServerSession {
         self.state = State::Authenticating;
         self.outbound.window = c.properties.receive_maximum.unwrap_or(u16::MAX);
         self.outbound.max_packet_size = c.properties.maximum_packet_size;
+        self.auth_method = c.properties.authentication_method.map(str::to_owned);
         self.deadline = None;
         let will = match &c.will {
             Some(w) => match TopicName::parse_with_limit(w.topic, self.config.max_topic_levels) {
@@ -486,16 +490,18 @@ impl ServerSession {
                 topic_alias_maximum: Some(self.config.topic_alias_maximum),
                 assigned_client_identifier: assigned_client_id,
                 server_keep_alive: (keep != keep_alive).then_some(keep),
+                authentication_method: self.auth_method.as_deref(),
                 ..Properties::default()
             }
         } else {
             Properties::default()
         };
-        self.send(&Packet::Connack(Connack {
+        let connack = Packet::Connack(Connack {
             session_present,
             reason: ReasonCode::SUCCESS,
             properties,
-        }));
+        });
+        connack.encode(self.protocol, &mut self.transmit);
         // now process whatever the client pipelined behind its CONNECT
         self.handle_bytes(&[], now);
     }
