@@ -7,7 +7,7 @@
 //! expires (v5 DISCONNECT 0xA0 "token expired"), routes messages to plain and shared
 //! subscriptions, keeps retained messages and publishes wills.
 //!
-//! Not yet: TLS and WebSocket listeners, persistent sessions, in-session re-authentication,
+//! Listeners: MQTT over TCP and over WebSocket. Not yet: TLS/WSS, persistent sessions, in-session re-authentication,
 //! revocation, `$SYS` topics and a topic trie; they follow in the broker and token-lifecycle
 //! issues.
 #![forbid(unsafe_code)]
@@ -15,6 +15,7 @@
 pub mod auth;
 mod conn;
 pub mod router;
+pub mod ws;
 
 use auth::Authenticator;
 use cloudsignal_core::mqtt::ReasonCode;
@@ -32,6 +33,10 @@ use tracing::{info, warn};
 pub struct BrokerConfig {
     /// MQTT over TCP listener address.
     pub mqtt_addr: SocketAddr,
+    /// MQTT over WebSocket listener address (subprotocol `mqtt`, paths `/` and `/mqtt`).
+    pub ws_addr: Option<SocketAddr>,
+    /// WebSocket rules (origin allowlist, message size).
+    pub ws: ws::WsPolicy,
     /// Per-connection protocol limits.
     pub session: ServerConfig,
     /// Who may connect.
@@ -50,6 +55,8 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub struct Broker {
     listener: TcpListener,
+    ws_listener: Option<TcpListener>,
+    ws_policy: Arc<ws::WsPolicy>,
     shared: Arc<Shared>,
 }
 
@@ -57,8 +64,18 @@ impl Broker {
     /// Binds the listeners.
     pub async fn bind(config: BrokerConfig) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.mqtt_addr).await?;
+        let ws_listener = match config.ws_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let mut ws_policy = config.ws.clone();
+        if ws_policy.max_message_size == 0 {
+            ws_policy.max_message_size = config.session.max_packet_size as usize + 16;
+        }
         Ok(Self {
             listener,
+            ws_listener,
+            ws_policy: Arc::new(ws_policy),
             shared: Arc::new(Shared {
                 router: Mutex::new(Router::default()),
                 auth: config.auth,
@@ -72,12 +89,20 @@ impl Broker {
         self.listener.local_addr()
     }
 
+    /// The WebSocket listener's address, if one is configured.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then tells every v5 client DISCONNECT 0x8B (server
     /// shutting down) and waits briefly for connections to close.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let ids = AtomicU64::new(1);
         tokio::pin!(shutdown);
         info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "MQTT over TCP listening");
+        if let Some(addr) = self.ws_addr() {
+            info!(%addr, "MQTT over WebSocket listening (paths / and /mqtt, subprotocol mqtt)");
+        }
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -88,6 +113,24 @@ impl Broker {
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                accepted = accept_opt(self.ws_listener.as_ref()) => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let id = ids.fetch_add(1, Ordering::Relaxed);
+                        let (shared, policy) = (self.shared.clone(), self.ws_policy.clone());
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(Duration::from_secs(10), ws::accept(stream, &policy)).await {
+                                Ok(Ok(bytes)) => conn::serve(bytes, peer, id, shared).await,
+                                Ok(Err(why)) => warn!(%peer, why, "WebSocket upgrade refused"),
+                                Err(_) => warn!(%peer, "WebSocket handshake timed out"),
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "WebSocket accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
@@ -110,5 +153,14 @@ impl Broker {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+async fn accept_opt(
+    l: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }

@@ -55,6 +55,8 @@ async fn start(allow_anonymous: bool) -> SocketAddr {
     tokens.leeway = 0;
     let broker = Broker::bind(BrokerConfig {
         mqtt_addr: "127.0.0.1:0".parse().unwrap(),
+        ws_addr: None,
+        ws: Default::default(),
         session: ServerConfig::default(),
         auth: Authenticator::new(tokens, allow_anonymous),
     })

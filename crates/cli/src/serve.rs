@@ -17,6 +17,12 @@ pub(crate) struct ServeArgs {
     /// MQTT over TCP listener.
     #[arg(long, env = "CLOUDSIGNAL_MQTT_ADDR", default_value = "0.0.0.0:1883")]
     mqtt_addr: SocketAddr,
+    /// MQTT over WebSocket listener (plain; put TLS in front or use WSS when it lands). `off` disables it.
+    #[arg(long, env = "CLOUDSIGNAL_WS_ADDR", default_value = "0.0.0.0:18884")]
+    ws_addr: String,
+    /// Allowed WebSocket `Origin`s, comma-separated; empty allows any.
+    #[arg(long, env = "CLOUDSIGNAL_WS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    ws_allowed_origins: Vec<String>,
     /// Issuer (`iss`) of the tkn_ tokens to trust, e.g. the worker's URL.
     #[arg(long, env = "CLOUDSIGNAL_ISSUER", requires = "issuer_jwks")]
     issuer: Option<String>,
@@ -65,8 +71,20 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     } else if args.issuer.is_none() {
         warn!("no token issuer is configured and anonymous access is off: every CONNECT will be refused (see --issuer/--issuer-jwks)");
     }
+    let ws_addr = match args.ws_addr.as_str() {
+        "off" | "" => None,
+        a => Some(
+            a.parse::<SocketAddr>()
+                .with_context(|| format!("--ws-addr {a:?}"))?,
+        ),
+    };
     let config = BrokerConfig {
         mqtt_addr: args.mqtt_addr,
+        ws_addr,
+        ws: cloudsignal_broker::ws::WsPolicy {
+            allowed_origins: args.ws_allowed_origins,
+            max_message_size: 0,
+        },
         session: ServerConfig {
             max_packet_size: args.max_packet_size,
             ..ServerConfig::default()
