@@ -29,6 +29,8 @@ fn refuse(status: StatusCode, why: &str) -> ErrorResponse {
 /// reason the upgrade was refused (already answered with an HTTP error).
 pub(crate) async fn accept(stream: TcpStream, policy: &WsPolicy) -> Result<DuplexStream, String> {
     let mut refusal = None;
+    // the callback's signature is tungstenite's; its error type is an HTTP response
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         let path = req.uri().path();
         if path != "/" && path != "/mqtt" {
@@ -89,7 +91,8 @@ async fn pump(ws: tokio_tungstenite::WebSocketStream<TcpStream>, bridge: DuplexS
         while let Some(Ok(msg)) = source.next().await {
             match msg {
                 Message::Binary(data) => {
-                    if to_app.write_all(&data).await.is_err() {
+                    let written = to_app.write_all(&data).await;
+                    if written.is_err() {
                         break;
                     }
                 }
