@@ -1,14 +1,16 @@
-// MQTT over WebSocket at `cloudsignal serve` with mqtt.js (a client nobody here wrote), plus the
-// upgrade rules: `mqtt` subprotocol required, paths / and /mqtt only, origin allowlist.
+// MQTT over WebSocket and secure WebSocket at `cloudsignal serve` with mqtt.js (a client nobody
+// here wrote), MQTTS with mosquitto clients, and the upgrade rules: `mqtt` subprotocol required,
+// paths / and /mqtt only, origin allowlist.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import mqtt from 'mqtt';
 import { ORG, ISSUER, CLI, cli, tempDir, writeTemp } from './support/env.mjs';
 
-let broker, wsPort, keyFile;
+let broker, wsPort, wssPort, tlsPort, keyFile, ca;
 
 async function freePort() {
   const srv = createServer();
@@ -23,14 +25,20 @@ before(async () => {
   keyFile = `${dir}/key.json`;
   await cli('keygen', '--kid', 'ws-1', '--out', keyFile);
   const jwksFile = writeTemp(dir, 'jwks.json', (await cli('jwks', keyFile)).stdout);
-  wsPort = await freePort();
+  // a self-signed certificate for 127.0.0.1 (openssl from Debian)
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', `${dir}/tls-key.pem`, '-out', `${dir}/tls-cert.pem`, '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+  ca = `${dir}/tls-cert.pem`;
+  [wsPort, wssPort, tlsPort] = [await freePort(), await freePort(), await freePort()];
   const mqttPort = await freePort();
   broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${mqttPort}`, '--ws-addr', `127.0.0.1:${wsPort}`,
+    '--tls-addr', `127.0.0.1:${tlsPort}`, '--wss-addr', `127.0.0.1:${wssPort}`, '--tls-cert', ca, '--tls-key', `${dir}/tls-key.pem`,
     '--ws-allowed-origins', 'https://app.example,http://localhost:5173', '--issuer', ISSUER, '--issuer-jwks', jwksFile],
   { stdio: ['ignore', 'ignore', 'pipe'] });
   broker.logs = '';
   broker.stderr.on('data', (d) => { broker.logs += d; });
-  for (let i = 0; i < 100 && !broker.logs.includes('WebSocket listening'); i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 100 && !broker.logs.includes('WebSocket over TLS'); i++) await new Promise((r) => setTimeout(r, 50));
 });
 
 after(() => broker?.kill('SIGTERM'));
@@ -41,20 +49,21 @@ async function token(user) {
   return r.stdout.trim();
 }
 
-function connect(path, user, password, protocolVersion) {
+function connect(path, user, password, protocolVersion, secure = false) {
   return new Promise((resolve, reject) => {
-    const c = mqtt.connect(`ws://127.0.0.1:${wsPort}${path}`, {
+    const url = secure ? `wss://127.0.0.1:${wssPort}${path}` : `ws://127.0.0.1:${wsPort}${path}`;
+    const c = mqtt.connect(url, {
       username: `${user}@${ORG}`, password, protocolVersion, reconnectPeriod: 0, connectTimeout: 5000,
-      wsOptions: { headers: { origin: 'https://app.example' } },
+      wsOptions: { headers: { origin: 'https://app.example' }, ca: secure ? readFileSync(ca) : undefined },
     });
     c.once('connect', () => resolve(c));
     c.once('error', reject);
   });
 }
 
-for (const [path, version] of [['/mqtt', 5], ['/', 4]]) {
-  test(`mqtt.js over WebSocket ${path}, MQTT ${version === 5 ? '5' : '3.1.1'}: subscribe, publish, ACL`, async () => {
-    const c = await connect(path, 'carol', await token('carol'), version);
+for (const [path, version, secure] of [['/mqtt', 5, false], ['/', 4, false], ['/mqtt', 5, true]]) {
+  test(`mqtt.js over ${secure ? 'WSS' : 'WebSocket'} ${path}, MQTT ${version === 5 ? '5' : '3.1.1'}: subscribe, publish, ACL`, async () => {
+    const c = await connect(path, 'carol', await token('carol'), version, secure);
     try {
       const granted = await c.subscribeAsync('users/carol/#', { qos: 1 });
       assert.equal(granted[0].qos, 1);
@@ -86,5 +95,17 @@ test('WebSocket upgrades: mqtt subprotocol required, known paths only, origin al
   assert.equal(await upgrade({ origin: 'https://app.example' }), 400);
   assert.equal(await upgrade({ 'sec-websocket-protocol': 'mqtt', origin: 'https://evil.example' }), 403);
   assert.equal(await upgrade({ 'sec-websocket-protocol': 'mqtt', origin: 'https://app.example' }, '/other'), 404);
-  assert.match(broker.logs, /WebSocket upgrade refused.*origin/);
+  assert.match(broker.logs, /connection refused before MQTT.*origin/);
+});
+
+test('MQTTS with mosquitto clients (TLS 1.3, certificate checked against its CA)', async () => {
+  const tok = await token('dave');
+  const common = ['-h', '127.0.0.1', '-p', String(tlsPort), '--cafile', ca, '-u', `dave@${ORG}`, '-P', tok];
+  const sub = spawn('mosquitto_sub', [...common, '-V', 'mqttv5', '-t', 'users/dave/x', '-C', '1']);
+  let out = '';
+  sub.stdout.on('data', (d) => { out += d; });
+  await new Promise((r) => setTimeout(r, 400));
+  execFileSync('mosquitto_pub', [...common, '-V', 'mqttv311', '-t', 'users/dave/x', '-m', 'over tls', '-q', '1']);
+  await new Promise((r) => sub.on('exit', r));
+  assert.equal(out, 'over tls\n');
 });

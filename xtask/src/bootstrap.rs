@@ -295,9 +295,12 @@ fn chromium() -> Result<PathBuf> {
 
 /// Reference peers used by later suites (independent MQTT clients, the Mosquitto broker).
 fn debian_peers() -> Result<()> {
-    if !on_path("mosquitto_pub") || !Path::new("/usr/sbin/mosquitto").exists() {
-        apt_install(&["mosquitto", "mosquitto-clients"])?;
+    if !on_path("mosquitto_pub")
+        || !Path::new("/usr/sbin/mosquitto").exists()
+        || !on_path("openssl")
+    {
+        apt_install(&["mosquitto", "mosquitto-clients", "openssl"])?;
     }
-    note("mosquitto + mosquitto-clients (Debian)");
+    note("mosquitto + mosquitto-clients + openssl (Debian)");
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! expires (v5 DISCONNECT 0xA0 "token expired"), routes messages to plain and shared
 //! subscriptions, keeps retained messages and publishes wills.
 //!
-//! Listeners: MQTT over TCP and over WebSocket. Not yet: TLS/WSS, persistent sessions, in-session re-authentication,
+//! Listeners: MQTT over TCP, TLS (MQTTS), WebSocket and WSS. Not yet: mTLS, persistent sessions, in-session re-authentication,
 //! revocation, `$SYS` topics and a topic trie; they follow in the broker and token-lifecycle
 //! issues.
 #![forbid(unsafe_code)]
@@ -15,6 +15,7 @@
 pub mod auth;
 mod conn;
 pub mod router;
+pub mod tls;
 pub mod ws;
 
 use auth::Authenticator;
@@ -26,15 +27,53 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
+
+/// The transport a listener speaks.
+#[derive(Clone)]
+pub enum Transport {
+    /// MQTT over TCP (default port 1883).
+    Tcp,
+    /// MQTT over TLS (default port 8883).
+    Tls(TlsAcceptor),
+    /// MQTT over WebSocket (default port 18884).
+    Ws,
+    /// MQTT over WebSocket over TLS (default port 18885).
+    Wss(TlsAcceptor),
+}
+
+impl Transport {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Tls(_) => "TLS",
+            Self::Ws => "WebSocket",
+            Self::Wss(_) => "WebSocket over TLS",
+        }
+    }
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One listener to open.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// What it speaks.
+    pub transport: Transport,
+}
 
 /// Broker configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// MQTT over TCP listener address.
-    pub mqtt_addr: SocketAddr,
-    /// MQTT over WebSocket listener address (subprotocol `mqtt`, paths `/` and `/mqtt`).
-    pub ws_addr: Option<SocketAddr>,
+    /// Listeners to open (TCP, TLS, WS, WSS).
+    pub listeners: Vec<ListenerConfig>,
     /// WebSocket rules (origin allowlist, message size).
     pub ws: ws::WsPolicy,
     /// Per-connection protocol limits.
@@ -43,99 +82,98 @@ pub struct BrokerConfig {
     pub auth: Authenticator,
 }
 
+impl BrokerConfig {
+    /// A configuration with one plain TCP listener.
+    pub fn tcp(addr: SocketAddr, auth: Authenticator) -> Self {
+        Self {
+            listeners: vec![ListenerConfig {
+                addr,
+                transport: Transport::Tcp,
+            }],
+            ws: ws::WsPolicy::default(),
+            session: ServerConfig::default(),
+            auth,
+        }
+    }
+}
+
 /// State shared by all connections.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) router: Mutex<Router>,
     pub(crate) auth: Authenticator,
     pub(crate) session_config: ServerConfig,
+    pub(crate) ws_policy: ws::WsPolicy,
+    pub(crate) ids: AtomicU64,
 }
 
 /// A bound broker, ready to run.
 #[derive(Debug)]
 pub struct Broker {
-    listener: TcpListener,
-    ws_listener: Option<TcpListener>,
-    ws_policy: Arc<ws::WsPolicy>,
+    listeners: Vec<(TcpListener, Transport)>,
     shared: Arc<Shared>,
 }
 
 impl Broker {
-    /// Binds the listeners.
+    /// Binds every listener; fails if any address cannot be bound.
     pub async fn bind(config: BrokerConfig) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.mqtt_addr).await?;
-        let ws_listener = match config.ws_addr {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
-            None => None,
-        };
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let bound = TcpListener::bind(l.addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "binding the {} listener on {}: {e}",
+                        l.transport.name(),
+                        l.addr
+                    ),
+                )
+            })?;
+            listeners.push((bound, l.transport.clone()));
+        }
         let mut ws_policy = config.ws.clone();
         if ws_policy.max_message_size == 0 {
             ws_policy.max_message_size = config.session.max_packet_size as usize + 16;
         }
         Ok(Self {
-            listener,
-            ws_listener,
-            ws_policy: Arc::new(ws_policy),
+            listeners,
             shared: Arc::new(Shared {
                 router: Mutex::new(Router::default()),
                 auth: config.auth,
                 session_config: config.session,
+                ws_policy,
+                ids: AtomicU64::new(1),
             }),
         })
     }
 
-    /// The MQTT listener's address (useful with port 0).
-    pub fn mqtt_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// The WebSocket listener's address, if one is configured.
-    pub fn ws_addr(&self) -> Option<SocketAddr> {
-        self.ws_listener.as_ref().and_then(|l| l.local_addr().ok())
+    /// The bound addresses, in configuration order (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
     }
 
     /// Serves until `shutdown` completes, then tells every v5 client DISCONNECT 0x8B (server
     /// shutting down) and waits briefly for connections to close.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let ids = AtomicU64::new(1);
-        tokio::pin!(shutdown);
-        info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "MQTT over TCP listening");
-        if let Some(addr) = self.ws_addr() {
-            info!(%addr, "MQTT over WebSocket listening (paths / and /mqtt, subprotocol mqtt)");
+        let mut tasks = Vec::new();
+        for (listener, transport) in self.listeners {
+            let addr = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            info!(%addr, transport = transport.name(), "MQTT listening");
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                transport,
+                self.shared.clone(),
+            )));
         }
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let id = ids.fetch_add(1, Ordering::Relaxed);
-                        tokio::spawn(conn::serve(stream, peer, id, self.shared.clone()));
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                accepted = accept_opt(self.ws_listener.as_ref()) => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let id = ids.fetch_add(1, Ordering::Relaxed);
-                        let (shared, policy) = (self.shared.clone(), self.ws_policy.clone());
-                        tokio::spawn(async move {
-                            match tokio::time::timeout(Duration::from_secs(10), ws::accept(stream, &policy)).await {
-                                Ok(Ok(bytes)) => conn::serve(bytes, peer, id, shared).await,
-                                Ok(Err(why)) => warn!(%peer, why, "WebSocket upgrade refused"),
-                                Err(_) => warn!(%peer, "WebSocket handshake timed out"),
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "WebSocket accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                _ = &mut shutdown => break,
-            }
+        shutdown.await;
+        for t in &tasks {
+            t.abort();
         }
         info!("shutting down: disconnecting clients (0x8B)");
         if let Ok(r) = self.shared.router.lock() {
@@ -156,11 +194,68 @@ impl Broker {
     }
 }
 
-async fn accept_opt(
-    l: Option<&TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match l {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
+/// Handshake time allowed for TLS and WebSocket upgrades.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn accept_loop(listener: TcpListener, transport: Transport, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let id = shared.ids.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        let transport = transport.clone();
+        tokio::spawn(async move {
+            let handshake = async {
+                match transport {
+                    Transport::Tcp => {
+                        conn::serve(stream, peer, id, shared).await;
+                        Ok(())
+                    }
+                    Transport::Tls(acceptor) => {
+                        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                            .map_err(|_| "TLS handshake timed out".to_owned())?
+                            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                        conn::serve(tls, peer, id, shared).await;
+                        Ok(())
+                    }
+                    Transport::Ws => {
+                        let ws = tokio::time::timeout(
+                            HANDSHAKE_TIMEOUT,
+                            ws::accept(stream, &shared.ws_policy),
+                        )
+                        .await
+                        .map_err(|_| "WebSocket handshake timed out".to_owned())??;
+                        conn::serve(ws, peer, id, shared).await;
+                        Ok(())
+                    }
+                    Transport::Wss(acceptor) => {
+                        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                            .map_err(|_| "TLS handshake timed out".to_owned())?
+                            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                        let ws = tokio::time::timeout(
+                            HANDSHAKE_TIMEOUT,
+                            ws::accept(tls, &shared.ws_policy),
+                        )
+                        .await
+                        .map_err(|_| "WebSocket handshake timed out".to_owned())??;
+                        conn::serve(ws, peer, id, shared).await;
+                        Ok(())
+                    }
+                }
+            };
+            let result: Result<(), String> = handshake.await;
+            if let Err(why) = result {
+                warn!(%peer, why, "connection refused before MQTT");
+            }
+        });
     }
 }

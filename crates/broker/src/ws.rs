@@ -3,8 +3,7 @@
 //! so the connection task is the same for every transport.
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -27,7 +26,10 @@ fn refuse(status: StatusCode, why: &str) -> ErrorResponse {
 
 /// Performs the WebSocket handshake and returns a byte stream carrying the MQTT bytes, or the
 /// reason the upgrade was refused (already answered with an HTTP error).
-pub(crate) async fn accept(stream: TcpStream, policy: &WsPolicy) -> Result<DuplexStream, String> {
+pub(crate) async fn accept<S>(stream: S, policy: &WsPolicy) -> Result<DuplexStream, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut refusal = None;
     // the callback's signature is tungstenite's; its error type is an HTTP response
     #[allow(clippy::result_large_err)]
@@ -84,7 +86,10 @@ pub(crate) async fn accept(stream: TcpStream, policy: &WsPolicy) -> Result<Duple
 }
 
 /// Moves bytes between the WebSocket and the duplex stream until either side ends.
-async fn pump(ws: tokio_tungstenite::WebSocketStream<TcpStream>, bridge: DuplexStream) {
+async fn pump<S>(ws: tokio_tungstenite::WebSocketStream<S>, bridge: DuplexStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sink, mut source) = ws.split();
     let (mut from_app, mut to_app) = tokio::io::split(bridge);
     let inbound = async {

@@ -9,7 +9,6 @@ use cloudsignal_core::acl::AclRules;
 use cloudsignal_core::ids::{OrgId, UserId};
 use cloudsignal_core::keys::SigningKey;
 use cloudsignal_core::mqtt::{self, Connect, Packet, Properties, Protocol, QoS, ReasonCode};
-use cloudsignal_core::session::ServerConfig;
 use cloudsignal_core::token::{issue, Jti, TokenClaims, TokenVerifier};
 use cloudsignal_core::UnixTime;
 use std::net::SocketAddr;
@@ -53,16 +52,12 @@ async fn start(allow_anonymous: bool) -> SocketAddr {
     let mut tokens = TokenVerifier::default();
     tokens.trust(ISS, [key().verifying_entry()]);
     tokens.leeway = 0;
-    let broker = Broker::bind(BrokerConfig {
-        mqtt_addr: "127.0.0.1:0".parse().unwrap(),
-        ws_addr: None,
-        ws: Default::default(),
-        session: ServerConfig::default(),
-        auth: Authenticator::new(tokens, allow_anonymous),
-    })
-    .await
-    .unwrap();
-    let addr = broker.mqtt_addr().unwrap();
+    let config = BrokerConfig::tcp(
+        "127.0.0.1:0".parse().unwrap(),
+        Authenticator::new(tokens, allow_anonymous),
+    );
+    let broker = Broker::bind(config).await.unwrap();
+    let addr = broker.local_addrs()[0];
     tokio::spawn(broker.run(std::future::pending()));
     addr
 }

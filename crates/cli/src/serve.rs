@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use cloudsignal_broker::auth::Authenticator;
-use cloudsignal_broker::{Broker, BrokerConfig};
+use cloudsignal_broker::{Broker, BrokerConfig, ListenerConfig, Transport};
 use cloudsignal_core::keys::KeySet;
 use cloudsignal_core::session::ServerConfig;
 use cloudsignal_core::token::TokenVerifier;
@@ -17,9 +17,21 @@ pub(crate) struct ServeArgs {
     /// MQTT over TCP listener.
     #[arg(long, env = "CLOUDSIGNAL_MQTT_ADDR", default_value = "0.0.0.0:1883")]
     mqtt_addr: SocketAddr,
-    /// MQTT over WebSocket listener (plain; put TLS in front or use WSS when it lands). `off` disables it.
+    /// MQTT over WebSocket listener (plain, for development). `off` disables it.
     #[arg(long, env = "CLOUDSIGNAL_WS_ADDR", default_value = "0.0.0.0:18884")]
     ws_addr: String,
+    /// MQTT over TLS listener; opened when --tls-cert and --tls-key are given.
+    #[arg(long, env = "CLOUDSIGNAL_TLS_ADDR", default_value = "0.0.0.0:8883")]
+    tls_addr: SocketAddr,
+    /// MQTT over secure WebSocket listener; opened when --tls-cert and --tls-key are given.
+    #[arg(long, env = "CLOUDSIGNAL_WSS_ADDR", default_value = "0.0.0.0:18885")]
+    wss_addr: SocketAddr,
+    /// PEM certificate chain for the TLS and WSS listeners.
+    #[arg(long, env = "CLOUDSIGNAL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS and WSS listeners.
+    #[arg(long, env = "CLOUDSIGNAL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Allowed WebSocket `Origin`s, comma-separated; empty allows any.
     #[arg(long, env = "CLOUDSIGNAL_WS_ALLOWED_ORIGINS", value_delimiter = ',')]
     ws_allowed_origins: Vec<String>,
@@ -71,16 +83,34 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     } else if args.issuer.is_none() {
         warn!("no token issuer is configured and anonymous access is off: every CONNECT will be refused (see --issuer/--issuer-jwks)");
     }
-    let ws_addr = match args.ws_addr.as_str() {
-        "off" | "" => None,
-        a => Some(
-            a.parse::<SocketAddr>()
+    let mut listeners = vec![ListenerConfig {
+        addr: args.mqtt_addr,
+        transport: Transport::Tcp,
+    }];
+    match args.ws_addr.as_str() {
+        "off" | "" => {}
+        a => listeners.push(ListenerConfig {
+            addr: a
+                .parse::<SocketAddr>()
                 .with_context(|| format!("--ws-addr {a:?}"))?,
-        ),
-    };
+            transport: Transport::Ws,
+        }),
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let acceptor = cloudsignal_broker::tls::acceptor(cert, key)?;
+        listeners.push(ListenerConfig {
+            addr: args.tls_addr,
+            transport: Transport::Tls(acceptor.clone()),
+        });
+        listeners.push(ListenerConfig {
+            addr: args.wss_addr,
+            transport: Transport::Wss(acceptor),
+        });
+    } else {
+        info!("no --tls-cert/--tls-key: the TLS (8883) and WSS (18885) listeners are off");
+    }
     let config = BrokerConfig {
-        mqtt_addr: args.mqtt_addr,
-        ws_addr,
+        listeners,
         ws: cloudsignal_broker::ws::WsPolicy {
             allowed_origins: args.ws_allowed_origins,
             max_message_size: 0,
@@ -93,9 +123,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
-        let broker = Broker::bind(config.clone())
-            .await
-            .with_context(|| format!("binding {}", config.mqtt_addr))?;
+        let broker = Broker::bind(config).await?;
         broker.run(shutdown_signal()).await;
         Ok(())
     })
