@@ -688,3 +688,94 @@ async fn connect_with_enhanced_auth_method_from_the_start() {
         other => panic!("{other:?}"),
     }
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
+        })
+        .unwrap()
+}
+
+/// One subscriber never reads while 100,000 messages are published: broker memory stays
+/// bounded and another subscriber keeps receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_does_not_grow_memory_or_block_others() {
+    const N: usize = 100_000;
+    let addr = start(true).await;
+    // the slow consumer: subscribes, then never reads its socket again
+    let (mut slow, _) = Raw::connect(addr, Protocol::V5, "slow", None, None).await;
+    slow.send(&Packet::Subscribe(mqtt::Subscribe {
+        packet_id: std::num::NonZeroU16::new(1).unwrap(),
+        properties: Properties::default(),
+        filters: vec![(
+            "load/#",
+            mqtt::SubscriptionOptions {
+                qos: QoS::AtMostOnce,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            },
+        )],
+    }))
+    .await;
+    assert!(matches!(slow.recv().await, Some(Packet::Suback(_))));
+    // the healthy subscriber counts what it gets until the end marker
+    let mut fast = client("mosquitto_sub", addr, "mqttv5");
+    fast.args(["-t", "load/#", "-t", "done", "-q", "1", "-v"]);
+    fast.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut fast = fast.spawn().unwrap();
+    let mut fast_err = fast.stderr.take().unwrap();
+    let mut fast_out = fast.stdout.take().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib();
+    let payload = "0123456789abcdef\n".repeat(N);
+    let mut publisher = client("mosquitto_pub", addr, "mqttv5");
+    publisher
+        .args(["-t", "load/x", "-q", "0", "-l"])
+        .stdin(std::process::Stdio::piped());
+    let mut publisher = publisher.spawn().unwrap();
+    let mut stdin = publisher.stdin.take().unwrap();
+    stdin.write_all(payload.as_bytes()).await.unwrap();
+    drop(stdin);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(60), publisher.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    run(client("mosquitto_pub", addr, "mqttv5").args(["-t", "done", "-m", "end", "-q", "1"])).await;
+    let mut text_out = String::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    while !text_out.contains("done end") {
+        let n = tokio::time::timeout(Duration::from_secs(30), fast_out.read(&mut chunk))
+            .await
+            .expect("healthy subscriber stalled")
+            .unwrap();
+        if n == 0 {
+            let mut err = String::new();
+            let _ = fast_err.read_to_string(&mut err).await;
+            panic!("healthy subscriber disconnected: {err}");
+        }
+        text_out.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    let received = text_out.lines().filter(|l| l.starts_with("load/x")).count();
+    let growth_mib = rss_kib().saturating_sub(before) / 1024;
+    let _ = fast.kill().await;
+    eprintln!(
+        "healthy subscriber received {received} of {N} QoS 0 messages; RSS grew {growth_mib} MiB"
+    );
+    assert!(
+        received > N / 10,
+        "the healthy subscriber kept receiving ({received})"
+    );
+    // 100k messages of ~60 bytes queued would be several MiB per copy; the bound is the
+    // per-connection channel (1,024 messages) plus socket buffers
+    assert!(growth_mib < 64, "broker memory grew by {growth_mib} MiB");
+    drop(slow);
+}
