@@ -17,6 +17,8 @@ use tracing::{info, warn};
 
 /// Deliveries buffered per connection before the router counts it as a slow consumer.
 const CHANNEL_CAPACITY: usize = 1024;
+/// Bytes read from the socket at a time (per connection; larger packets take several reads).
+const READ_BUFFER: usize = 4 * 1024;
 /// A write that cannot complete in this time ends the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -312,7 +314,7 @@ where
         will: None,
         handle: ConnHandle { tx, kill },
     };
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; READ_BUFFER];
     loop {
         let mut open = true;
         while let Some(ev) = conn.session.poll_event() {

@@ -655,7 +655,10 @@ impl ServerSession {
                 }));
                 return;
             }
-            if !self.inbound_unacked.contains(&id.get())
+            // Receive Maximum exists in MQTT 5 only; a 3.1.1 client may pipeline freely (the
+            // driver acknowledges each PUBLISH as soon as it is routed)
+            if self.protocol == Protocol::V5
+                && !self.inbound_unacked.contains(&id.get())
                 && self.inbound_unacked.len() >= usize::from(self.config.receive_maximum)
             {
                 return self.violation(

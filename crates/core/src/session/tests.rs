@@ -437,3 +437,19 @@ both_targets_test! {
         assert!(matches!(&sent(&mut s)[..], [Packet::Disconnect(d)] if d.reason == ReasonCode::PROTOCOL_ERROR));
     }
 }
+
+both_targets_test! {
+    /// Receive Maximum is an MQTT 5 concept: a 3.1.1 client may pipeline many QoS 1 PUBLISHes
+    /// in one read without being disconnected.
+    fn v311_clients_may_pipeline_beyond_the_v5_receive_maximum() {
+        let mut s = connected(Protocol::V311, 0);
+        let mut data = Vec::new();
+        for pid in 1..=150 {
+            data.extend(bytes(&publish(QoS::AtLeastOnce, pid, "t", None), Protocol::V311));
+        }
+        s.handle_bytes(&data, 1);
+        assert!(!s.is_closed());
+        let published = events(&mut s).into_iter().filter(|e| matches!(e, Event::Publish { .. })).count();
+        assert_eq!(published, 150);
+    }
+}

@@ -1,0 +1,307 @@
+//! `cloudsignal-bench`: the same MQTT load against Mosquitto and `cloudsignal serve`, one after
+//! the other on this machine, printed side by side with ratios.
+//!
+//! ```text
+//! cargo run --release -p cloudsignal-bench            # full run (about two minutes)
+//! cargo run --release -p cloudsignal-bench -- --quick # smaller loads, for a smoke test
+//! ```
+//!
+//! Both brokers run anonymous on loopback with their defaults. The load generator is a small
+//! async client on `cloudsignal-core`'s codec (so both brokers see identical bytes).
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+mod client;
+
+use anyhow::{bail, Context, Result};
+use client::Client;
+use cloudsignal_core::mqtt::QoS;
+use hdrhistogram::Histogram;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Broker {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(addr: SocketAddr) -> Result<()> {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    bail!("nothing listens on {addr}")
+}
+
+fn start_mosquitto() -> Result<Broker> {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("cs-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\n"),
+    )?;
+    let child = Command::new("/usr/sbin/mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting /usr/sbin/mosquitto (apt-get install mosquitto)")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr)?;
+    Ok(Broker {
+        name: "mosquitto",
+        child,
+        addr,
+    })
+}
+
+fn start_cloudsignal() -> Result<Broker> {
+    let port = free_port();
+    let exe = std::env::current_exe()?.with_file_name("cloudsignal");
+    let child = Command::new(&exe)
+        .args([
+            "serve",
+            "--allow-anonymous",
+            "--ws-addr",
+            "off",
+            "--mqtt-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("CLOUDSIGNAL_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (cargo build --release -p cloudsignal-cli)",
+                exe.display()
+            )
+        })?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr)?;
+    Ok(Broker {
+        name: "cloudsignal",
+        child,
+        addr,
+    })
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Point-to-point: `pairs` publishers each send `per` messages to their own subscriber.
+async fn p2p(addr: SocketAddr, pairs: usize, per: usize, qos: QoS) -> Result<f64> {
+    let received = Arc::new(AtomicU64::new(0));
+    let mut subs = Vec::new();
+    for i in 0..pairs {
+        let mut c = Client::connect(addr, &format!("s{i}")).await?;
+        c.subscribe(&format!("bench/{i}"), qos).await?;
+        subs.push(c);
+    }
+    let total = (pairs * per) as u64;
+    let mut readers = Vec::new();
+    for c in subs {
+        let received = received.clone();
+        readers.push(tokio::spawn(async move {
+            c.count_until(per as u64, received, Duration::from_secs(60))
+                .await
+        }));
+    }
+    let started = Instant::now();
+    let mut pubs = Vec::new();
+    for i in 0..pairs {
+        let mut c = Client::connect(addr, &format!("p{i}")).await?;
+        pubs.push(tokio::spawn(async move {
+            c.publish_many(&format!("bench/{i}"), per, qos, 16).await
+        }));
+    }
+    for p in pubs {
+        p.await??;
+    }
+    let mut last = started;
+    for r in readers {
+        last = last.max(r.await??);
+    }
+    let elapsed = last.duration_since(started).as_secs_f64().max(1e-6);
+    Ok(received.load(Ordering::Relaxed).min(total) as f64 / elapsed)
+}
+
+/// Fan-out: one publisher, `subs` subscribers on the same topic.
+async fn fan_out(addr: SocketAddr, subs: usize, per: usize) -> Result<f64> {
+    let received = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for i in 0..subs {
+        let mut c = Client::connect(addr, &format!("f{i}")).await?;
+        c.subscribe("fan/out", QoS::AtMostOnce).await?;
+        let received = received.clone();
+        readers.push(tokio::spawn(async move {
+            c.count_until(per as u64, received, Duration::from_secs(60))
+                .await
+        }));
+    }
+    let mut p = Client::connect(addr, "fan-pub").await?;
+    let started = Instant::now();
+    p.publish_paced("fan/out", per, QoS::AtMostOnce, Duration::from_micros(200))
+        .await?;
+    let mut last = started;
+    for r in readers {
+        last = last.max(r.await??);
+    }
+    Ok(received.load(Ordering::Relaxed) as f64
+        / last.duration_since(started).as_secs_f64().max(1e-6))
+}
+
+/// Publish→deliver latency at `rate` messages per second over one pair.
+async fn latency(addr: SocketAddr, rate: u64, count: usize) -> Result<Histogram<u64>> {
+    let mut sub = Client::connect(addr, "lat-sub").await?;
+    sub.subscribe("lat", QoS::AtMostOnce).await?;
+    let epoch = Instant::now();
+    let reader =
+        tokio::spawn(async move { sub.latencies(count, epoch, Duration::from_secs(60)).await });
+    let mut p = Client::connect(addr, "lat-pub").await?;
+    p.publish_timestamped("lat", count, rate, epoch).await?;
+    reader.await?
+}
+
+/// Resident memory per idle connection: RSS delta over `n` connected clients.
+async fn memory_per_connection(broker: &Broker, n: usize) -> Result<f64> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(broker.child.id());
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        conns.push(Client::connect(broker.addr, &format!("idle{i}")).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(broker.child.id());
+    drop(conns);
+    Ok((after.saturating_sub(before) as f64 * 1024.0) / n as f64)
+}
+
+struct Row {
+    name: String,
+    unit: &'static str,
+    higher_is_better: bool,
+    values: Vec<f64>,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (per_pair, fan_subs, fan_msgs, lat_msgs, idle) = if quick {
+        (200, 100, 200, 2_000, 1_000)
+    } else {
+        (2_000, 1_000, 1_000, 20_000, 10_000)
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut push = |name: String, unit, higher_is_better, value: f64, i: usize| {
+        if i == 0 {
+            rows.push(Row {
+                name,
+                unit,
+                higher_is_better,
+                values: vec![value],
+            });
+        } else if let Some(r) = rows.iter_mut().find(|r| r.name == name) {
+            r.values.push(value);
+        }
+    };
+    let mut saturation = 0.0;
+    for (i, start) in [start_mosquitto as fn() -> Result<Broker>, start_cloudsignal]
+        .into_iter()
+        .enumerate()
+    {
+        let broker = start()?;
+        eprintln!("== {} on {}", broker.name, broker.addr);
+        let q0 = p2p(broker.addr, 100, per_pair, QoS::AtMostOnce).await?;
+        push(
+            "QoS 0 point-to-point, 100 → 100, 16 B".into(),
+            "msg/s",
+            true,
+            q0,
+            i,
+        );
+        let q1 = p2p(broker.addr, 100, per_pair, QoS::AtLeastOnce).await?;
+        push(
+            "QoS 1 point-to-point, 100 → 100, 16 B".into(),
+            "msg/s",
+            true,
+            q1,
+            i,
+        );
+        let fo = fan_out(broker.addr, fan_subs, fan_msgs).await?;
+        push(
+            format!("QoS 0 fan-out, 1 → {fan_subs}, 16 B"),
+            "msg/s",
+            true,
+            fo,
+            i,
+        );
+        if i == 0 {
+            saturation = q0;
+        }
+        // latency at a fixed share of Mosquitto's single-pair capacity: 50% of its p2p rate / 100 pairs
+        let rate = ((saturation / 100.0) * 0.5).clamp(100.0, 20_000.0) as u64;
+        let h = latency(broker.addr, rate, lat_msgs).await?;
+        for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+            push(
+                format!("latency {label} at {rate} msg/s"),
+                "µs",
+                false,
+                h.value_at_quantile(q) as f64,
+                i,
+            );
+        }
+        let mem = memory_per_connection(&broker, idle).await?;
+        push(
+            format!("RSS per idle connection at {idle}"),
+            "bytes",
+            false,
+            mem,
+            i,
+        );
+    }
+    println!("| measure | unit | Mosquitto 2.0.11 | CloudSignal | ratio (better > 1) |");
+    println!("|---|---|---:|---:|---:|");
+    for r in &rows {
+        let (m, c) = (r.values[0], r.values.get(1).copied().unwrap_or(f64::NAN));
+        let ratio = if r.higher_is_better { c / m } else { m / c };
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2}× |",
+            r.name, r.unit, m, c, ratio
+        );
+    }
+    Ok(())
+}
