@@ -214,43 +214,22 @@ async fn accept_loop(listener: TcpListener, transport: Transport, shared: Arc<Sh
         tokio::spawn(async move {
             let handshake = async {
                 match transport {
-                    Transport::Tcp => {
-                        conn::serve(stream, peer, id, shared).await;
-                        Ok(())
-                    }
+                    Transport::Tcp => conn::serve(stream, peer, id, shared).await,
                     Transport::Tls(acceptor) => {
-                        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                            .await
-                            .map_err(|_| "TLS handshake timed out".to_owned())?
-                            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                        let tls = tls_handshake(&acceptor, stream).await?;
                         conn::serve(tls, peer, id, shared).await;
-                        Ok(())
                     }
                     Transport::Ws => {
-                        let ws = tokio::time::timeout(
-                            HANDSHAKE_TIMEOUT,
-                            ws::accept(stream, &shared.ws_policy),
-                        )
-                        .await
-                        .map_err(|_| "WebSocket handshake timed out".to_owned())??;
+                        let ws = ws_handshake(stream, &shared.ws_policy).await?;
                         conn::serve(ws, peer, id, shared).await;
-                        Ok(())
                     }
                     Transport::Wss(acceptor) => {
-                        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                            .await
-                            .map_err(|_| "TLS handshake timed out".to_owned())?
-                            .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                        let ws = tokio::time::timeout(
-                            HANDSHAKE_TIMEOUT,
-                            ws::accept(tls, &shared.ws_policy),
-                        )
-                        .await
-                        .map_err(|_| "WebSocket handshake timed out".to_owned())??;
+                        let tls = tls_handshake(&acceptor, stream).await?;
+                        let ws = ws_handshake(tls, &shared.ws_policy).await?;
                         conn::serve(ws, peer, id, shared).await;
-                        Ok(())
                     }
                 }
+                Ok(())
             };
             let result: Result<(), String> = handshake.await;
             if let Err(why) = result {
@@ -258,4 +237,26 @@ async fn accept_loop(listener: TcpListener, transport: Transport, shared: Arc<Sh
             }
         });
     }
+}
+
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    stream: tokio::net::TcpStream,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_owned())?
+        .map_err(|e| format!("TLS handshake failed: {e}"))
+}
+
+async fn ws_handshake<S>(
+    stream: S,
+    policy: &ws::WsPolicy,
+) -> Result<tokio::io::DuplexStream, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, ws::accept(stream, policy))
+        .await
+        .map_err(|_| "WebSocket handshake timed out".to_owned())?
 }
