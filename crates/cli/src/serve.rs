@@ -36,7 +36,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CLOUDSIGNAL_WS_ALLOWED_ORIGINS", value_delimiter = ',')]
     ws_allowed_origins: Vec<String>,
     /// Issuer (`iss`) of the tkn_ tokens to trust, e.g. the worker's URL.
-    #[arg(long, env = "CLOUDSIGNAL_ISSUER", requires = "issuer_jwks")]
+    #[arg(long, env = "CLOUDSIGNAL_TRUSTED_ISSUER", requires = "issuer_jwks")]
     issuer: Option<String>,
     /// JWKS file of that issuer (e.g. saved from <worker>/.well-known/jwks.json).
     #[arg(long, env = "CLOUDSIGNAL_ISSUER_JWKS", requires = "issuer")]
