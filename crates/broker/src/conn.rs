@@ -42,6 +42,10 @@ struct Conn<W> {
     client_id: String,
     will: Option<Message>,
     handle: ConnHandle,
+    /// A refused CONNECT waits here until the uniform failure delay has passed.
+    pending_reject: Option<(ReasonCode, tokio::time::Instant)>,
+    /// When the CONNECT arrived (the failure delay counts from here).
+    connect_at: tokio::time::Instant,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
@@ -60,7 +64,15 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         Ok(())
     }
 
+    /// Refuses the CONNECT after the same delay whatever the cause, so the timing of a refusal
+    /// tells an attacker nothing about why.
+    fn refuse(&mut self, reason: ReasonCode) {
+        let at = self.connect_at + self.shared.auth_failure_delay;
+        self.pending_reject = Some((reason, at));
+    }
+
     fn on_connect(&mut self, req: ConnectRequest) {
+        self.connect_at = tokio::time::Instant::now();
         let now = self.now_ms();
         let mut client_id = req.client_id.clone();
         let mut assigned = None;
@@ -68,7 +80,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             if req.protocol == Protocol::V311 && !req.clean_start {
                 // [MQTT-3.1.3-8] an empty id needs a clean session in v3.1.1
                 warn!(peer = %self.peer, "refused: empty client id without clean session");
-                return self.session.reject(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+                return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
             }
             client_id = format!("cs-{:016x}", self.id);
             assigned = Some(client_id.clone());
@@ -77,7 +89,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             Ok(p) => p,
             Err(refusal) => {
                 warn!(peer = %self.peer, client_id, username = req.username.as_deref().unwrap_or(""), cause = %refusal.cause, reason = %refusal.reason, "connect refused");
-                return self.session.reject(refusal.reason);
+                return self.refuse(refusal.reason);
             }
         };
         let registered = self.shared.router.lock().map_err(|_| ()).and_then(|mut r| {
@@ -91,7 +103,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         });
         if registered.is_err() {
             warn!(peer = %self.peer, client_id, username = %principal.username, "refused: client id held by another user");
-            return self.session.reject(ReasonCode::NOT_AUTHORIZED);
+            return self.refuse(ReasonCode::NOT_AUTHORIZED);
         }
         info!(peer = %self.peer, client_id, username = %principal.username, protocol = ?req.protocol, "connected");
         self.will = req.will;
@@ -313,6 +325,8 @@ where
         client_id: String::new(),
         will: None,
         handle: ConnHandle { tx, kill },
+        pending_reject: None,
+        connect_at: tokio::time::Instant::now(),
     };
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
@@ -363,6 +377,11 @@ where
             _ = sleep_until(timer) => {
                 let now = conn.now_ms();
                 conn.session.handle_timeout(now);
+            }
+            _ = sleep_until(conn.pending_reject.map(|(_, at)| at)) => {
+                if let Some((reason, _)) = conn.pending_reject.take() {
+                    conn.session.reject(reason);
+                }
             }
             _ = sleep_until(expiry) => {
                 conn.session.close(ReasonCode::MAXIMUM_CONNECT_TIME, Some("token expired"));

@@ -80,6 +80,8 @@ pub struct BrokerConfig {
     pub session: ServerConfig,
     /// Who may connect.
     pub auth: Authenticator,
+    /// Every refused CONNECT is answered this long after it arrived, whatever the cause.
+    pub auth_failure_delay: Duration,
 }
 
 impl BrokerConfig {
@@ -93,6 +95,7 @@ impl BrokerConfig {
             ws: ws::WsPolicy::default(),
             session: ServerConfig::default(),
             auth,
+            auth_failure_delay: Duration::from_millis(500),
         }
     }
 }
@@ -105,6 +108,7 @@ pub(crate) struct Shared {
     pub(crate) session_config: ServerConfig,
     pub(crate) ws_policy: ws::WsPolicy,
     pub(crate) ids: AtomicU64,
+    pub(crate) auth_failure_delay: Duration,
 }
 
 /// A bound broker, ready to run.
@@ -143,6 +147,7 @@ impl Broker {
                 session_config: config.session,
                 ws_policy,
                 ids: AtomicU64::new(1),
+                auth_failure_delay: config.auth_failure_delay,
             }),
         })
     }

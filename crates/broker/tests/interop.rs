@@ -779,3 +779,36 @@ async fn slow_consumer_does_not_grow_memory_or_block_others() {
     assert!(growth_mib < 64, "broker memory grew by {growth_mib} MiB");
     drop(slow);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_take_the_same_delay_whatever_the_cause() {
+    let addr = start(false).await;
+    let alice = format!("alice@{ORG}");
+    let good = token("alice", 600);
+    let cases: Vec<(&str, Option<(&str, &str)>, ReasonCode)> = vec![
+        (
+            "forged token",
+            Some((&alice, "tkn_eyJhbGciOiJFZERTQSJ9.e30.AAAA")),
+            ReasonCode::BAD_USERNAME_OR_PASSWORD,
+        ),
+        (
+            "token of another user",
+            Some(("bob@org_k7xm4pqr2n5t", &good)),
+            ReasonCode::BAD_USERNAME_OR_PASSWORD,
+        ),
+        ("no credentials", None, ReasonCode::NOT_AUTHORIZED),
+    ];
+    for (name, user, want) in cases {
+        let started = Instant::now();
+        let (_, code) = Raw::connect(addr, Protocol::V5, "delay", user, None).await;
+        let took = started.elapsed();
+        assert_eq!(code, want, "{name}");
+        assert!(
+            took >= Duration::from_millis(500),
+            "{name}: refused after {took:?}, before the uniform delay"
+        );
+    }
+    // and a good client still gets in
+    let (_, code) = Raw::connect(addr, Protocol::V5, "fast", Some((&alice, &good)), None).await;
+    assert_eq!(code, ReasonCode::SUCCESS);
+}

@@ -47,6 +47,10 @@ pub(crate) struct ServeArgs {
     /// Largest MQTT packet accepted, in bytes.
     #[arg(long, env = "CLOUDSIGNAL_MAX_PACKET_SIZE", default_value_t = 1 << 20)]
     max_packet_size: u32,
+    /// Every refused CONNECT is answered this many milliseconds after it arrived, whatever the
+    /// cause, so refusal timing reveals nothing.
+    #[arg(long, env = "CLOUDSIGNAL_AUTH_FAILURE_DELAY_MS", default_value_t = 500)]
+    auth_failure_delay_ms: u64,
     /// Clock-skew allowance for token times, in seconds.
     #[arg(long, env = "CLOUDSIGNAL_TOKEN_LEEWAY", default_value_t = 30)]
     token_leeway: u64,
@@ -120,6 +124,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             ..ServerConfig::default()
         },
         auth: Authenticator::new(tokens, args.allow_anonymous),
+        auth_failure_delay: std::time::Duration::from_millis(args.auth_failure_delay_ms),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
