@@ -785,7 +785,8 @@ async fn refusals_take_the_same_delay_whatever_the_cause() {
     let addr = start(false).await;
     let alice = format!("alice@{ORG}");
     let good = token("alice", 600);
-    let cases: Vec<(&str, Option<(&str, &str)>, ReasonCode)> = vec![
+    type Credentials<'a> = Option<(&'a str, &'a str)>;
+    let cases: Vec<(&str, Credentials<'_>, ReasonCode)> = vec![
         (
             "forged token",
             Some((&alice, "tkn_eyJhbGciOiJFZERTQSJ9.e30.AAAA")),
