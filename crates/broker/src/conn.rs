@@ -67,7 +67,11 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     /// Refuses the CONNECT after the same delay whatever the cause, so the timing of a refusal
     /// tells an attacker nothing about why.
     fn refuse(&mut self, reason: ReasonCode) {
-        let at = self.connect_at + self.shared.auth_failure_delay;
+        self.refuse_after(reason, Duration::ZERO);
+    }
+
+    fn refuse_after(&mut self, reason: ReasonCode, extra: Duration) {
+        let at = self.connect_at + self.shared.auth_failure_delay.max(extra);
         self.pending_reject = Some((reason, at));
     }
 
@@ -85,11 +89,32 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             client_id = format!("cs-{:016x}", self.id);
             assigned = Some(client_id.clone());
         }
+        let banned =
+            self.shared.throttle.lock().is_ok_and(|t| {
+                t.is_banned(self.peer.ip(), req.username.as_deref(), Instant::now())
+            });
+        if banned {
+            warn!(peer = %self.peer, username = req.username.as_deref().unwrap_or(""), "refused: source or username temporarily banned after repeated failures");
+            return self.refuse(ReasonCode::BANNED);
+        }
         let principal = match self.shared.auth.authenticate(&req, unix_now()) {
-            Ok(p) => p,
+            Ok(p) => {
+                if let Ok(mut t) = self.shared.throttle.lock() {
+                    t.record_success(&p.username);
+                }
+                p
+            }
             Err(refusal) => {
+                let extra = self
+                    .shared
+                    .throttle
+                    .lock()
+                    .map(|mut t| {
+                        t.record_failure(self.peer.ip(), req.username.as_deref(), Instant::now())
+                    })
+                    .unwrap_or_default();
                 warn!(peer = %self.peer, client_id, username = req.username.as_deref().unwrap_or(""), cause = %refusal.cause, reason = %refusal.reason, "connect refused");
-                return self.refuse(refusal.reason);
+                return self.refuse_after(refusal.reason, extra);
             }
         };
         let registered = self.shared.router.lock().map_err(|_| ()).and_then(|mut r| {

@@ -15,6 +15,7 @@
 pub mod auth;
 mod conn;
 pub mod router;
+pub mod throttle;
 pub mod tls;
 pub mod ws;
 
@@ -82,6 +83,8 @@ pub struct BrokerConfig {
     pub auth: Authenticator,
     /// Every refused CONNECT is answered this long after it arrived, whatever the cause.
     pub auth_failure_delay: Duration,
+    /// Brute-force defence.
+    pub throttle: throttle::ThrottlePolicy,
 }
 
 impl BrokerConfig {
@@ -96,6 +99,7 @@ impl BrokerConfig {
             session: ServerConfig::default(),
             auth,
             auth_failure_delay: Duration::from_millis(500),
+            throttle: throttle::ThrottlePolicy::default(),
         }
     }
 }
@@ -109,6 +113,7 @@ pub(crate) struct Shared {
     pub(crate) ws_policy: ws::WsPolicy,
     pub(crate) ids: AtomicU64,
     pub(crate) auth_failure_delay: Duration,
+    pub(crate) throttle: Mutex<throttle::Throttle>,
 }
 
 /// A bound broker, ready to run.
@@ -148,6 +153,7 @@ impl Broker {
                 ws_policy,
                 ids: AtomicU64::new(1),
                 auth_failure_delay: config.auth_failure_delay,
+                throttle: Mutex::new(throttle::Throttle::new(config.throttle)),
             }),
         })
     }

@@ -49,13 +49,18 @@ fn token(user: &str, ttl: u64) -> String {
 }
 
 async fn start(allow_anonymous: bool) -> SocketAddr {
+    start_with(allow_anonymous, |_| {}).await
+}
+
+async fn start_with(allow_anonymous: bool, tune: impl FnOnce(&mut BrokerConfig)) -> SocketAddr {
     let mut tokens = TokenVerifier::default();
     tokens.trust(ISS, [key().verifying_entry()]);
     tokens.leeway = 0;
-    let config = BrokerConfig::tcp(
+    let mut config = BrokerConfig::tcp(
         "127.0.0.1:0".parse().unwrap(),
         Authenticator::new(tokens, allow_anonymous),
     );
+    tune(&mut config);
     let broker = Broker::bind(config).await.unwrap();
     let addr = broker.local_addrs()[0];
     tokio::spawn(broker.run(std::future::pending()));
@@ -268,7 +273,21 @@ impl Raw {
         user: Option<(&str, &str)>,
         will: Option<(&str, &[u8])>,
     ) -> (Self, ReasonCode) {
-        let stream = TcpStream::connect(addr).await.unwrap();
+        Self::connect_from([127, 0, 0, 1], addr, protocol, client_id, user, will).await
+    }
+
+    /// Connects from a chosen loopback source address (127.0.0.0/8).
+    async fn connect_from(
+        source: [u8; 4],
+        addr: SocketAddr,
+        protocol: Protocol,
+        client_id: &str,
+        user: Option<(&str, &str)>,
+        will: Option<(&str, &[u8])>,
+    ) -> (Self, ReasonCode) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((source, 0))).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
         let mut raw = Raw {
             stream,
             buf: Vec::new(),
@@ -811,5 +830,61 @@ async fn refusals_take_the_same_delay_whatever_the_cause() {
     }
     // and a good client still gets in
     let (_, code) = Raw::connect(addr, Protocol::V5, "fast", Some((&alice, &good)), None).await;
+    assert_eq!(code, ReasonCode::SUCCESS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_ban_the_source_not_other_clients() {
+    let addr = start_with(false, |c| {
+        c.auth_failure_delay = Duration::from_millis(50);
+        c.throttle = cloudsignal_broker::throttle::ThrottlePolicy {
+            max_failures: 3,
+            ..Default::default()
+        };
+    })
+    .await;
+    let alice = format!("alice@{ORG}");
+    let good = token("alice", 600);
+    let attacker = [127, 0, 0, 9];
+    let mut delays = Vec::new();
+    for i in 0..3 {
+        let started = Instant::now();
+        let (_, code) = Raw::connect_from(
+            attacker,
+            addr,
+            Protocol::V5,
+            &format!("x{i}"),
+            Some((&format!("mallory{i}@{ORG}"), "tkn_guess")),
+            None,
+        )
+        .await;
+        assert_eq!(code, ReasonCode::BAD_USERNAME_OR_PASSWORD);
+        delays.push(started.elapsed());
+    }
+    assert!(
+        delays[2] >= Duration::from_millis(400),
+        "the delay grows with failures: {delays:?}"
+    );
+    // now banned: even a valid token from that source is refused with 0x8A
+    let (_, code) = Raw::connect_from(
+        attacker,
+        addr,
+        Protocol::V5,
+        "x9",
+        Some((&alice, &good)),
+        None,
+    )
+    .await;
+    assert_eq!(code, ReasonCode::BANNED);
+    // clients from other sources are unaffected
+    let (_, code) = Raw::connect_from(
+        [127, 0, 0, 10],
+        addr,
+        Protocol::V5,
+        "ok",
+        Some((&alice, &good)),
+        None,
+    )
+    .await;
     assert_eq!(code, ReasonCode::SUCCESS);
 }

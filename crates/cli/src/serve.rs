@@ -51,6 +51,13 @@ pub(crate) struct ServeArgs {
     /// cause, so refusal timing reveals nothing.
     #[arg(long, env = "CLOUDSIGNAL_AUTH_FAILURE_DELAY_MS", default_value_t = 500)]
     auth_failure_delay_ms: u64,
+    /// Failed authentications from one source IP or for one username, within a minute, that
+    /// ban it for --ban-seconds.
+    #[arg(long, env = "CLOUDSIGNAL_MAX_AUTH_FAILURES", default_value_t = 10)]
+    max_auth_failures: u32,
+    /// Length of a brute-force ban, in seconds.
+    #[arg(long, env = "CLOUDSIGNAL_BAN_SECONDS", default_value_t = 300)]
+    ban_seconds: u64,
     /// Clock-skew allowance for token times, in seconds.
     #[arg(long, env = "CLOUDSIGNAL_TOKEN_LEEWAY", default_value_t = 30)]
     token_leeway: u64,
@@ -125,6 +132,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         },
         auth: Authenticator::new(tokens, args.allow_anonymous),
         auth_failure_delay: std::time::Duration::from_millis(args.auth_failure_delay_ms),
+        throttle: cloudsignal_broker::throttle::ThrottlePolicy {
+            max_failures: args.max_auth_failures.max(1),
+            ban: std::time::Duration::from_secs(args.ban_seconds),
+            ..Default::default()
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
