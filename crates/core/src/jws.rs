@@ -12,7 +12,6 @@
 use crate::keys::{Alg, KeyEntry};
 use crate::time::UnixTime;
 use base64ct::{Base64UrlUnpadded, Encoding};
-use jwt_compact::{Claims, UntrustedToken};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -142,15 +141,17 @@ fn decode_object(segment: &str, what: &'static str) -> Result<Map<String, Value>
 /// be read, to route the token to its issuer and key.
 #[derive(Debug)]
 pub struct Inspected<'a> {
-    untrusted: UntrustedToken<'a>,
+    signing_input: &'a str,
+    payload: Vec<u8>,
+    signature: Vec<u8>,
     alg: Alg,
     kid: Option<String>,
     typ: Option<String>,
-    payload: Map<String, Value>,
 }
 
 impl<'a> Inspected<'a> {
-    /// Structural checks of a compact JWS, with `allowed` as the algorithm allow-list.
+    /// Structural checks of a compact JWS, with `allowed` as the algorithm allow-list. The
+    /// payload is only base64-decoded here; JWT claims are parsed by [`Inspected::verify`].
     pub fn parse(token: &'a str, max_len: usize, allowed: &[Alg]) -> Result<Self, JwsError> {
         if token.len() > max_len {
             return Err(JwsError::TooLong(max_len));
@@ -162,9 +163,15 @@ impl<'a> Inspected<'a> {
             _ => return Err(JwsError::Malformed("token must have three segments")),
         }
         let header = decode_object(segments[0], "header")?;
-        let payload = decode_object(segments[1], "payload")?;
-        Base64UrlUnpadded::decode_vec(segments[2]).map_err(|_| JwsError::Malformed("signature"))?;
+        let payload = Base64UrlUnpadded::decode_vec(segments[1])
+            .map_err(|_| JwsError::Malformed("payload"))?;
+        let signature = Base64UrlUnpadded::decode_vec(segments[2])
+            .map_err(|_| JwsError::Malformed("signature"))?;
         if header.contains_key("crit") {
+            return Err(JwsError::CriticalHeader);
+        }
+        if header.contains_key("b64") {
+            // RFC 7797 unencoded payloads are an extension this verifier does not implement
             return Err(JwsError::CriticalHeader);
         }
         let alg_name = match header.get("alg") {
@@ -181,14 +188,14 @@ impl<'a> Inspected<'a> {
         };
         let kid = opt_str("kid")?;
         let typ = opt_str("typ")?;
-        let untrusted =
-            UntrustedToken::new(token).map_err(|_| JwsError::Malformed("compact encoding"))?;
+        let signing_input = &token[..segments[0].len() + 1 + segments[1].len()];
         Ok(Self {
-            untrusted,
+            signing_input,
+            payload,
+            signature,
             alg,
             kid,
             typ,
-            payload,
         })
     }
 
@@ -208,9 +215,46 @@ impl<'a> Inspected<'a> {
     }
 
     /// A claim read **before** the signature is checked: only for routing (e.g. `iss` selects
-    /// the issuer profile, whose own keys then verify the token).
-    pub fn unverified_claim(&self, name: &str) -> Option<&Value> {
-        self.payload.get(name)
+    /// the issuer profile, whose own keys then verify the token). `None` when the payload is
+    /// not a JSON object or lacks the claim.
+    pub fn unverified_claim(&self, name: &str) -> Option<Value> {
+        self.claims().ok()?.remove(name)
+    }
+
+    /// Checks, before any cryptography, that the payload is a JWT claims set: a JSON object
+    /// without duplicate keys.
+    pub fn require_claims_object(&self) -> Result<(), JwsError> {
+        self.claims().map(|_| ())
+    }
+
+    fn claims(&self) -> Result<Map<String, Value>, JwsError> {
+        serde_json::from_slice::<NoDuplicates>(&self.payload).map_err(|e| {
+            if e.to_string().starts_with("duplicate key") {
+                JwsError::DuplicateKey("payload")
+            } else {
+                JwsError::Malformed("payload")
+            }
+        })?;
+        match serde_json::from_slice::<Value>(&self.payload) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(JwsError::Malformed("payload")),
+        }
+    }
+
+    /// Verifies only the signature with `key` (pinned to the header's algorithm) and returns
+    /// the payload bytes: the JWS layer, without any JWT claim semantics.
+    pub fn verify_signature(&self, key: &KeyEntry) -> Result<&[u8], JwsError> {
+        if key.alg() != self.alg {
+            return Err(JwsError::UnknownKey(self.kid.clone()));
+        }
+        if key
+            .key()
+            .verify_raw(self.signing_input.as_bytes(), &self.signature)
+        {
+            Ok(&self.payload)
+        } else {
+            Err(JwsError::BadSignature)
+        }
     }
 
     /// Verifies the signature with `key` and the registered claims with `validation`.
@@ -220,20 +264,33 @@ impl<'a> Inspected<'a> {
         validation: &Validation,
         now: UnixTime,
     ) -> Result<VerifiedJwt, JwsError> {
-        if key.alg() != self.alg {
-            return Err(JwsError::UnknownKey(self.kid));
-        }
-        let claims: Claims<Map<String, Value>> = key.key().verify(&self.untrusted)?;
-        let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
-            t.map(|t| UnixTime(u64::try_from(t.timestamp()).unwrap_or(0)))
+        self.verify_signature(key)?;
+        let mut claims = self.claims()?;
+        let mut time = |name: &'static str| -> Result<Option<UnixTime>, JwsError> {
+            match claims.remove(name) {
+                None => Ok(None),
+                Some(Value::Number(n)) => {
+                    // NumericDate: seconds, possibly fractional (RFC 7519 §2)
+                    let secs = n
+                        .as_u64()
+                        .or_else(|| {
+                            n.as_f64()
+                                .filter(|f| *f >= 0.0 && f.is_finite())
+                                .map(|f| f as u64)
+                        })
+                        .ok_or_else(|| JwsError::MalformedClaims(name.into()))?;
+                    Ok(Some(UnixTime(secs)))
+                }
+                Some(_) => Err(JwsError::MalformedClaims(name.into())),
+            }
         };
         let verified = VerifiedJwt {
             alg: self.alg,
+            exp: time("exp")?,
+            nbf: time("nbf")?,
+            iat: time("iat")?,
             kid: self.kid,
-            exp: ts(claims.expiration),
-            nbf: ts(claims.not_before),
-            iat: ts(claims.issued_at),
-            claims: claims.custom,
+            claims,
         };
         validation.check(&verified, now)?;
         Ok(verified)

@@ -6,13 +6,11 @@
 //! Ed25519 → EdDSA); an HMAC secret only ever comes from configuration. That makes `alg: none`
 //! and HS/RS confusion impossible by construction.
 
-use crate::jws::JwsError;
 use ed25519_compact::{PublicKey as EdPublic, SecretKey as EdSecret, Seed};
 use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Rsa, RsaPublicKey};
 use jwt_compact::jwk::JsonWebKey;
-use jwt_compact::{AlgorithmExt, Claims, Header, UntrustedToken, ValidationError};
+use jwt_compact::{Algorithm, AlgorithmExt, AlgorithmSignature, Claims, Header};
 use p256::ecdsa::VerifyingKey as P256Public;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::fmt;
@@ -115,23 +113,15 @@ impl VerifyingKey {
         Ok(Self::HS256(Hs256Key::new(secret)))
     }
 
-    /// Verifies the signature (the header `alg` must equal this key's algorithm) and
-    /// deserializes the claims.
-    pub(crate) fn verify<T: DeserializeOwned>(
-        &self,
-        token: &UntrustedToken<'_>,
-    ) -> Result<Claims<T>, JwsError> {
-        let result = match self {
-            Self::EdDSA(k) => Ed25519.validator::<T>(k).validate(token),
-            Self::ES256(k) => Es256.validator::<T>(k).validate(token),
-            Self::RS256(k) => Rsa::rs256().validator::<T>(k.as_ref()).validate(token),
-            Self::HS256(k) => Hs256.validator::<T>(k).validate(token),
-        };
-        result.map(|t| t.into_parts().1).map_err(|e| match e {
-            ValidationError::MalformedClaims(e) => JwsError::MalformedClaims(e.to_string()),
-            ValidationError::AlgorithmMismatch { .. } => JwsError::UnknownKey(None),
-            _ => JwsError::BadSignature,
-        })
+    /// Verifies `signature` over `message` (the JWS signing input) with this key's one
+    /// algorithm. Signature length is checked before decoding.
+    pub(crate) fn verify_raw(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Self::EdDSA(k) => check(&Ed25519, k, message, signature),
+            Self::ES256(k) => check(&Es256, k, message, signature),
+            Self::RS256(k) => check(&Rsa::rs256(), k.as_ref(), message, signature),
+            Self::HS256(k) => check(&Hs256, k, message, signature),
+        }
     }
 
     fn public_jwk(&self) -> Option<Value> {
@@ -143,6 +133,13 @@ impl VerifyingKey {
         };
         serde_json::to_value(jwk).ok()
     }
+}
+
+fn check<A: Algorithm>(alg: &A, key: &A::VerifyingKey, message: &[u8], signature: &[u8]) -> bool {
+    if A::Signature::LENGTH.is_some_and(|len| signature.len() != len.get()) {
+        return false;
+    }
+    A::Signature::try_from_slice(signature).is_ok_and(|s| alg.verify_signature(&s, key, message))
 }
 
 /// A key with its identifier.
@@ -280,7 +277,7 @@ fn str_field<'a>(jwk: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
 }
 
 /// Imports one public JWK from a JWKS, with its algorithm pinned.
-fn public_key_from_jwk(jwk: &Value) -> Result<KeyEntry, KeyError> {
+pub(crate) fn public_key_from_jwk(jwk: &Value) -> Result<KeyEntry, KeyError> {
     let obj = jwk
         .as_object()
         .ok_or_else(|| KeyError::Json("JWK is not an object".into()))?;
@@ -291,6 +288,14 @@ fn public_key_from_jwk(jwk: &Value) -> Result<KeyEntry, KeyError> {
     };
     if str_field(obj, "use").is_some_and(|u| u != "sig") {
         return Err(unusable("not a signature key (use != sig)"));
+    }
+    if let Some(ops) = obj.get("key_ops") {
+        let verifies = ops
+            .as_array()
+            .is_some_and(|a| a.iter().any(|o| o == "verify"));
+        if !verifies {
+            return Err(unusable("key_ops does not include verify"));
+        }
     }
     let kty = str_field(obj, "kty").ok_or_else(|| unusable("missing kty"))?;
     let implied = match (kty, str_field(obj, "crv")) {

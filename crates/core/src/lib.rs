@@ -54,3 +54,5 @@ pub(crate) use both_targets_test;
 
 #[cfg(test)]
 pub(crate) mod test_vectors;
+#[cfg(test)]
+mod wycheproof_tests;

@@ -234,18 +234,19 @@ impl TokenVerifier {
             .strip_prefix(TOKEN_PREFIX)
             .ok_or(TokenError::MissingPrefix)?;
         let inspected = Inspected::parse(jws, self.max_len, &[Alg::EdDSA])?;
+        inspected.require_claims_object()?;
         let mut validation = Validation::new(None, TOKEN_AUDIENCE);
         validation.leeway = self.leeway;
         validation.required_typ = Some(TOKEN_TYP.to_owned());
         validation.check_typ(&inspected)?;
         let iss = inspected
             .unverified_claim("iss")
-            .and_then(|v| v.as_str())
+            .and_then(|v| v.as_str().map(str::to_owned))
             .ok_or(JwsError::MissingClaim("iss"))?;
         let (issuer, keys) = self
             .issuers
             .iter()
-            .find(|(i, _)| i == iss)
+            .find(|(i, _)| *i == iss)
             .ok_or(TokenError::UntrustedIssuer)?;
         validation.issuer = Some(issuer.clone());
         let kid = inspected

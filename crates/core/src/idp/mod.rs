@@ -183,15 +183,16 @@ impl IdpVerifier {
             .filter(|a| self.profiles.iter().any(|p| p.algorithms.contains(a)))
             .collect();
         let inspected = Inspected::parse(token, self.max_len, &all)?;
+        inspected.require_claims_object()?;
         let iss = match inspected.unverified_claim("iss") {
-            Some(serde_json::Value::String(s)) => s.as_str(),
+            Some(serde_json::Value::String(s)) => s,
             Some(_) => return Err(JwsError::MalformedClaims("iss".into()).into()),
             None => return Err(JwsError::MissingClaim("iss").into()),
         };
         let profile = self
             .profiles
             .iter()
-            .position(|p| p.matches(iss))
+            .position(|p| p.matches(&iss))
             .ok_or(IdpError::UnknownIssuer)?;
         let p = &self.profiles[profile];
         if !p.algorithms.contains(&inspected.algorithm()) {
@@ -229,8 +230,7 @@ impl IdpVerifier {
             validation.issuer = pending
                 .inspected
                 .unverified_claim("iss")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned);
+                .and_then(|v| v.as_str().map(str::to_owned));
         }
         let jwt = pending.inspected.verify(key, &validation, now)?;
         match profile.provider {
