@@ -5,7 +5,6 @@
 //! payloads are not JWT claims, so the claim checks above this layer do not apply.
 //! A vector for an algorithm core does not support must be refused.
 
-use crate::both_targets_test;
 use crate::jws::{Inspected, DEFAULT_MAX_TOKEN_LEN};
 use crate::keys::{public_key_from_jwk, Alg, KeyEntry, KeySet, VerifyingKey};
 use base64ct::{Base64UrlUnpadded, Encoding};
