@@ -46,6 +46,10 @@ struct Conn<W> {
     pending_reject: Option<(ReasonCode, tokio::time::Instant)>,
     /// When the CONNECT arrived (the failure delay counts from here).
     connect_at: tokio::time::Instant,
+    /// The client subscribed to the expiry warning topic.
+    wants_expiry_warning: bool,
+    /// The `exp` an expiry warning was already sent for.
+    warned_for: Option<UnixTime>,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
@@ -191,6 +195,10 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                             warn!(client_id = %self.client_id, why, "invalid topic filter");
                             ReasonCode::TOPIC_FILTER_INVALID
                         }
+                        Ok(f) if f.filter().as_str() == crate::EXPIRY_WARNING_TOPIC => {
+                            self.wants_expiry_warning = true;
+                            ReasonCode(opts.qos as u8)
+                        }
                         Ok(f) if !principal.acl.may_subscribe(f.filter()) => {
                             warn!(client_id = %self.client_id, username = %principal.username, filter = %f.filter(), "subscribe denied by ACL");
                             ReasonCode::NOT_AUTHORIZED
@@ -325,6 +333,30 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         }
     }
 
+    /// Tells the client, on the expiry warning topic only, that its token expires at `exp`.
+    fn warn_expiry(&mut self, exp: UnixTime) {
+        self.warned_for = Some(exp);
+        let Ok(topic) = cloudsignal_core::topic::TopicName::parse(crate::EXPIRY_WARNING_TOPIC)
+        else {
+            return;
+        };
+        let message = Message {
+            topic,
+            payload: format!("{{\"expires_at\":{}}}", exp.secs()).into_bytes(),
+            qos: cloudsignal_core::mqtt::QoS::AtMostOnce,
+            retain: false,
+            expiry: None,
+            forwarded: Default::default(),
+        };
+        self.deliver(cloudsignal_core::session::Delivery {
+            message: Arc::new(message),
+            qos: cloudsignal_core::mqtt::QoS::AtMostOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+            expiry: None,
+        });
+    }
+
     fn log_close(&self, reason: &CloseReason) {
         info!(peer = %self.peer, client_id = %self.client_id, ?reason, "connection closed");
     }
@@ -352,6 +384,8 @@ where
         handle: ConnHandle { tx, kill },
         pending_reject: None,
         connect_at: tokio::time::Instant::now(),
+        wants_expiry_warning: false,
+        warned_for: None,
     };
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
@@ -370,14 +404,18 @@ where
             .session
             .poll_timeout()
             .map(|ms| tokio::time::Instant::from_std(epoch + Duration::from_millis(ms)));
-        let expiry = conn
-            .principal
-            .as_ref()
-            .and_then(|p| p.expires_at)
-            .map(|exp| {
-                let left = exp.secs().saturating_sub(unix_now().secs());
-                tokio::time::Instant::now() + Duration::from_secs(left)
-            });
+        let exp = conn.principal.as_ref().and_then(|p| p.expires_at);
+        let at = |secs: u64| {
+            tokio::time::Instant::now()
+                + Duration::from_secs(secs.saturating_sub(unix_now().secs()))
+        };
+        let expiry = exp.map(|e| at(e.secs()) + conn.shared.expiry_grace);
+        let warning = match (exp, conn.shared.expiry_warning) {
+            (Some(e), Some(lead)) if conn.wants_expiry_warning && conn.warned_for != Some(e) => {
+                Some((e, at(e.secs().saturating_sub(lead.as_secs()))))
+            }
+            _ => None,
+        };
         tokio::select! {
             read = reader.read(&mut buf) => match read {
                 Ok(0) | Err(_) => conn.session.handle_connection_lost(),
@@ -406,6 +444,11 @@ where
             _ = sleep_until(conn.pending_reject.map(|(_, at)| at)) => {
                 if let Some((reason, _)) = conn.pending_reject.take() {
                     conn.session.reject(reason);
+                }
+            }
+            _ = sleep_until(warning.map(|(_, t)| t)) => {
+                if let Some((e, _)) = warning {
+                    conn.warn_expiry(e);
                 }
             }
             _ = sleep_until(expiry) => {

@@ -85,7 +85,17 @@ pub struct BrokerConfig {
     pub auth_failure_delay: Duration,
     /// Brute-force defence.
     pub throttle: throttle::ThrottlePolicy,
+    /// How long a session may outlive its token's `exp` before it is closed (default 0).
+    pub expiry_grace: Duration,
+    /// How long before expiry a client subscribed to [`EXPIRY_WARNING_TOPIC`] is told (`None`:
+    /// never).
+    pub expiry_warning: Option<Duration>,
 }
+
+/// The topic on which a client is warned, and only that client, that its token expires soon.
+/// Any client may subscribe to exactly this filter; the payload is
+/// `{"expires_at": <unix seconds>}`.
+pub const EXPIRY_WARNING_TOPIC: &str = "$cloudsignal/session/expiring";
 
 impl BrokerConfig {
     /// A configuration with one plain TCP listener.
@@ -100,6 +110,8 @@ impl BrokerConfig {
             auth,
             auth_failure_delay: Duration::from_millis(500),
             throttle: throttle::ThrottlePolicy::default(),
+            expiry_grace: Duration::ZERO,
+            expiry_warning: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -114,6 +126,8 @@ pub(crate) struct Shared {
     pub(crate) ids: AtomicU64,
     pub(crate) auth_failure_delay: Duration,
     pub(crate) throttle: Mutex<throttle::Throttle>,
+    pub(crate) expiry_grace: Duration,
+    pub(crate) expiry_warning: Option<Duration>,
 }
 
 /// A bound broker, ready to run.
@@ -154,6 +168,8 @@ impl Broker {
                 ids: AtomicU64::new(1),
                 auth_failure_delay: config.auth_failure_delay,
                 throttle: Mutex::new(throttle::Throttle::new(config.throttle)),
+                expiry_grace: config.expiry_grace,
+                expiry_warning: config.expiry_warning,
             }),
         })
     }

@@ -888,3 +888,38 @@ async fn repeated_failures_ban_the_source_not_other_clients() {
     .await;
     assert_eq!(code, ReasonCode::SUCCESS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_warning_to_that_client_only_and_grace_period() {
+    let addr = start_with(false, |c| c.expiry_grace = Duration::from_secs(2)).await;
+    let alice = format!("alice@{ORG}");
+    let tok = token("alice", 2);
+    let started = Instant::now();
+    let (mut c, code) =
+        Raw::connect(addr, Protocol::V5, "warned", Some((&alice, &tok)), None).await;
+    assert_eq!(code, ReasonCode::SUCCESS);
+    c.send(&subscribe("$cloudsignal/session/expiring", 1)).await;
+    assert!(
+        matches!(c.recv().await, Some(Packet::Suback(s)) if s.reasons == [ReasonCode::GRANTED_QOS_1])
+    );
+    match c.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.topic, "$cloudsignal/session/expiring");
+            let body: serde_json::Value = serde_json::from_slice(p.payload).unwrap();
+            assert!(body["expires_at"].as_u64().unwrap() > 0);
+        }
+        other => panic!("expected the expiry warning, got {other:?}"),
+    }
+    match tokio::time::timeout(Duration::from_secs(8), c.recv())
+        .await
+        .unwrap()
+    {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::MAXIMUM_CONNECT_TIME),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the grace period was honoured ({:?})",
+        started.elapsed()
+    );
+}

@@ -58,6 +58,13 @@ pub(crate) struct ServeArgs {
     /// Length of a brute-force ban, in seconds.
     #[arg(long, env = "CLOUDSIGNAL_BAN_SECONDS", default_value_t = 300)]
     ban_seconds: u64,
+    /// Seconds a session may outlive its token's expiry before it is closed (0xA0).
+    #[arg(long, env = "CLOUDSIGNAL_EXPIRY_GRACE", default_value_t = 0)]
+    expiry_grace: u64,
+    /// Seconds before expiry at which a client subscribed to $cloudsignal/session/expiring is
+    /// warned (0 disables the warning).
+    #[arg(long, env = "CLOUDSIGNAL_EXPIRY_WARNING", default_value_t = 60)]
+    expiry_warning: u64,
     /// Clock-skew allowance for token times, in seconds.
     #[arg(long, env = "CLOUDSIGNAL_TOKEN_LEEWAY", default_value_t = 30)]
     token_leeway: u64,
@@ -137,6 +144,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             ban: std::time::Duration::from_secs(args.ban_seconds),
             ..Default::default()
         },
+        expiry_grace: std::time::Duration::from_secs(args.expiry_grace),
+        expiry_warning: (args.expiry_warning > 0)
+            .then(|| std::time::Duration::from_secs(args.expiry_warning)),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
