@@ -198,6 +198,7 @@ impl Broker {
                 self.shared.clone(),
             )));
         }
+        tasks.push(tokio::spawn(sys_stats(self.shared.clone())));
         shutdown.await;
         for t in &tasks {
             t.abort();
@@ -286,4 +287,62 @@ where
     tokio::time::timeout(HANDSHAKE_TIMEOUT, ws::accept(stream, policy))
         .await
         .map_err(|_| "WebSocket handshake timed out".to_owned())?
+}
+
+/// How often `$SYS/broker/...` statistics are refreshed.
+const SYS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Publishes broker statistics as retained messages under `$SYS/broker/` (readable by clients
+/// whose ACL allows `$SYS/#`, e.g. anonymous development clients).
+async fn sys_stats(shared: Arc<Shared>) {
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(SYS_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Ok(mut router) = shared.router.lock() else {
+            return;
+        };
+        let stats = router.stats;
+        let values = [
+            (
+                "$SYS/broker/version",
+                format!("cloudsignal {}", env!("CARGO_PKG_VERSION")),
+            ),
+            (
+                "$SYS/broker/uptime",
+                format!("{} seconds", started.elapsed().as_secs()),
+            ),
+            (
+                "$SYS/broker/clients/connected",
+                router.connections().to_string(),
+            ),
+            (
+                "$SYS/broker/messages/delivered",
+                stats.delivered.to_string(),
+            ),
+            (
+                "$SYS/broker/messages/dropped",
+                stats.dropped_qos0.to_string(),
+            ),
+            (
+                "$SYS/broker/clients/slow_consumers_disconnected",
+                stats.slow_consumers.to_string(),
+            ),
+        ];
+        for (topic, value) in values {
+            let Ok(topic) = cloudsignal_core::topic::TopicName::parse(topic) else {
+                continue;
+            };
+            let message = cloudsignal_core::session::Message {
+                topic,
+                payload: value.into_bytes(),
+                qos: cloudsignal_core::mqtt::QoS::AtMostOnce,
+                retain: true,
+                expiry: None,
+                forwarded: Default::default(),
+            };
+            // publisher id 0 is no connection
+            router.publish(0, Arc::new(message), std::time::Instant::now());
+        }
+    }
 }

@@ -923,3 +923,30 @@ async fn expiry_warning_to_that_client_only_and_grace_period() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sys_statistics_are_retained_under_dollar_sys() {
+    let addr = start(true).await;
+    let (_idle, _) = Raw::connect(addr, Protocol::V311, "idle", None, None).await;
+    let out = run(client("mosquitto_sub", addr, "mqttv5").args([
+        "-t",
+        "$SYS/broker/#",
+        "-C",
+        "6",
+        "-v",
+        "-W",
+        "5",
+    ]))
+    .await;
+    let sys = text(&out.stdout);
+    assert!(sys.contains("$SYS/broker/version cloudsignal "), "{sys}");
+    assert!(sys.contains("$SYS/broker/clients/connected "), "{sys}");
+    // a wildcard-first filter does not see $SYS topics [MQTT-4.7.2-1]
+    let all =
+        run(client("mosquitto_sub", addr, "mqttv5").args(["-t", "#", "-C", "1", "-W", "1"])).await;
+    assert!(
+        !text(&all.stdout).contains("cloudsignal"),
+        "{}",
+        text(&all.stdout)
+    );
+}
