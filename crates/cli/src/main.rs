@@ -139,6 +139,13 @@ fn read_key(path: &PathBuf) -> Result<SigningKey> {
 }
 
 fn main() -> Result<()> {
+    {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        if let Some(serve) = cli.find_subcommand("serve") {
+            serve::apply_config_file(serve)?;
+        }
+    }
     match Cli::parse().command {
         Command::Serve(args) => serve::run(args)?,
         Command::Keygen { kid, out } => {

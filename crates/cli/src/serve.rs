@@ -11,9 +11,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use tracing::{info, warn};
 
-/// Options of `cloudsignal serve`. Every flag also reads a `CLOUDSIGNAL_*` variable.
+/// Options of `cloudsignal serve`. Every flag also reads a `CLOUDSIGNAL_*` variable, and a TOML
+/// file given with `--config` may set any of them under the flag's name with underscores
+/// (`mqtt_addr = "0.0.0.0:1883"`). Precedence: flag, then environment, then file, then default.
 #[derive(Args, Debug)]
 pub(crate) struct ServeArgs {
+    /// TOML configuration file (keys: the flag names with underscores).
+    #[arg(long, env = "CLOUDSIGNAL_CONFIG")]
+    config: Option<PathBuf>,
     /// MQTT over TCP listener.
     #[arg(long, env = "CLOUDSIGNAL_MQTT_ADDR", default_value = "0.0.0.0:1883")]
     mqtt_addr: SocketAddr,
@@ -172,4 +177,68 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Applies `cloudsignal serve --config FILE` (or `CLOUDSIGNAL_CONFIG`) before the command line is
+/// parsed: each key sets the matching `CLOUDSIGNAL_*` variable unless the environment already
+/// has it, so flags and environment keep precedence and clap stays the one source of truth.
+pub(crate) fn apply_config_file(serve: &clap::Command) -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some("serve") {
+        return Ok(());
+    }
+    let from_flag = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=").map(str::to_owned).or_else(|| {
+            (a == "--config")
+                .then(|| args.get(i + 1).cloned())
+                .flatten()
+        })
+    });
+    let Some(path) = from_flag.or_else(|| std::env::var("CLOUDSIGNAL_CONFIG").ok()) else {
+        return Ok(());
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading config file {path}"))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("{path} is not valid TOML"))?;
+    let known: Vec<(String, String)> = serve
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env()?.to_string_lossy().into_owned();
+            Some((
+                env.trim_start_matches("CLOUDSIGNAL_").to_ascii_lowercase(),
+                env,
+            ))
+        })
+        .filter(|(key, _)| key != "config")
+        .collect();
+    for (key, value) in table {
+        let Some((_, env)) = known.iter().find(|(k, _)| *k == key) else {
+            let keys: Vec<&str> = known.iter().map(|(k, _)| k.as_str()).collect();
+            bail!(
+                "{path}: unknown key {key:?}; known keys: {}",
+                keys.join(", ")
+            );
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => bail!("{path}: {key} has an unsupported value {other}"),
+        };
+        if std::env::var_os(env).is_none() {
+            std::env::set_var(env, value);
+        }
+    }
+    Ok(())
 }
