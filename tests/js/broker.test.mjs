@@ -39,7 +39,7 @@ before(async () => {
   const jwks = await (await fetch(`${worker.url}/.well-known/jwks.json`)).text();
   const jwksFile = writeTemp(tempDir(), 'jwks.json', jwks);
   port = await freePort();
-  broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${port}`, '--issuer', ISSUER, '--issuer-jwks', jwksFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${port}`, '--ws-addr', 'off', '--issuer', ISSUER, '--issuer-jwks', jwksFile], { stdio: ['ignore', 'ignore', 'pipe'] });
   broker.logs = '';
   broker.stderr.on('data', (d) => { broker.logs += d; });
   await waitForPort(port);
@@ -84,4 +84,25 @@ test("the token's ACL is enforced: another user's topics are refused", async () 
   assert.match(swapped.stderr, /Bad User Name or Password/);
   assert.match(broker.logs, /connect refused/);
   assert.ok(!broker.logs.includes(bob.password), 'tokens never reach the broker log');
+});
+
+test('cloudsignal serve can trust the worker by JWKS URL', async () => {
+  const p = await freePort();
+  const b = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${p}`, '--ws-addr', 'off', '--issuer', ISSUER,
+    '--issuer-jwks', `${worker.url}/.well-known/jwks.json`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let logs = '';
+  b.stderr.on('data', (d) => { logs += d; });
+  try {
+    await waitForPort(p);
+    assert.match(logs, /issuer keys loaded/);
+    const c = await credentials();
+    const sub = exec('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(p), '-V', 'mqttv5', '-u', c.username, '-P', c.password,
+      '-t', `users/${c.sub}/x`, '-C', '1'], { timeout: 10_000 });
+    await new Promise((r) => setTimeout(r, 400));
+    await exec('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(p), '-V', 'mqttv5', '-u', c.username, '-P', c.password,
+      '-t', `users/${c.sub}/x`, '-m', 'via jwks url'], { timeout: 10_000 });
+    assert.equal((await sub).stdout, 'via jwks url\n');
+  } finally {
+    b.kill('SIGTERM');
+  }
 });

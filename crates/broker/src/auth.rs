@@ -1,11 +1,13 @@
 //! Authentication: turns a CONNECT into a principal (username, ACL, expiry) or a refusal.
 //! The cause of a refusal is logged; the client only sees the reason code.
 
+use crate::jwks::RemoteIssuer;
 use cloudsignal_core::acl::{AclContext, AclRules, AclSet};
 use cloudsignal_core::mqtt::ReasonCode;
 use cloudsignal_core::session::ConnectRequest;
 use cloudsignal_core::token::TokenVerifier;
 use cloudsignal_core::UnixTime;
+use std::sync::{Arc, RwLock};
 
 /// The MQTT 5 authentication method carrying a `tkn_` token (CONNECT and AUTH).
 pub const TOKEN_AUTH_METHOD: &str = "cloudsignal-token";
@@ -35,7 +37,8 @@ pub struct Refusal {
 /// Decides CONNECTs.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
-    tokens: TokenVerifier,
+    tokens: Arc<RwLock<TokenVerifier>>,
+    remote: Option<Arc<RemoteIssuer>>,
     allow_anonymous: bool,
 }
 
@@ -44,8 +47,30 @@ impl Authenticator {
     /// with full access (development only).
     pub fn new(tokens: TokenVerifier, allow_anonymous: bool) -> Self {
         Self {
-            tokens,
+            tokens: Arc::new(RwLock::new(tokens)),
+            remote: None,
             allow_anonymous,
+        }
+    }
+
+    /// Also trusts `issuer` with keys fetched from `url` (refreshed as they come due and on an
+    /// unknown `kid`).
+    pub fn with_remote_issuer(mut self, issuer: &str, url: &str) -> Self {
+        self.remote = Some(Arc::new(RemoteIssuer::new(issuer, url)));
+        self
+    }
+
+    /// Loads remote keys now (at start-up); failures are logged and retried on demand.
+    pub async fn load_remote_keys(&self, now: UnixTime) {
+        if let Some(r) = &self.remote {
+            r.refresh(&self.tokens, now).await;
+        }
+    }
+
+    /// Fetches remote keys a credential needs before it is checked (see [`RemoteIssuer`]).
+    pub async fn prepare(&self, password: Option<&[u8]>, now: UnixTime) {
+        if let Some(r) = &self.remote {
+            r.prepare(password, &self.tokens, now).await;
         }
     }
 
@@ -121,6 +146,13 @@ impl Authenticator {
                 })?;
                 let verified = self
                     .tokens
+                    .read()
+                    .map_err(|_| {
+                        refuse(
+                            ReasonCode::SERVER_UNAVAILABLE,
+                            "token verifier lock poisoned".into(),
+                        )
+                    })?
                     .verify(password, username, now)
                     .map_err(|e| refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, e.to_string()))?;
                 verified

@@ -391,6 +391,17 @@ where
     loop {
         let mut open = true;
         while let Some(ev) = conn.session.poll_event() {
+            // keys for a remote issuer are fetched here, in this connection's own task
+            match &ev {
+                Event::Connect(req) => {
+                    let credential = req.password.as_deref().or(req.auth_data.as_deref());
+                    conn.shared.auth.prepare(credential, unix_now()).await;
+                }
+                Event::Auth { data, .. } => {
+                    conn.shared.auth.prepare(data.as_deref(), unix_now()).await
+                }
+                _ => {}
+            }
             open &= conn.on_event(ev);
         }
         if conn.flush().await.is_err() {

@@ -14,6 +14,7 @@
 
 pub mod auth;
 mod conn;
+pub mod jwks;
 pub mod router;
 pub mod throttle;
 pub mod tls;

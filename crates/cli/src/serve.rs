@@ -43,9 +43,10 @@ pub(crate) struct ServeArgs {
     /// Issuer (`iss`) of the tkn_ tokens to trust, e.g. the worker's URL.
     #[arg(long, env = "CLOUDSIGNAL_TRUSTED_ISSUER", requires = "issuer_jwks")]
     issuer: Option<String>,
-    /// JWKS file of that issuer (e.g. saved from <worker>/.well-known/jwks.json).
+    /// JWKS of that issuer: an http(s) URL (e.g. <worker>/.well-known/jwks.json, fetched at
+    /// start, refreshed when due and on an unknown kid) or a file.
     #[arg(long, env = "CLOUDSIGNAL_ISSUER_JWKS", requires = "issuer")]
-    issuer_jwks: Option<PathBuf>,
+    issuer_jwks: Option<String>,
     /// Let clients without credentials in with full access. Development only.
     #[arg(long, env = "CLOUDSIGNAL_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
@@ -87,16 +88,21 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         .init();
     let mut tokens = TokenVerifier::default();
     tokens.leeway = args.token_leeway;
+    let mut remote = None;
     if let (Some(iss), Some(path)) = (&args.issuer, &args.issuer_jwks) {
-        let doc =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let (keys, skipped) = KeySet::from_jwks_json(&doc)
-            .with_context(|| format!("{} is not a JWKS", path.display()))?;
+        if path.starts_with("https://") || path.starts_with("http://") {
+            remote = Some((iss.clone(), path.clone()));
+        }
+    }
+    if let (Some(iss), Some(path), None) = (&args.issuer, &args.issuer_jwks, &remote) {
+        let doc = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        let (keys, skipped) =
+            KeySet::from_jwks_json(&doc).with_context(|| format!("{path} is not a JWKS"))?;
         for s in skipped {
             warn!(kid = s.kid.as_deref().unwrap_or(""), reason = %s.reason, "JWKS key skipped");
         }
         if keys.is_empty() {
-            bail!("{} holds no usable signing key", path.display());
+            bail!("{path} holds no usable signing key");
         }
         info!(issuer = %iss, keys = keys.keys().len(), "trusting tkn_ issuer");
         tokens.trust(iss, keys.keys().iter().cloned());
@@ -142,7 +148,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             max_packet_size: args.max_packet_size,
             ..ServerConfig::default()
         },
-        auth: Authenticator::new(tokens, args.allow_anonymous),
+        auth: match &remote {
+            Some((iss, url)) => {
+                Authenticator::new(tokens, args.allow_anonymous).with_remote_issuer(iss, url)
+            }
+            None => Authenticator::new(tokens, args.allow_anonymous),
+        },
         auth_failure_delay: std::time::Duration::from_millis(args.auth_failure_delay_ms),
         throttle: cloudsignal_broker::throttle::ThrottlePolicy {
             max_failures: args.max_auth_failures.max(1),
@@ -155,6 +166,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
+        let now = cloudsignal_core::UnixTime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        );
+        config.auth.load_remote_keys(now).await;
         let broker = Broker::bind(config).await?;
         broker.run(shutdown_signal()).await;
         Ok(())

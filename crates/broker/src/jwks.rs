@@ -1,0 +1,127 @@
+//! Trusting an issuer by JWKS URL: core's sans-IO `JwksCache` driven over HTTP(S).
+//!
+//! Keys are fetched at start-up, refreshed when they are due (honouring `Cache-Control:
+//! max-age` within core's bounds), and refetched when a token names an unknown `kid` (a key
+//! rotation at the issuer), at most once per 30 s; on failure the last good set stays trusted.
+
+use cloudsignal_core::jwks_cache::{parse_max_age, JwksCache, JwksPolicy, Lookup};
+use cloudsignal_core::jws::{Inspected, DEFAULT_MAX_TOKEN_LEN};
+use cloudsignal_core::keys::{Alg, KeySet};
+use cloudsignal_core::token::{TokenVerifier, TOKEN_PREFIX};
+use cloudsignal_core::UnixTime;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Time allowed for one JWKS fetch.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One issuer whose keys come from a URL.
+#[derive(Debug)]
+pub struct RemoteIssuer {
+    issuer: String,
+    url: String,
+    cache: Mutex<JwksCache>,
+}
+
+impl RemoteIssuer {
+    /// An issuer `issuer` with keys at `url`.
+    pub fn new(issuer: &str, url: &str) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            url: url.to_owned(),
+            cache: Mutex::new(JwksCache::new(JwksPolicy::default())),
+        }
+    }
+
+    /// Makes sure the keys a token needs are loaded, fetching them if the cache says so.
+    /// `password` is the CONNECT password or AUTH data; anything else is ignored.
+    pub(crate) async fn prepare(
+        &self,
+        password: Option<&[u8]>,
+        tokens: &Arc<RwLock<TokenVerifier>>,
+        now: UnixTime,
+    ) {
+        let kid = password
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(|p| p.strip_prefix(TOKEN_PREFIX))
+            .and_then(|jws| Inspected::parse(jws, DEFAULT_MAX_TOKEN_LEN, &[Alg::EdDSA]).ok())
+            .filter(|i| {
+                i.unverified_claim("iss")
+                    .is_some_and(|iss| iss == self.issuer.as_str())
+            })
+            .map(|i| i.kid().map(str::to_owned));
+        let Some(kid) = kid else { return };
+        let fetch = match self.cache.lock() {
+            Ok(mut cache) => {
+                let due = cache.refresh_due(now)
+                    || matches!(cache.lookup(kid.as_deref(), Alg::EdDSA, now), Lookup::Fetch);
+                if due {
+                    cache.fetch_started(now);
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if fetch {
+            self.fetch(tokens, now).await;
+        }
+    }
+
+    /// Fetches the JWKS now (start-up) and installs the keys.
+    pub async fn refresh(&self, tokens: &Arc<RwLock<TokenVerifier>>, now: UnixTime) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.fetch_started(now);
+        }
+        self.fetch(tokens, now).await;
+    }
+
+    async fn fetch(&self, tokens: &Arc<RwLock<TokenVerifier>>, now: UnixTime) {
+        let url = self.url.clone();
+        let result = tokio::task::spawn_blocking(move || get(&url))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        match result.and_then(|(body, max_age)| {
+            let (keys, skipped) = KeySet::from_jwks_json(&body).map_err(|e| e.to_string())?;
+            for s in skipped {
+                warn!(kid = s.kid.as_deref().unwrap_or(""), reason = %s.reason, "JWKS key skipped");
+            }
+            Ok((keys, max_age))
+        }) {
+            Ok((keys, max_age)) => {
+                info!(issuer = %self.issuer, url = %self.url, keys = keys.keys().len(), "issuer keys loaded");
+                if let Ok(mut t) = tokens.write() {
+                    t.trust(&self.issuer, keys.keys().iter().cloned());
+                }
+                cache.fetch_succeeded(keys, max_age, now);
+            }
+            Err(e) => {
+                warn!(issuer = %self.issuer, url = %self.url, error = %e, "JWKS fetch failed; keeping the last good keys");
+                cache.fetch_failed(now);
+            }
+        }
+    }
+}
+
+fn get(url: &str) -> Result<(String, Option<u64>), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(FETCH_TIMEOUT))
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let max_age = resp
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_max_age);
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    Ok((body, max_age))
+}
