@@ -15,6 +15,7 @@
 pub mod auth;
 mod conn;
 pub mod jwks;
+pub mod rate;
 pub mod router;
 pub mod throttle;
 pub mod tls;
@@ -91,6 +92,8 @@ pub struct BrokerConfig {
     /// How long before expiry a client subscribed to [`EXPIRY_WARNING_TOPIC`] is told (`None`:
     /// never).
     pub expiry_warning: Option<Duration>,
+    /// New connections accepted per second on each listener (burst: twice as many).
+    pub connect_rate: u32,
 }
 
 /// The topic on which a client is warned, and only that client, that its token expires soon.
@@ -113,6 +116,7 @@ impl BrokerConfig {
             throttle: throttle::ThrottlePolicy::default(),
             expiry_grace: Duration::ZERO,
             expiry_warning: Some(Duration::from_secs(60)),
+            connect_rate: 1_000,
         }
     }
 }
@@ -129,6 +133,7 @@ pub(crate) struct Shared {
     pub(crate) throttle: Mutex<throttle::Throttle>,
     pub(crate) expiry_grace: Duration,
     pub(crate) expiry_warning: Option<Duration>,
+    pub(crate) connect_rate: u32,
 }
 
 /// A bound broker, ready to run.
@@ -171,6 +176,7 @@ impl Broker {
                 throttle: Mutex::new(throttle::Throttle::new(config.throttle)),
                 expiry_grace: config.expiry_grace,
                 expiry_warning: config.expiry_warning,
+                connect_rate: config.connect_rate,
             }),
         })
     }
@@ -227,7 +233,15 @@ impl Broker {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn accept_loop(listener: TcpListener, transport: Transport, shared: Arc<Shared>) {
+    let rate = shared.connect_rate;
+    let mut bucket =
+        rate::TokenBucket::new(rate, rate.saturating_mul(2), std::time::Instant::now());
     loop {
+        if let Err(wait) = bucket.take(std::time::Instant::now()) {
+            // over the connect-rate limit: leave newcomers in the kernel backlog for a moment
+            tokio::time::sleep(wait).await;
+            continue;
+        }
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {

@@ -71,6 +71,9 @@ pub(crate) struct ServeArgs {
     /// warned (0 disables the warning).
     #[arg(long, env = "CLOUDSIGNAL_EXPIRY_WARNING", default_value_t = 60)]
     expiry_warning: u64,
+    /// New connections accepted per second on each listener (bursts of twice as many).
+    #[arg(long, env = "CLOUDSIGNAL_CONNECT_RATE", default_value_t = 1000)]
+    connect_rate: u32,
     /// Clock-skew allowance for token times, in seconds.
     #[arg(long, env = "CLOUDSIGNAL_TOKEN_LEEWAY", default_value_t = 30)]
     token_leeway: u64,
@@ -161,6 +164,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             ..Default::default()
         },
         expiry_grace: std::time::Duration::from_secs(args.expiry_grace),
+        connect_rate: args.connect_rate,
         expiry_warning: (args.expiry_warning > 0)
             .then(|| std::time::Duration::from_secs(args.expiry_warning)),
     };
