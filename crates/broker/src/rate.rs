@@ -48,7 +48,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(10, 3, t0);
         assert!(b.take(t0).is_ok() && b.take(t0).is_ok() && b.take(t0).is_ok());
-        let wait = b.take(t0).unwrap_err();
+        let wait = b.take(t0).expect_err("the burst is used up");
         assert!(
             wait > Duration::from_millis(90) && wait <= Duration::from_millis(100),
             "{wait:?}"
