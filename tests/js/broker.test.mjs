@@ -6,18 +6,11 @@ import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createServer } from 'node:net';
-import { ORG, ISSUER, CLI, cli, tempDir, writeTemp, supabaseProject, startWorker } from './support/env.mjs';
+import { ORG, ISSUER, CLI, cli, tempDir, writeTemp, supabaseProject, startWorker, freePort } from './support/env.mjs';
 
 const exec = promisify(execFile);
 let project, worker, broker, port;
 
-async function freePort() {
-  const srv = createServer();
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  const { port: p } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return p;
-}
 
 async function waitForPort(p) {
   for (let i = 0; i < 100; i++) {

@@ -2,16 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
-import { CLI, tempDir, writeTemp } from './support/env.mjs';
+import { CLI, tempDir, writeTemp, freePort } from './support/env.mjs';
 
-async function freePort() {
-  const srv = createServer();
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 /** Runs `cloudsignal serve` until `until` appears in its log (or it exits); returns the log. */
 function serve(args, env = {}, until = 'MQTT listening') {

@@ -6,19 +6,11 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { createServer } from 'node:net';
 import mqtt from 'mqtt';
-import { ORG, ISSUER, CLI, cli, tempDir, writeTemp } from './support/env.mjs';
+import { ORG, ISSUER, CLI, cli, tempDir, writeTemp, freePort } from './support/env.mjs';
 
 let broker, wsPort, wssPort, tlsPort, keyFile, ca;
 
-async function freePort() {
-  const srv = createServer();
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 before(async () => {
   const dir = tempDir();

@@ -2,6 +2,7 @@
 import * as jose from 'jose';
 import { Miniflare } from 'miniflare';
 import { createServer } from 'node:http';
+import { createServer as createTcpServer } from 'node:net';
 import { execFile } from 'node:child_process';
 import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,6 +36,15 @@ export function writeTemp(dir, name, contents) {
   const p = join(dir, name);
   writeFileSync(p, contents, { mode: 0o600 });
   return p;
+}
+
+/** A TCP port on 127.0.0.1 that is free right now. */
+export async function freePort() {
+  const srv = createTcpServer();
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address();
+  await new Promise((r) => srv.close(r));
+  return port;
 }
 
 /** A JWKS server on loopback standing in for an IdP. `state.down = true` makes it answer 503. */
