@@ -14,13 +14,13 @@ use crate::time::UnixTime;
 use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
+use std::cell::OnceCell;
 
 /// Default cap on a token's length in bytes. IdP tokens with many claims stay well below it.
 pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// Why a JWS was refused. Variants are ordered roughly by the stage that detects them.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum JwsError {
     /// Longer than the configured cap (checked before decoding anything).
@@ -73,67 +73,78 @@ pub enum JwsError {
     WrongAudience,
 }
 
-/// Walks a JSON document and fails on any object that repeats a key.
-struct NoDuplicates;
+/// A JSON value parsed in one pass that fails on any object repeating a key.
+struct Strict(Value);
 
-impl<'de> Deserialize<'de> for NoDuplicates {
+impl<'de> Deserialize<'de> for Strict {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NoDuplicates)
+        d.deserialize_any(StrictVisitor)
     }
 }
 
-impl<'de> Visitor<'de> for NoDuplicates {
-    type Value = NoDuplicates;
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Strict;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("JSON")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
-        let mut seen = BTreeSet::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key) {
-                return Err(de::Error::custom("duplicate key"));
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(DUPLICATE));
             }
-            map.next_value::<NoDuplicates>()?;
+            let Strict(value) = map.next_value()?;
+            out.insert(key, value);
         }
-        Ok(NoDuplicates)
+        Ok(Strict(Value::Object(out)))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
-        while seq.next_element::<NoDuplicates>()?.is_some() {}
-        Ok(NoDuplicates)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Strict(Value::Array(out)))
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
-        Ok(NoDuplicates)
+    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(Value::Bool(v)))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
-        Ok(NoDuplicates)
+    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
-        Ok(NoDuplicates)
+    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
-        Ok(NoDuplicates)
+    fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
     }
-    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
-        Ok(NoDuplicates)
+    fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v.to_owned())))
     }
-    fn visit_unit<E>(self) -> Result<Self, E> {
-        Ok(NoDuplicates)
+    fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+}
+
+const DUPLICATE: &str = "duplicate key";
+
+/// Parses `bytes` as a JSON object without duplicate keys (`what` names the part for errors).
+fn parse_object(bytes: &[u8], what: &'static str) -> Result<Map<String, Value>, JwsError> {
+    match serde_json::from_slice::<Strict>(bytes) {
+        Ok(Strict(Value::Object(m))) => Ok(m),
+        Ok(_) => Err(JwsError::Malformed(what)),
+        Err(e) if e.to_string().starts_with(DUPLICATE) => Err(JwsError::DuplicateKey(what)),
+        Err(_) => Err(JwsError::Malformed(what)),
     }
 }
 
 fn decode_object(segment: &str, what: &'static str) -> Result<Map<String, Value>, JwsError> {
     let bytes = Base64UrlUnpadded::decode_vec(segment).map_err(|_| JwsError::Malformed(what))?;
-    serde_json::from_slice::<NoDuplicates>(&bytes).map_err(|e| {
-        if e.to_string().starts_with("duplicate key") {
-            JwsError::DuplicateKey(what)
-        } else {
-            JwsError::Malformed(what)
-        }
-    })?;
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(JwsError::Malformed(what)),
-    }
+    parse_object(&bytes, what)
 }
 
 /// A token that passed the structural checks but whose signature is not yet verified.
@@ -147,6 +158,8 @@ pub struct Inspected<'a> {
     alg: Alg,
     kid: Option<String>,
     typ: Option<String>,
+    /// The payload parsed as JWT claims, once, on first use (routing, checks, verification).
+    claims: OnceCell<Result<Map<String, Value>, JwsError>>,
 }
 
 impl<'a> Inspected<'a> {
@@ -196,6 +209,7 @@ impl<'a> Inspected<'a> {
             alg,
             kid,
             typ,
+            claims: OnceCell::new(),
         })
     }
 
@@ -218,7 +232,7 @@ impl<'a> Inspected<'a> {
     /// the issuer profile, whose own keys then verify the token). `None` when the payload is
     /// not a JSON object or lacks the claim.
     pub fn unverified_claim(&self, name: &str) -> Option<Value> {
-        self.claims().ok()?.remove(name)
+        self.claims().ok()?.get(name).cloned()
     }
 
     /// Checks, before any cryptography, that the payload is a JWT claims set: a JSON object
@@ -227,18 +241,11 @@ impl<'a> Inspected<'a> {
         self.claims().map(|_| ())
     }
 
-    fn claims(&self) -> Result<Map<String, Value>, JwsError> {
-        serde_json::from_slice::<NoDuplicates>(&self.payload).map_err(|e| {
-            if e.to_string().starts_with("duplicate key") {
-                JwsError::DuplicateKey("payload")
-            } else {
-                JwsError::Malformed("payload")
-            }
-        })?;
-        match serde_json::from_slice::<Value>(&self.payload) {
-            Ok(Value::Object(m)) => Ok(m),
-            _ => Err(JwsError::Malformed("payload")),
-        }
+    fn claims(&self) -> Result<&Map<String, Value>, JwsError> {
+        self.claims
+            .get_or_init(|| parse_object(&self.payload, "payload"))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Verifies only the signature with `key` (pinned to the header's algorithm) and returns
@@ -265,7 +272,10 @@ impl<'a> Inspected<'a> {
         now: UnixTime,
     ) -> Result<VerifiedJwt, JwsError> {
         self.verify_signature(key)?;
-        let mut claims = self.claims()?;
+        let mut claims = match self.claims.into_inner() {
+            Some(parsed) => parsed?,
+            None => parse_object(&self.payload, "payload")?,
+        };
         let mut time = |name: &'static str| -> Result<Option<UnixTime>, JwsError> {
             match claims.remove(name) {
                 None => Ok(None),

@@ -400,7 +400,8 @@ impl ServerSession {
                     "second CONNECT [MQTT-3.1.0-2]".into(),
                 );
             }
-            (State::Authenticating, _) => unreachable_state(),
+            // never reached: handle_bytes does not decode while a CONNECT awaits its answer
+            (State::Authenticating, _) => {}
             (State::Connected, p) => self.on_connected_packet(p),
             (State::Closed, _) => {}
         }
@@ -764,9 +765,6 @@ impl ServerSession {
         }
     }
 }
-
-/// `handle_bytes` never decodes while a CONNECT awaits its answer.
-fn unreachable_state() {}
 
 fn forwarded(p: &Properties<'_>) -> ForwardedProperties {
     ForwardedProperties {
