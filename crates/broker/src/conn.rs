@@ -1,18 +1,18 @@
 //! One task per connection: the tokio adapter around core's `ServerSession`.
 
 use crate::auth::Principal;
-use crate::router::{ConnHandle, ConnId};
+use crate::router::{ConnHandle, ConnId, Resume};
 use crate::Shared;
 use cloudsignal_core::mqtt::{Protocol, ReasonCode};
 use cloudsignal_core::session::{
-    CloseReason, ConnectRequest, Deliver, Event, Message, ServerSession,
+    CloseReason, ConnectRequest, Deliver, Event, Message, ServerSession, StoredSession,
 };
 use cloudsignal_core::UnixTime;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 /// Deliveries buffered per connection before the router counts it as a slow consumer.
@@ -21,6 +21,8 @@ const CHANNEL_CAPACITY: usize = 1024;
 const READ_BUFFER: usize = 4 * 1024;
 /// A write that cannot complete in this time ends the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection taking over a live session waits for the old connection's state.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn unix_now() -> UnixTime {
     UnixTime(
@@ -41,6 +43,13 @@ struct Conn<W> {
     principal: Option<Principal>,
     client_id: String,
     will: Option<Message>,
+    will_delay: u32,
+    /// A will whose Will Delay Interval runs after the connection ends.
+    delayed_will: Option<Message>,
+    /// This connection's tenure of its session, once registered.
+    generation: Option<u64>,
+    /// Taking over a live session: CONNACK waits for the old connection's state.
+    pending_handoff: Option<(oneshot::Receiver<StoredSession>, Option<String>, u16)>,
     handle: ConnHandle,
     /// A refused CONNECT waits here until the uniform failure delay has passed.
     pending_reject: Option<(ReasonCode, tokio::time::Instant)>,
@@ -127,24 +136,67 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 &client_id,
                 &principal.username,
                 self.handle.clone(),
+                req.clean_start,
+                Instant::now(),
             )
             .map_err(|_| ())
         });
-        if registered.is_err() {
+        let Ok(registered) = registered else {
             warn!(peer = %self.peer, client_id, username = %principal.username, "refused: client id held by another user");
             return self.refuse(ReasonCode::NOT_AUTHORIZED);
+        };
+        if let Some(will) = registered.ended_will {
+            self.publish(will);
         }
-        info!(peer = %self.peer, client_id, username = %principal.username, protocol = ?req.protocol, "connected");
+        self.id = registered.id;
+        self.generation = Some(registered.generation);
         self.will = req.will;
+        self.will_delay = req.will_delay;
         self.client_id = client_id;
+        let stored = match registered.resume {
+            Resume::New => None,
+            Resume::Stored(s) => Some(s),
+            Resume::Handoff(rx) => {
+                info!(peer = %self.peer, client_id = %self.client_id, username = %principal.username, "taking over a live session");
+                self.principal = Some(principal);
+                self.pending_handoff = Some((rx, assigned, req.keep_alive));
+                return;
+            }
+        };
+        info!(peer = %self.peer, client_id = %self.client_id, username = %principal.username, protocol = ?req.protocol, resumed = stored.is_some(), session_expiry = req.session_expiry, "connected");
         self.principal = Some(principal);
-        self.session.accept(
-            now,
-            false,
-            assigned.as_deref(),
-            self.will.is_some(),
-            req.keep_alive,
-        );
+        let will = self.will.is_some();
+        self.session
+            .accept(now, stored, assigned.as_deref(), will, req.keep_alive);
+    }
+
+    /// The old connection handed its session over (or did not in time: the subscriptions
+    /// remain, the messages it held are lost, and the log says so).
+    fn on_handoff(&mut self, stored: Option<StoredSession>) {
+        let Some((_, assigned, keep_alive)) = self.pending_handoff.take() else {
+            return;
+        };
+        let stored = stored.unwrap_or_else(|| {
+            warn!(client_id = %self.client_id, "session handoff timed out; resuming without the old connection's messages");
+            StoredSession::new()
+        });
+        info!(peer = %self.peer, client_id = %self.client_id, inherited = stored.len(), "connected (session taken over)");
+        let now = self.now_ms();
+        let will = self.will.is_some();
+        self.session
+            .accept(now, Some(stored), assigned.as_deref(), will, keep_alive);
+    }
+
+    /// Whether deliveries may be fed to the session.
+    fn ready(&self) -> bool {
+        self.principal.is_some() && self.pending_handoff.is_none()
+    }
+
+    /// Routes a message from this session (a will).
+    fn publish(&self, message: Message) {
+        if let Ok(mut r) = self.shared.router.lock() {
+            r.publish(self.id, Arc::new(message), Instant::now());
+        }
     }
 
     fn on_event(&mut self, event: Event) -> bool {
@@ -234,7 +286,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                                     .router
                                     .lock()
                                     .ok()
-                                    .map(|mut r| r.unsubscribe(self.id, &f))
+                                    .map(|mut r| r.unsubscribe(self.id, f))
                             })
                             .unwrap_or(false);
                         if existed {
@@ -256,16 +308,16 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 publish_will,
             } => {
                 self.log_close(&reason);
-                if publish_will {
-                    if let Some(will) = self.will.take() {
-                        // a will is published only if the ACL allows it at disconnect time
-                        if principal.acl.may_publish(&will.topic) {
-                            if let Ok(mut r) = self.shared.router.lock() {
-                                r.publish(self.id, Arc::new(will), Instant::now());
-                            }
-                        } else {
-                            warn!(client_id = %self.client_id, topic = %will.topic, "will denied by ACL");
-                        }
+                if let Some(will) = self.will.take().filter(|_| publish_will) {
+                    // a will is published only if the ACL allows it at disconnect time
+                    if !principal.acl.may_publish(&will.topic) {
+                        warn!(client_id = %self.client_id, topic = %will.topic, "will denied by ACL");
+                    } else if self.will_delay > 0 && self.session.session_expiry() > 0 {
+                        // sent when the delay or the session ends, unless the client
+                        // returns first [MQTT-3.1.3-9]
+                        self.delayed_will = Some(will);
+                    } else {
+                        self.publish(will);
                     }
                 }
                 return false;
@@ -381,6 +433,10 @@ where
         principal: None,
         client_id: String::new(),
         will: None,
+        will_delay: 0,
+        delayed_will: None,
+        generation: None,
+        pending_handoff: None,
         handle: ConnHandle { tx, kill },
         pending_reject: None,
         connect_at: tokio::time::Instant::now(),
@@ -435,7 +491,8 @@ where
                     conn.session.handle_bytes(&buf[..n], now);
                 }
             },
-            Some(d) = rx.recv() => {
+            stored = wait_handoff(&mut conn.pending_handoff) => conn.on_handoff(stored),
+            Some(d) = rx.recv(), if conn.ready() => {
                 conn.deliver(d);
                 // drain what is already queued without waking up again
                 while let Ok(d) = rx.try_recv() {
@@ -467,10 +524,85 @@ where
             }
         }
     }
-    if let Ok(mut r) = conn.shared.router.lock() {
-        r.remove(id);
-    }
     let _ = conn.writer.shutdown().await;
+    let Some(generation) = conn.generation else {
+        return;
+    };
+    let expiry = conn.session.session_expiry();
+    let stored = conn.session.take_stored();
+    let will = conn.delayed_will.take();
+    let will_delay = conn.will_delay;
+    let kept = conn.shared.router.lock().is_ok_and(|mut r| {
+        r.detach(
+            conn.id,
+            generation,
+            stored,
+            &mut rx,
+            expiry,
+            will,
+            Instant::now(),
+        )
+    });
+    if kept {
+        tokio::spawn(session_timers(
+            conn.shared.clone(),
+            conn.id,
+            generation,
+            will_delay,
+            expiry,
+        ));
+    }
+}
+
+/// While a session waits for its client: publishes its delayed will after the Will Delay
+/// Interval, and ends it after the Session Expiry Interval (publishing a will still waiting)
+/// [MQTT-3.1.3-9]. Both are no-ops once the client has returned.
+async fn session_timers(
+    shared: Arc<Shared>,
+    id: ConnId,
+    generation: u64,
+    will_delay: u32,
+    expiry: u32,
+) {
+    let start = tokio::time::Instant::now();
+    let publish = |will: Message| {
+        if let Ok(mut r) = shared.router.lock() {
+            info!(topic = %will.topic, "publishing delayed will");
+            r.publish(id, Arc::new(will), Instant::now());
+        }
+    };
+    if will_delay > 0 && will_delay < expiry {
+        tokio::time::sleep_until(start + Duration::from_secs(will_delay.into())).await;
+        let will = shared
+            .router
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take_delayed_will(id, generation));
+        if let Some(will) = will {
+            publish(will);
+        }
+    }
+    tokio::time::sleep_until(start + Duration::from_secs(expiry.into())).await;
+    let will = shared
+        .router
+        .lock()
+        .ok()
+        .and_then(|mut r| r.expire(id, generation));
+    if let Some(will) = will {
+        publish(will);
+    }
+}
+
+async fn wait_handoff(
+    pending: &mut Option<(oneshot::Receiver<StoredSession>, Option<String>, u16)>,
+) -> Option<StoredSession> {
+    match pending {
+        Some((rx, _, _)) => tokio::time::timeout(HANDOFF_TIMEOUT, rx)
+            .await
+            .ok()
+            .and_then(Result::ok),
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

@@ -167,7 +167,7 @@ impl Broker {
         Ok(Self {
             listeners,
             shared: Arc::new(Shared {
-                router: Mutex::new(Router::default()),
+                router: Mutex::new(Router::new(config.session.max_queued)),
                 auth: config.auth,
                 session_config: config.session,
                 ws_policy,
@@ -331,6 +331,15 @@ async fn sys_stats(shared: Arc<Shared>) {
                 "$SYS/broker/clients/connected",
                 router.connections().to_string(),
             ),
+            (
+                "$SYS/broker/clients/disconnected",
+                router.stored_sessions().to_string(),
+            ),
+            (
+                "$SYS/broker/subscriptions/count",
+                router.subscriptions().to_string(),
+            ),
+            ("$SYS/broker/messages/stored", stats.stored.to_string()),
             (
                 "$SYS/broker/messages/delivered",
                 stats.delivered.to_string(),

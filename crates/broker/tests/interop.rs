@@ -3,94 +3,13 @@
 //! where exact reason codes and timing matter.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use cloudsignal_broker::auth::Authenticator;
-use cloudsignal_broker::{Broker, BrokerConfig};
-use cloudsignal_core::acl::AclRules;
-use cloudsignal_core::ids::{OrgId, UserId};
-use cloudsignal_core::keys::SigningKey;
+mod common;
+
 use cloudsignal_core::mqtt::{self, Connect, Packet, Properties, Protocol, QoS, ReasonCode};
-use cloudsignal_core::token::{issue, Jti, TokenClaims, TokenVerifier};
-use cloudsignal_core::UnixTime;
-use std::net::SocketAddr;
-use std::process::Output;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use common::*;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Command;
-
-const ISS: &str = "https://issuer.test";
-const ORG: &str = "org_k7xm4pqr2n5t";
-
-fn key() -> SigningKey {
-    SigningKey::from_seed("test-1", [5; 32])
-}
-
-fn now() -> UnixTime {
-    UnixTime(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-}
-
-fn token(user: &str, ttl: u64) -> String {
-    let rules = AclRules::new(["users/{user}/#"], ["users/{user}/#"]).unwrap();
-    let claims = TokenClaims::new(
-        ISS,
-        UserId::parse(user).unwrap(),
-        OrgId::parse(ORG).unwrap(),
-        rules.resolve_identity(user, ORG).unwrap(),
-        now(),
-        ttl,
-        Jti::from_random([ttl as u8; 16]),
-    );
-    issue(&claims, &key())
-}
-
-async fn start(allow_anonymous: bool) -> SocketAddr {
-    start_with(allow_anonymous, |_| {}).await
-}
-
-async fn start_with(allow_anonymous: bool, tune: impl FnOnce(&mut BrokerConfig)) -> SocketAddr {
-    let mut tokens = TokenVerifier::default();
-    tokens.trust(ISS, [key().verifying_entry()]);
-    tokens.leeway = 0;
-    let mut config = BrokerConfig::tcp(
-        "127.0.0.1:0".parse().unwrap(),
-        Authenticator::new(tokens, allow_anonymous),
-    );
-    tune(&mut config);
-    let broker = Broker::bind(config).await.unwrap();
-    let addr = broker.local_addrs()[0];
-    tokio::spawn(broker.run(std::future::pending()));
-    addr
-}
-
-async fn run(cmd: &mut Command) -> Output {
-    tokio::time::timeout(Duration::from_secs(10), cmd.output())
-        .await
-        .expect("client timed out")
-        .unwrap()
-}
-
-fn client(bin: &str, addr: SocketAddr, version: &str) -> Command {
-    let mut c = Command::new(bin);
-    c.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &addr.port().to_string(),
-        "-V",
-        version,
-    ]);
-    c.kill_on_drop(true);
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_clients_qos_0_1_2_and_retained_in_both_versions() {
@@ -258,93 +177,6 @@ async fn tokens_and_acl_with_mosquitto_clients() {
     );
 }
 
-/// A minimal client on core's codec, for exact reason codes and timing.
-struct Raw {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    protocol: Protocol,
-}
-
-impl Raw {
-    async fn connect(
-        addr: SocketAddr,
-        protocol: Protocol,
-        client_id: &str,
-        user: Option<(&str, &str)>,
-        will: Option<(&str, &[u8])>,
-    ) -> (Self, ReasonCode) {
-        Self::connect_from([127, 0, 0, 1], addr, protocol, client_id, user, will).await
-    }
-
-    /// Connects from a chosen loopback source address (127.0.0.0/8).
-    async fn connect_from(
-        source: [u8; 4],
-        addr: SocketAddr,
-        protocol: Protocol,
-        client_id: &str,
-        user: Option<(&str, &str)>,
-        will: Option<(&str, &[u8])>,
-    ) -> (Self, ReasonCode) {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::from((source, 0))).unwrap();
-        let stream = socket.connect(addr).await.unwrap();
-        let mut raw = Raw {
-            stream,
-            buf: Vec::new(),
-            protocol,
-        };
-        let packet = Packet::Connect(Connect {
-            protocol,
-            clean_start: true,
-            keep_alive: 0,
-            properties: Properties::default(),
-            client_id,
-            will: will.map(|(topic, payload)| mqtt::Will {
-                qos: QoS::AtMostOnce,
-                retain: false,
-                properties: Properties::default(),
-                topic,
-                payload,
-            }),
-            username: user.map(|u| u.0),
-            password: user.map(|u| u.1.as_bytes()),
-        });
-        raw.send(&packet).await;
-        match raw.recv().await {
-            Some(Packet::Connack(c)) => (raw, c.reason),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, p: &Packet<'_>) {
-        let mut out = Vec::new();
-        p.encode(self.protocol, &mut out);
-        self.stream.write_all(&out).await.unwrap();
-    }
-
-    /// The next packet, or `None` when the server closed the connection.
-    async fn recv(&mut self) -> Option<Packet<'static>> {
-        loop {
-            let complete = match mqtt::decode(&self.buf, self.protocol, 1 << 20) {
-                Ok(Some((_, n))) => Some(n),
-                _ => None,
-            };
-            if let Some(n) = complete {
-                let bytes: &'static [u8] =
-                    Box::leak(self.buf.drain(..n).collect::<Vec<u8>>().into_boxed_slice());
-                return mqtt::decode(bytes, self.protocol, 1 << 20)
-                    .unwrap()
-                    .map(|(p, _)| p);
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_token_closes_v5_with_0xa0_and_v311_too() {
     let addr = start(false).await;
@@ -474,47 +306,6 @@ async fn malformed_input_disconnects_one_client_and_nobody_else_notices() {
     // the good client still works
     good.send(&Packet::Pingreq).await;
     assert_eq!(good.recv().await, Some(Packet::Pingresp));
-}
-
-fn token_with(user: &str, ttl: u64, rules: &[&str], seed: u8) -> String {
-    let rules = AclRules::new(rules.iter().copied(), rules.iter().copied()).unwrap();
-    let claims = TokenClaims::new(
-        ISS,
-        UserId::parse(user).unwrap(),
-        OrgId::parse(ORG).unwrap(),
-        rules.resolve_identity(user, ORG).unwrap(),
-        now(),
-        ttl,
-        Jti::from_random([seed; 16]),
-    );
-    issue(&claims, &key())
-}
-
-fn auth_packet(token: &str) -> Packet<'_> {
-    Packet::Auth(mqtt::ReasonPacket {
-        reason: ReasonCode::REAUTHENTICATE,
-        properties: Properties {
-            authentication_method: Some("cloudsignal-token"),
-            authentication_data: Some(token.as_bytes()),
-            ..Properties::default()
-        },
-    })
-}
-
-fn subscribe(filter: &str, pid: u16) -> Packet<'_> {
-    Packet::Subscribe(mqtt::Subscribe {
-        packet_id: std::num::NonZeroU16::new(pid).unwrap(),
-        properties: Properties::default(),
-        filters: vec![(
-            filter,
-            mqtt::SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                no_local: false,
-                retain_as_published: false,
-                retain_handling: 0,
-            },
-        )],
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,24 @@ pub(crate) struct ServeArgs {
     /// Largest MQTT packet accepted, in bytes.
     #[arg(long, env = "CLOUDSIGNAL_MAX_PACKET_SIZE", default_value_t = 1 << 20)]
     max_packet_size: u32,
+    /// Longest session a client may keep while disconnected, in seconds (v5 Session Expiry
+    /// Interval; v3.1.1 Clean Session 0 sessions get exactly this). Longer requests are capped
+    /// and v5 clients are told in CONNACK.
+    #[arg(long, env = "CLOUDSIGNAL_MAX_SESSION_EXPIRY", default_value_t = 7 * 24 * 3600)]
+    max_session_expiry: u32,
+    /// QoS 1/2 messages queued per client, connected (behind its inflight window) or away
+    /// (in its stored session). A connected client that falls this far behind is a slow
+    /// consumer and is disconnected (0x97); an absent client's newest messages are dropped.
+    #[arg(long, env = "CLOUDSIGNAL_MAX_QUEUED_MESSAGES", default_value_t = 1000)]
+    max_queued_messages: usize,
+    /// QoS 1/2 PUBLISHes a v5 client may have unacknowledged (Receive Maximum, 1-65535).
+    #[arg(long, env = "CLOUDSIGNAL_RECEIVE_MAXIMUM", default_value_t = 100,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    receive_maximum: u16,
+    /// Upper bound on the keep-alive a client may ask for, in seconds (0: no bound). Clients
+    /// asking for more, or for none, are told this value (v5 Server Keep Alive).
+    #[arg(long, env = "CLOUDSIGNAL_MAX_KEEP_ALIVE", default_value_t = 0)]
+    max_keep_alive: u16,
     /// Every refused CONNECT is answered this many milliseconds after it arrived, whatever the
     /// cause, so refusal timing reveals nothing.
     #[arg(long, env = "CLOUDSIGNAL_AUTH_FAILURE_DELAY_MS", default_value_t = 500)]
@@ -149,6 +167,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         },
         session: ServerConfig {
             max_packet_size: args.max_packet_size,
+            max_session_expiry: args.max_session_expiry,
+            max_queued: args.max_queued_messages.max(1),
+            receive_maximum: args.receive_maximum,
+            max_keep_alive: args.max_keep_alive,
             ..ServerConfig::default()
         },
         auth: match &remote {

@@ -22,10 +22,12 @@
 //! reason codes (or a close for v3.1.1). Outbound delivery with inflight windows is next.
 
 mod outbound;
+mod stored;
 #[cfg(test)]
 mod tests;
 
 pub use outbound::{Deliver, Delivery};
+pub use stored::StoredSession;
 
 use crate::mqtt::{
     decode, Ack, Connack, DecodeError, Packet, PacketId, Properties, Protocol, QoS, ReasonCode,
@@ -56,6 +58,10 @@ pub struct ServerConfig {
     /// QoS 1/2 messages queued behind a client's inflight window before it counts as a slow
     /// consumer (0x97). Default 1,000.
     pub max_queued: usize,
+    /// Longest Session Expiry Interval granted, in seconds; longer requests (and v3.1.1
+    /// persistent sessions, which never expire on their own) are capped and v5 clients are
+    /// told in CONNACK [MQTT-3.2.2-?]. Default 7 days.
+    pub max_session_expiry: u32,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +74,7 @@ impl Default for ServerConfig {
             max_keep_alive: 0,
             max_topic_levels: crate::topic::DEFAULT_MAX_LEVELS,
             max_queued: 1_000,
+            max_session_expiry: 7 * 24 * 3600,
         }
     }
 }
@@ -91,7 +98,8 @@ pub struct ConnectRequest {
     pub auth_method: Option<String>,
     /// v5 Authentication Data.
     pub auth_data: Option<Vec<u8>>,
-    /// Session Expiry Interval requested (seconds; v3.1.1: 0 when clean, else "never").
+    /// Session Expiry Interval granted (seconds): the client's request (v3.1.1: 0 when
+    /// clean, else "never") capped by [`ServerConfig::max_session_expiry`].
     pub session_expiry: u32,
     /// The will message, if any.
     pub will: Option<Message>,
@@ -225,6 +233,9 @@ pub struct ServerSession {
     outbound: outbound::Outbound,
     /// The CONNECT's Authentication Method, echoed in CONNACK [MQTT-3.2.2-?] and AUTH.
     auth_method: Option<String>,
+    /// Session Expiry Interval granted, and the one requested in CONNECT.
+    session_expiry: u32,
+    requested_expiry: u32,
 }
 
 impl ServerSession {
@@ -245,6 +256,8 @@ impl ServerSession {
             will_pending: false,
             outbound: outbound::Outbound::new(config.max_queued),
             auth_method: None,
+            session_expiry: 0,
+            requested_expiry: 0,
             config,
         }
     }
@@ -431,11 +444,13 @@ impl ServerSession {
             },
             None => None,
         };
-        let session_expiry = match c.protocol {
+        self.requested_expiry = match c.protocol {
             Protocol::V5 => c.properties.session_expiry_interval.unwrap_or(0),
             Protocol::V311 if c.clean_start => 0,
             Protocol::V311 => u32::MAX,
         };
+        self.session_expiry = self.requested_expiry.min(self.config.max_session_expiry);
+        let session_expiry = self.session_expiry;
         self.events.push_back(Event::Connect(ConnectRequest {
             protocol: c.protocol,
             client_id: c.client_id.to_owned(),
@@ -464,11 +479,12 @@ impl ServerSession {
     }
 
     /// Accepts the pending CONNECT. `assigned_client_id` is announced to v5 clients that sent
-    /// an empty one; `session_present` says whether a stored session was resumed.
+    /// an empty one; `resumed` is the stored session the client returns to (Clean Start 0),
+    /// which sets Session Present and resends what was unacknowledged [MQTT-4.4.0-1].
     pub fn accept(
         &mut self,
         now: Millis,
-        session_present: bool,
+        resumed: Option<StoredSession>,
         assigned_client_id: Option<&str>,
         will_pending: bool,
         keep_alive: u16,
@@ -491,6 +507,8 @@ impl ServerSession {
                 topic_alias_maximum: Some(self.config.topic_alias_maximum),
                 assigned_client_identifier: assigned_client_id,
                 server_keep_alive: (keep != keep_alive).then_some(keep),
+                session_expiry_interval: (self.session_expiry != self.requested_expiry)
+                    .then_some(self.session_expiry),
                 authentication_method: self.auth_method.as_deref(),
                 ..Properties::default()
             }
@@ -498,11 +516,16 @@ impl ServerSession {
             Properties::default()
         };
         let connack = Packet::Connack(Connack {
-            session_present,
+            session_present: resumed.is_some(),
             reason: ReasonCode::SUCCESS,
             properties,
         });
         connack.encode(self.protocol, &mut self.transmit);
+        if let Some(stored) = resumed {
+            self.awaiting_pubrel = stored.awaiting_pubrel;
+            self.outbound
+                .restore(stored.outbound, self.protocol, &mut self.transmit);
+        }
         // now process whatever the client pipelined behind its CONNECT
         self.handle_bytes(&[], now);
     }
@@ -585,6 +608,16 @@ impl ServerSession {
             }),
             Packet::Pingreq => self.send(&Packet::Pingresp),
             Packet::Disconnect(d) => {
+                if let Some(e) = d.properties.session_expiry_interval {
+                    if self.requested_expiry == 0 && e != 0 {
+                        return self.violation(
+                            ReasonCode::PROTOCOL_ERROR,
+                            "session expiry set on DISCONNECT after 0 on CONNECT [MQTT-3.14.2-2]"
+                                .into(),
+                        );
+                    }
+                    self.session_expiry = e.min(self.config.max_session_expiry);
+                }
                 // [MQTT-3.14.4-3] no will after a normal disconnect; v5 0x04 asks for it
                 let will = d.reason == ReasonCode::DISCONNECT_WITH_WILL;
                 self.finish(CloseReason::ClientDisconnect(d.reason), will);
@@ -752,6 +785,20 @@ impl ServerSession {
     /// Messages sent but not acknowledged, and queued ones: what a persistent session keeps.
     pub fn unacknowledged(&self) -> impl Iterator<Item = &Delivery> {
         self.outbound.unacknowledged()
+    }
+
+    /// The Session Expiry Interval in force (seconds): granted at CONNECT, possibly changed
+    /// by the client's DISCONNECT. 0 means the session ends with the connection.
+    pub fn session_expiry(&self) -> u32 {
+        self.session_expiry
+    }
+
+    /// Moves out the protocol state a persistent session keeps (call once closed).
+    pub fn take_stored(&mut self) -> StoredSession {
+        StoredSession {
+            outbound: self.outbound.take(),
+            awaiting_pubrel: std::mem::take(&mut self.awaiting_pubrel),
+        }
     }
 
     /// Sends a v5 AUTH packet (e.g. success 0x00 after a re-authentication).

@@ -41,9 +41,9 @@ pub enum Deliver {
     QueueFull,
 }
 
-#[derive(Debug)]
 /// What an inflight message waits for.
-enum Inflight {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inflight {
     Puback,
     Pubrec,
     Pubcomp,
@@ -236,4 +236,47 @@ impl Outbound {
             .map(|(_, d)| d)
             .chain(self.queue.iter())
     }
+
+    /// Moves out what a persistent session keeps: messages in flight and queued.
+    pub(crate) fn take(&mut self) -> OutboundState {
+        OutboundState {
+            next_id: self.next_id,
+            inflight: std::mem::take(&mut self.inflight),
+            queue: std::mem::take(&mut self.queue),
+        }
+    }
+
+    /// Resumes a stored session: every unacknowledged PUBLISH is sent again with DUP set and
+    /// its original packet id, every PUBREL again [MQTT-4.4.0-1]; then the queue moves into
+    /// the (new) window.
+    pub(crate) fn restore(&mut self, state: OutboundState, protocol: Protocol, out: &mut Vec<u8>) {
+        self.next_id = state.next_id.max(1);
+        self.queue = state.queue;
+        for (id, (stage, d)) in state.inflight {
+            let Some(pid) = NonZeroU16::new(id) else {
+                continue;
+            };
+            if stage == Inflight::Pubcomp {
+                Packet::Pubrel(Ack {
+                    packet_id: pid,
+                    reason: ReasonCode::SUCCESS,
+                    properties: Properties::default(),
+                })
+                .encode(protocol, out);
+            } else if self.write(&d, Some(pid), true, protocol, out) != Deliver::Sent {
+                // larger than this connection's Maximum Packet Size [MQTT-3.1.2-25]
+                continue;
+            }
+            self.inflight.insert(id, (stage, d));
+        }
+        self.pump(protocol, out);
+    }
+}
+
+/// The outbound half of a stored session.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OutboundState {
+    pub(crate) next_id: u16,
+    pub(crate) inflight: BTreeMap<u16, (Inflight, Delivery)>,
+    pub(crate) queue: VecDeque<Delivery>,
 }

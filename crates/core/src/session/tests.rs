@@ -74,7 +74,7 @@ fn connected(protocol: Protocol, keep_alive: u16) -> ServerSession {
     let mut s = ServerSession::new(ServerConfig::default(), 0);
     s.handle_bytes(&connect(protocol, keep_alive, true), 0);
     assert!(matches!(events(&mut s)[..], [Event::Connect(_)]));
-    s.accept(0, false, None, true, keep_alive);
+    s.accept(0, None, None, true, keep_alive);
     let connack = sent(&mut s);
     assert!(matches!(&connack[..], [Packet::Connack(c)] if c.reason == ReasonCode::SUCCESS));
     s
@@ -97,7 +97,7 @@ both_targets_test! {
             }
             other => panic!("{other:?}"),
         }
-        s.accept(1, false, None, true, 30);
+        s.accept(1, None, None, true, 30);
         match &sent(&mut s)[..] {
             [Packet::Connack(c)] => {
                 assert_eq!(c.properties.receive_maximum, Some(100));
@@ -115,7 +115,7 @@ both_targets_test! {
         data.extend(bytes(&Packet::Pingreq, Protocol::V311));
         s.handle_bytes(&data, 0);
         assert!(s.poll_transmit().is_none(), "nothing is processed before CONNACK [MQTT-3.1.4-7]");
-        s.accept(0, false, None, false, 0);
+        s.accept(0, None, None, false, 0);
         let out = sent(&mut s);
         assert!(matches!(&out[..], [Packet::Connack(_), Packet::Pingresp]), "{out:?}");
     }
@@ -199,7 +199,7 @@ both_targets_test! {
         let mut s = ServerSession::new(ServerConfig { receive_maximum: 2, ..ServerConfig::default() }, 0);
         s.handle_bytes(&connect(Protocol::V5, 0, false), 0);
         events(&mut s);
-        s.accept(0, false, None, false, 0);
+        s.accept(0, None, None, false, 0);
         sent(&mut s);
         for pid in 1..=3 {
             s.handle_bytes(&bytes(&publish(QoS::AtLeastOnce, pid, "t", None), Protocol::V5), 1);
@@ -323,7 +323,7 @@ fn connected_with(
     });
     s.handle_bytes(&bytes(&c, Protocol::V5), 0);
     events(&mut s);
-    s.accept(0, false, None, false, 0);
+    s.accept(0, None, None, false, 0);
     sent(&mut s);
     s
 }
@@ -451,5 +451,124 @@ both_targets_test! {
         assert!(!s.is_closed());
         let published = events(&mut s).into_iter().filter(|e| matches!(e, Event::Publish { .. })).count();
         assert_eq!(published, 150);
+    }
+}
+
+/// A v5 session resuming `stored` (Clean Start 0), with the given Receive Maximum.
+fn resumed(
+    stored: Option<StoredSession>,
+    window: Option<u16>,
+) -> (ServerSession, Vec<Packet<'static>>) {
+    let mut s = ServerSession::new(ServerConfig::default(), 0);
+    let c = Packet::Connect(Connect {
+        protocol: Protocol::V5,
+        clean_start: false,
+        keep_alive: 0,
+        properties: Properties {
+            receive_maximum: window,
+            session_expiry_interval: Some(300),
+            ..Properties::default()
+        },
+        client_id: "c2",
+        will: None,
+        username: None,
+        password: None,
+    });
+    s.handle_bytes(&bytes(&c, Protocol::V5), 0);
+    match &events(&mut s)[..] {
+        [Event::Connect(r)] => assert_eq!(r.session_expiry, 300),
+        other => panic!("{other:?}"),
+    }
+    s.accept(0, stored, None, false, 0);
+    let out = sent(&mut s);
+    (s, out)
+}
+
+both_targets_test! {
+    /// [MQTT-4.4.0-1]: on resume, unacknowledged PUBLISHes go again with DUP and their
+    /// original ids, PUBRELs go again, and the queue follows in order.
+    fn a_resumed_session_resends_what_was_unacknowledged() {
+        let mut s = connected_with(Some(2), None, 10);
+        s.deliver(delivery(QoS::AtLeastOnce, b"1"));
+        s.deliver(delivery(QoS::ExactlyOnce, b"2"));
+        s.deliver(delivery(QoS::AtLeastOnce, b"3"));
+        sent(&mut s);
+        s.handle_bytes(&ack(5, 2), 1); // PUBREC for 2: PUBREL goes out, PUBCOMP pending
+        sent(&mut s);
+        s.handle_connection_lost();
+        let mut stored = s.take_stored();
+        assert_eq!(stored.len(), 3);
+        assert!(stored.enqueue(delivery(QoS::AtLeastOnce, b"4"), 10));
+        assert!(!stored.enqueue(delivery(QoS::AtMostOnce, b"q0"), 10), "QoS 0 is not stored");
+
+        let (_, out) = resumed(Some(stored), Some(3));
+        match &out[..] {
+            [Packet::Connack(c), Packet::Publish(p1), Packet::Pubrel(r2), Packet::Publish(p3)] => {
+                assert!(c.session_present);
+                assert_eq!((p1.packet_id, p1.dup, p1.payload), (Some(id(1)), true, &b"1"[..]));
+                assert_eq!(r2.packet_id, id(2));
+                // "3" was queued behind the old window of 2: it is new, not a duplicate
+                assert_eq!((p3.packet_id, p3.dup, p3.payload), (Some(id(3)), false, &b"3"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+        let (mut s, out) = resumed(None, None);
+        assert!(matches!(&out[..], [Packet::Connack(c)] if !c.session_present));
+        assert_eq!(s.take_stored().len(), 0);
+    }
+}
+
+both_targets_test! {
+    fn stored_messages_age_and_expire() {
+        let mut stored = StoredSession::new();
+        stored.enqueue(delivery(QoS::AtLeastOnce, b"60s"), 10);
+        let mut forever = delivery(QoS::AtLeastOnce, b"forever");
+        forever.expiry = None;
+        stored.enqueue(forever, 10);
+        assert_eq!(stored.elapse(20), 0);
+        let (_, out) = resumed(Some(stored.clone()), None);
+        assert!(matches!(&out[1], Packet::Publish(p) if p.properties.message_expiry_interval == Some(40)));
+        assert_eq!(stored.elapse(40), 1, "[MQTT-3.3.2-5] expired messages are not sent");
+        assert_eq!(stored.len(), 1);
+        assert!(!stored.enqueue(delivery(QoS::AtLeastOnce, b"x"), 1), "bounded");
+    }
+}
+
+both_targets_test! {
+    fn session_expiry_is_capped_and_may_change_on_disconnect() {
+        let config = ServerConfig { max_session_expiry: 100, ..ServerConfig::default() };
+        let mut s = ServerSession::new(config.clone(), 0);
+        s.handle_bytes(&connect(Protocol::V311, 0, false), 0); // clean session: expiry 0
+        events(&mut s);
+        s.accept(0, None, None, false, 0);
+        sent(&mut s);
+        assert_eq!(s.session_expiry(), 0);
+        let d = Packet::Disconnect(ReasonPacket {
+            reason: ReasonCode::SUCCESS,
+            properties: Properties { session_expiry_interval: Some(50), ..Properties::default() },
+        });
+        // a v5 client that asked for 0 may not ask for more on DISCONNECT [MQTT-3.14.2-2]
+        let mut s = connected(Protocol::V5, 0);
+        s.handle_bytes(&bytes(&d, Protocol::V5), 1);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Disconnect(x)] if x.reason == ReasonCode::PROTOCOL_ERROR));
+
+        let mut s = ServerSession::new(config, 0);
+        let c = Packet::Connect(Connect {
+            protocol: Protocol::V5,
+            clean_start: true,
+            keep_alive: 0,
+            properties: Properties { session_expiry_interval: Some(u32::MAX), ..Properties::default() },
+            client_id: "c",
+            will: None,
+            username: None,
+            password: None,
+        });
+        s.handle_bytes(&bytes(&c, Protocol::V5), 0);
+        assert!(matches!(&events(&mut s)[..], [Event::Connect(r)] if r.session_expiry == 100));
+        s.accept(0, None, None, false, 0);
+        assert!(matches!(&sent(&mut s)[..], [Packet::Connack(c)] if c.properties.session_expiry_interval == Some(100)), "the cap is announced");
+        s.handle_bytes(&bytes(&d, Protocol::V5), 1);
+        assert_eq!(s.session_expiry(), 50);
+        assert!(s.is_closed());
     }
 }

@@ -1,0 +1,489 @@
+//! Routing: sessions by client id (takeover, persistence), subscriptions (plain and shared,
+//! in a topic trie) and retained messages.
+//!
+//! A *session* outlives its network connection when the client asked for it (Session Expiry
+//! Interval > 0, or Clean Session 0 in v3.1.1). While the client is away the session keeps
+//! its subscriptions and a bounded queue of QoS 1/2 messages; QoS 0 messages for an absent
+//! client are dropped. Sessions live in memory: they survive reconnects and takeovers, not a
+//! broker restart.
+
+mod index;
+
+use cloudsignal_core::mqtt::{QoS, ReasonCode, SubscriptionOptions};
+use cloudsignal_core::session::{Delivery, Message, StoredSession};
+use cloudsignal_core::topic::{FilterLevel, SubscriptionFilter, TopicFilter};
+use index::{Index, Sub, SubKey};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Identifies a session (the id of the connection that created it).
+pub type ConnId = u64;
+
+/// Tells a connection task to close, with the reason code and reason string to send.
+/// A `watch` channel: setting it never blocks, and it overtakes queued deliveries.
+pub type KillSwitch = watch::Sender<Option<(ReasonCode, Option<String>)>>;
+
+/// The handles the router keeps for a connection.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    /// Deliveries, bounded: a full channel means a slow consumer.
+    pub tx: mpsc::Sender<Delivery>,
+    /// Closes the connection.
+    pub kill: KillSwitch,
+}
+
+#[derive(Debug)]
+struct Retained {
+    message: Arc<Message>,
+    at: Instant,
+}
+
+#[derive(Debug)]
+struct Session {
+    client_id: String,
+    owner: String,
+    /// Bumped whenever a new connection takes the session over.
+    generation: u64,
+    /// The live connection, or `None` while the client is away.
+    handle: Option<ConnHandle>,
+    /// While away: the protocol state, and since when.
+    stored: Option<(StoredSession, Instant)>,
+    /// A connection taking over a live session waits here for the old one's state.
+    handoff: Option<oneshot::Sender<StoredSession>>,
+    /// A will waiting for its Will Delay Interval [MQTT-3.1.3-9].
+    delayed_will: Option<Message>,
+    filters: BTreeSet<SubKey>,
+}
+
+/// Why a client id could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeoverRefused {
+    /// Another user holds this client id.
+    OtherUser(String),
+}
+
+/// What a new connection gets from [`Router::register`].
+#[derive(Debug)]
+pub struct Registered {
+    /// The session id to use from now on (the resumed session's id when resuming).
+    pub id: ConnId,
+    /// Identifies this connection's tenure of the session (for [`Router::detach`]).
+    pub generation: u64,
+    /// The session state to resume with.
+    pub resume: Resume,
+    /// The will of a session that this CONNECT ended (Clean Start 1), to publish now.
+    pub ended_will: Option<Message>,
+}
+
+/// The state a connection resumes.
+#[derive(Debug)]
+pub enum Resume {
+    /// A new session (Session Present 0).
+    New,
+    /// A stored session (Session Present 1).
+    Stored(StoredSession),
+    /// A session still held by a live connection, which was told to close: its state
+    /// arrives here once it has.
+    Handoff(oneshot::Receiver<StoredSession>),
+}
+
+/// Counters for `$SYS` and logs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// Messages routed to subscribers.
+    pub delivered: u64,
+    /// QoS 0 messages dropped because a subscriber's queue was full.
+    pub dropped_qos0: u64,
+    /// Connections closed as slow consumers.
+    pub slow_consumers: u64,
+    /// Messages for absent clients dropped (QoS 0, or the stored queue was full).
+    pub dropped_offline: u64,
+    /// Messages for absent clients stored for later delivery.
+    pub stored: u64,
+}
+
+/// The broker's routing state. Lives behind a mutex that is never held across an await.
+#[derive(Debug)]
+pub struct Router {
+    subs: Index,
+    retained: BTreeMap<String, Retained>,
+    sessions: HashMap<ConnId, Session>,
+    clients: HashMap<String, ConnId>,
+    max_stored: usize,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new(1_000)
+    }
+}
+
+fn remaining_expiry(m: &Message, at: Instant, now: Instant) -> Result<Option<u32>, ()> {
+    match m.expiry {
+        None => Ok(None),
+        Some(e) => {
+            let elapsed = u32::try_from(now.duration_since(at).as_secs()).unwrap_or(u32::MAX);
+            if elapsed >= e {
+                Err(())
+            } else {
+                Ok(Some(e - elapsed))
+            }
+        }
+    }
+}
+
+fn key(filter: SubscriptionFilter) -> SubKey {
+    match filter {
+        SubscriptionFilter::Plain(f) => (None, f),
+        SubscriptionFilter::Shared { group, filter } => (Some(group.into()), filter),
+    }
+}
+
+impl Router {
+    /// A router that stores at most `max_stored` messages per absent client.
+    pub fn new(max_stored: usize) -> Self {
+        Self {
+            subs: Index::default(),
+            retained: BTreeMap::new(),
+            sessions: HashMap::new(),
+            clients: HashMap::new(),
+            max_stored,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Registers connection `conn` for `client_id` held by `username`.
+    ///
+    /// A session held by another user is refused. A live connection on the same session is
+    /// told to close (0x8E, session taken over). With `clean_start` any existing session ends
+    /// (its subscriptions go; a delayed will is returned to publish); without it, the
+    /// existing session is resumed (its delayed will is cancelled) [MQTT-3.1.2-4..6].
+    pub fn register(
+        &mut self,
+        conn: ConnId,
+        client_id: &str,
+        username: &str,
+        handle: ConnHandle,
+        clean_start: bool,
+        now: Instant,
+    ) -> Result<Registered, TakeoverRefused> {
+        let existing = self.clients.get(client_id).copied();
+        if let Some(old) = existing.and_then(|id| self.sessions.get_mut(&id)) {
+            if old.owner != username {
+                return Err(TakeoverRefused::OtherUser(old.owner.clone()));
+            }
+            if let Some(h) = old.handle.take() {
+                let _ = h.kill.send(Some((ReasonCode::SESSION_TAKEN_OVER, None)));
+            }
+            if !clean_start {
+                old.generation += 1;
+                old.handle = Some(handle);
+                old.delayed_will = None;
+                let resume = match old.stored.take() {
+                    Some((mut stored, since)) => {
+                        stored.elapse(now.duration_since(since).as_secs());
+                        Resume::Stored(stored)
+                    }
+                    None => {
+                        let (tx, rx) = oneshot::channel();
+                        old.handoff = Some(tx);
+                        Resume::Handoff(rx)
+                    }
+                };
+                return Ok(Registered {
+                    id: existing.unwrap_or(conn),
+                    generation: old.generation,
+                    resume,
+                    ended_will: None,
+                });
+            }
+        }
+        let ended_will = existing.and_then(|id| self.end(id));
+        self.clients.insert(client_id.to_owned(), conn);
+        self.sessions.insert(
+            conn,
+            Session {
+                client_id: client_id.to_owned(),
+                owner: username.to_owned(),
+                generation: 0,
+                handle: Some(handle),
+                stored: None,
+                handoff: None,
+                delayed_will: None,
+                filters: BTreeSet::new(),
+            },
+        );
+        Ok(Registered {
+            id: conn,
+            generation: 0,
+            resume: Resume::New,
+            ended_will,
+        })
+    }
+
+    /// Ends a session: its subscriptions go; returns its pending delayed will.
+    fn end(&mut self, id: ConnId) -> Option<Message> {
+        let s = self.sessions.remove(&id)?;
+        if self.clients.get(&s.client_id) == Some(&id) {
+            self.clients.remove(&s.client_id);
+        }
+        for k in &s.filters {
+            self.subs.remove(k, id);
+        }
+        s.delayed_will
+    }
+
+    /// The connection of `generation` on session `id` ended. Deliveries still in `rx` join
+    /// `stored`. A session taken over hands its state to the new connection; one with
+    /// `expiry_secs` > 0 is kept (with `delayed_will`, if any); otherwise it ends.
+    /// Returns whether the session was kept for the client's return (then its timers run).
+    #[allow(clippy::too_many_arguments)]
+    pub fn detach(
+        &mut self,
+        id: ConnId,
+        generation: u64,
+        mut stored: StoredSession,
+        rx: &mut mpsc::Receiver<Delivery>,
+        expiry_secs: u32,
+        delayed_will: Option<Message>,
+        now: Instant,
+    ) -> bool {
+        let max = self.max_stored;
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return false;
+        };
+        while let Ok(d) = rx.try_recv() {
+            stored.enqueue(d, max);
+        }
+        if s.generation != generation {
+            if let Some(tx) = s.handoff.take() {
+                let _ = tx.send(stored);
+            }
+            return false;
+        }
+        if expiry_secs == 0 {
+            self.end(id);
+            return false;
+        }
+        s.handle = None;
+        s.stored = Some((stored, now));
+        s.delayed_will = delayed_will;
+        true
+    }
+
+    /// Takes the delayed will of session `id` if the client has not returned since
+    /// `generation` left.
+    pub fn take_delayed_will(&mut self, id: ConnId, generation: u64) -> Option<Message> {
+        let s = self.sessions.get_mut(&id)?;
+        (s.generation == generation && s.handle.is_none())
+            .then(|| s.delayed_will.take())
+            .flatten()
+    }
+
+    /// Ends session `id` if it is still the absent one left by `generation` (its Session
+    /// Expiry Interval has passed); returns a will still waiting, to publish now.
+    pub fn expire(&mut self, id: ConnId, generation: u64) -> Option<Message> {
+        let s = self.sessions.get(&id)?;
+        if s.generation != generation || s.handle.is_some() {
+            return None;
+        }
+        self.end(id)
+    }
+
+    /// Forgets a connection that never registered a session, or ends its session.
+    pub fn remove(&mut self, conn: ConnId) {
+        self.end(conn);
+    }
+
+    /// Adds (or replaces) a subscription; returns the retained messages to replay to it.
+    pub fn subscribe(
+        &mut self,
+        conn: ConnId,
+        filter: SubscriptionFilter,
+        opts: SubscriptionOptions,
+        id: Option<u32>,
+        now: Instant,
+    ) -> Vec<Delivery> {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return Vec::new();
+        };
+        let k = key(filter);
+        let existed = self.subs.insert(&k, conn, Sub { opts, id });
+        session.filters.insert(k.clone());
+        let replay = match opts.retain_handling {
+            0 => true,
+            1 => !existed,
+            _ => false,
+        };
+        // retained messages are not sent to shared subscriptions [MQTT-4.8.2]
+        if !replay || k.0.is_some() {
+            return Vec::new();
+        }
+        self.retained_matching(&k.1)
+            .filter_map(|r| {
+                let expiry = remaining_expiry(&r.message, r.at, now).ok()?;
+                Some(Delivery {
+                    qos: r.message.qos.min(opts.qos),
+                    message: r.message.clone(),
+                    retain: true,
+                    subscription_ids: id.into_iter().collect(),
+                    expiry,
+                })
+            })
+            .collect()
+    }
+
+    /// Retained messages matching `filter`, scanning only the range of its literal prefix.
+    fn retained_matching<'a>(
+        &'a self,
+        filter: &'a TopicFilter,
+    ) -> impl Iterator<Item = &'a Retained> + 'a {
+        let mut prefix = String::new();
+        for level in filter.levels() {
+            match level {
+                FilterLevel::Literal(l) => {
+                    prefix.push_str(l);
+                    prefix.push('/');
+                }
+                _ => break,
+            }
+        }
+        // "a/b/" covers "a/b/…"; the topic "a/b" itself (matched by "a/b" or "a/b/#") sorts
+        // just before it
+        let start = prefix.strip_suffix('/').unwrap_or("").to_owned();
+        self.retained
+            .range(start..)
+            .take_while(move |(t, _)| t.starts_with(prefix.trim_end_matches('/')))
+            .filter(move |(_, r)| filter.matches(&r.message.topic))
+            .map(|(_, r)| r)
+    }
+
+    /// Removes a subscription; whether it existed.
+    pub fn unsubscribe(&mut self, conn: ConnId, filter: SubscriptionFilter) -> bool {
+        let k = key(filter);
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.filters.remove(&k);
+        }
+        self.subs.remove(&k, conn)
+    }
+
+    /// Removes every subscription of `conn` that `keep` refuses (after a narrower re-auth).
+    pub fn retain_subscriptions(
+        &mut self,
+        conn: ConnId,
+        keep: impl Fn(&TopicFilter) -> bool,
+    ) -> usize {
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return 0;
+        };
+        let gone: Vec<SubKey> = s.filters.iter().filter(|k| !keep(&k.1)).cloned().collect();
+        for k in &gone {
+            s.filters.remove(k);
+            self.subs.remove(k, conn);
+        }
+        gone.len()
+    }
+
+    /// Routes a message published by `from`; returns how many sessions it reached.
+    pub fn publish(&mut self, from: ConnId, message: Arc<Message>, now: Instant) -> usize {
+        if message.retain {
+            if message.payload.is_empty() {
+                self.retained.remove(message.topic.as_str());
+            } else {
+                self.retained.insert(
+                    message.topic.as_str().to_owned(),
+                    Retained {
+                        message: message.clone(),
+                        at: now,
+                    },
+                );
+            }
+        }
+        // one delivery per session: highest QoS, all subscription ids [MQTT-3.3.4-2]
+        let mut targets: BTreeMap<ConnId, (QoS, bool, Vec<u32>)> = BTreeMap::new();
+        self.subs.for_each_match(&message.topic, |conn, sub| {
+            if sub.opts.no_local && conn == from {
+                return;
+            }
+            let qos = message.qos.min(sub.opts.qos);
+            let retain = sub.opts.retain_as_published && message.retain;
+            let t = targets.entry(conn).or_insert((qos, retain, Vec::new()));
+            t.0 = t.0.max(qos);
+            t.1 |= retain;
+            t.2.extend(sub.id);
+        });
+        let reached = targets.len();
+        for (conn, (qos, retain, subscription_ids)) in targets {
+            let Some(s) = self.sessions.get_mut(&conn) else {
+                continue;
+            };
+            let delivery = Delivery {
+                message: message.clone(),
+                qos,
+                retain,
+                subscription_ids,
+                expiry: message.expiry,
+            };
+            let Some(handle) = &s.handle else {
+                let kept = s
+                    .stored
+                    .as_mut()
+                    .is_some_and(|(stored, _)| stored.enqueue(delivery, self.max_stored));
+                if kept {
+                    self.stats.stored += 1;
+                } else {
+                    self.stats.dropped_offline += 1;
+                }
+                continue;
+            };
+            match handle.tx.try_send(delivery) {
+                Ok(()) => self.stats.delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) if qos == QoS::AtMostOnce => {
+                    self.stats.dropped_qos0 += 1
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // slow consumer: it cannot take a message it must not lose; close it
+                    self.stats.slow_consumers += 1;
+                    let _ = handle.kill.send(Some((
+                        ReasonCode::QUOTA_EXCEEDED,
+                        Some("slow consumer".into()),
+                    )));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        reached
+    }
+
+    /// Sends `Close` to every live connection (graceful shutdown).
+    pub fn close_all(&self, reason: ReasonCode) {
+        for h in self.sessions.values().filter_map(|s| s.handle.as_ref()) {
+            let _ = h.kill.send(Some((reason, None)));
+        }
+    }
+
+    /// Number of live connections.
+    pub fn connections(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.handle.is_some())
+            .count()
+    }
+
+    /// Number of sessions kept for absent clients.
+    pub fn stored_sessions(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.handle.is_none())
+            .count()
+    }
+
+    /// Number of subscriptions.
+    pub fn subscriptions(&self) -> usize {
+        self.subs.len()
+    }
+}
