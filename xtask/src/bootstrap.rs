@@ -48,6 +48,8 @@ pub(crate) fn wasm_target_dir() -> PathBuf {
 pub(crate) struct Tools {
     pub(crate) wasm: WasmToolchain,
     pub(crate) chromedriver: PathBuf,
+    /// The Python of the test venv (paho-mqtt, pytest).
+    pub(crate) python: PathBuf,
 }
 
 /// Runs every bootstrap step.
@@ -59,7 +61,13 @@ pub(crate) fn all() -> Result<Tools> {
     npm_packages()?;
     let chromedriver = chromium()?;
     debian_peers()?;
-    Ok(Tools { wasm, chromedriver })
+    let python = python_packages()?;
+    cargo_fuzz()?;
+    Ok(Tools {
+        wasm,
+        chromedriver,
+        python,
+    })
 }
 
 /// Whether `libdir` holds a wasm32 std and the `test` crate (cargo test needs both).
@@ -225,7 +233,7 @@ fn cargo_install(krate: &str, version: &str) -> Result<()> {
         "cargo install {krate} --version {version} (a few minutes, once)"
     ));
     run(Command::new("cargo")
-        .args(["install", krate, "--version", version])
+        .args(["install", "--locked", krate, "--version", version])
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTUP_TOOLCHAIN"))
 }
@@ -303,4 +311,55 @@ fn debian_peers() -> Result<()> {
     }
     note("mosquitto + mosquitto-clients + openssl (Debian)");
     Ok(())
+}
+
+/// A Python venv under `target/py` with the pinned packages of `tests/py/requirements.txt`
+/// (re-installed only when that file changes).
+fn python_packages() -> Result<PathBuf> {
+    let root = root();
+    let venv = root.join("target").join("py");
+    let python = venv.join("bin").join("python");
+    let requirements = root.join("tests/py/requirements.txt");
+    let wanted = fs::read(&requirements).context("tests/py/requirements.txt is missing")?;
+    let stamp = venv.join(".cloudsignal-requirements");
+    let digest = format!("{:x}", fnv(&wanted));
+    if python.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s == digest) {
+        note("python venv (target/py matches tests/py/requirements.txt)");
+        return Ok(python);
+    }
+    if !on_path("python3") {
+        apt_install(&["python3", "python3-venv"])?;
+    }
+    if !python.exists() {
+        note("python3 -m venv target/py");
+        let made = run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        if made.is_err() {
+            // Debian splits ensurepip into python3-venv
+            apt_install(&["python3-venv"])?;
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        }
+    }
+    note("pip install -r tests/py/requirements.txt");
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
+    fs::write(stamp, digest)?;
+    Ok(python)
+}
+
+fn cargo_fuzz() -> Result<()> {
+    let want = crate::fuzz::CARGO_FUZZ_VERSION;
+    let have = output(Command::new("cargo").args(["fuzz", "--version"]));
+    if have.as_deref().is_some_and(|v| v.ends_with(want)) {
+        note(&format!("cargo-fuzz {want}"));
+        return Ok(());
+    }
+    cargo_install("cargo-fuzz", want)
 }

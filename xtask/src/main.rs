@@ -12,6 +12,7 @@
 
 mod bootstrap;
 mod build;
+mod fuzz;
 mod util;
 
 use anyhow::{bail, Result};
@@ -115,6 +116,17 @@ fn test() -> Result<()> {
     run_tests(&mut wasm_test)?;
 
     build::all(&tools.wasm)?;
+
+    step("fuzz every parser for a bounded time (cargo fuzz)");
+    fuzz::run_all()?;
+
+    step("paho-mqtt against cloudsignal serve (pytest)");
+    run_tests(
+        Command::new(&tools.python)
+            .current_dir(&root)
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/py"])
+            .env("CLOUDSIGNAL_BIN", root.join("target/debug/cloudsignal")),
+    )?;
 
     step("end-to-end tests (node:test: jose vectors, worker in workerd, pkg in Chromium)");
     run_tests(

@@ -80,6 +80,14 @@ pub(crate) fn run_tests(cmd: &mut Command) -> Result<()> {
                     _ => 0,
                 };
             }
+        } else if let Some((counts, _)) = pytest_summary(line) {
+            for (n, kind) in counts {
+                match kind {
+                    "passed" => PASSED.fetch_add(n, Ordering::Relaxed),
+                    "failed" | "error" | "errors" => FAILED.fetch_add(n, Ordering::Relaxed),
+                    _ => 0,
+                };
+            }
         } else if let Some(n) = line
             .strip_prefix("# pass ")
             .or_else(|| line.strip_prefix("ℹ pass "))
@@ -99,10 +107,36 @@ pub(crate) fn run_tests(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Counts one test outcome reported by a step that is not a test runner (fuzz targets).
+pub(crate) fn count(passed: bool) {
+    if passed {
+        PASSED.fetch_add(1, Ordering::Relaxed);
+    } else {
+        FAILED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The totals counted by [`run_tests`].
 pub(crate) fn totals() -> (u64, u64) {
     (
         PASSED.load(Ordering::Relaxed),
         FAILED.load(Ordering::Relaxed),
     )
+}
+
+/// Parses pytest's last line, e.g. `3 failed, 9 passed in 5.37s` (optionally framed by `=`).
+fn pytest_summary(line: &str) -> Option<(Vec<(u64, &str)>, &str)> {
+    let line = line.trim_matches(|c| c == '=' || c == ' ');
+    let (counts, time) = line.rsplit_once(" in ")?;
+    if !time.ends_with('s') {
+        return None;
+    }
+    let parsed: Option<Vec<(u64, &str)>> = counts
+        .split(", ")
+        .map(|part| {
+            let (n, kind) = part.split_once(' ')?;
+            Some((n.parse().ok()?, kind))
+        })
+        .collect();
+    parsed.filter(|p| !p.is_empty()).map(|p| (p, time))
 }

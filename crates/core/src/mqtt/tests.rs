@@ -348,3 +348,32 @@ both_targets_test! {
             .unwrap();
     }
 }
+
+both_targets_test! {
+    /// The fuzzers' seed inputs (fuzz/seeds) are what they claim: whole, valid packets.
+    fn fuzz_seeds_are_valid_packets() {
+        let flows: [(&[u8], Protocol, usize); 2] = [
+            (include_bytes!("../../../../fuzz/seeds/server_session/v5-flow.bin"), Protocol::V5, 7),
+            (include_bytes!("../../../../fuzz/seeds/server_session/v311-flow.bin"), Protocol::V311, 5),
+        ];
+        for (bytes, protocol, packets) in flows {
+            let mut rest = &bytes[1..]; // the first byte is the fuzzer's chunk size
+            let mut n = 0;
+            while !rest.is_empty() {
+                let (_, used) = decode(rest, protocol, MAX).unwrap().unwrap();
+                rest = &rest[used..];
+                n += 1;
+            }
+            assert_eq!(n, packets);
+        }
+        let single: [&[u8]; 3] = [
+            include_bytes!("../../../../fuzz/seeds/mqtt_decode/connect-v5.bin"),
+            include_bytes!("../../../../fuzz/seeds/mqtt_decode/subscribe-v5.bin"),
+            include_bytes!("../../../../fuzz/seeds/mqtt_decode/publish-qos1.bin"),
+        ];
+        for bytes in single {
+            let (_, used) = decode(bytes, Protocol::V5, MAX).unwrap().unwrap();
+            assert_eq!(used, bytes.len());
+        }
+    }
+}
