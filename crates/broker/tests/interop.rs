@@ -723,7 +723,7 @@ async fn sys_statistics_are_retained_under_dollar_sys() {
         "-t",
         "$SYS/broker/#",
         "-C",
-        "6",
+        "9",
         "-v",
         "-W",
         "5",
@@ -731,7 +731,8 @@ async fn sys_statistics_are_retained_under_dollar_sys() {
     .await;
     let sys = text(&out.stdout);
     assert!(sys.contains("$SYS/broker/version cloudsignal "), "{sys}");
-    assert!(sys.contains("$SYS/broker/clients/connected "), "{sys}");
+    assert!(sys.contains("$SYS/broker/clients/connected 1\n"), "{sys}");
+    assert!(sys.contains("$SYS/broker/subscriptions/count "), "{sys}");
     // a wildcard-first filter does not see $SYS topics [MQTT-4.7.2-1]
     let all =
         run(client("mosquitto_sub", addr, "mqttv5").args(["-t", "#", "-C", "1", "-W", "1"])).await;
