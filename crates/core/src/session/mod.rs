@@ -691,9 +691,11 @@ impl ServerSession {
             }
             // Receive Maximum exists in MQTT 5 only; a 3.1.1 client may pipeline freely (the
             // driver acknowledges each PUBLISH as soon as it is routed)
+            // a QoS 2 PUBLISH counts until its PUBCOMP, i.e. while it awaits PUBREL
             if self.protocol == Protocol::V5
                 && !self.inbound_unacked.contains(&id.get())
-                && self.inbound_unacked.len() >= usize::from(self.config.receive_maximum)
+                && self.inbound_unacked.len() + self.awaiting_pubrel.len()
+                    >= usize::from(self.config.receive_maximum)
             {
                 return self.violation(
                     ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
