@@ -2,8 +2,9 @@
 //! the other on this machine, printed side by side with ratios.
 //!
 //! ```text
-//! cargo run --release -p cloudsignal-bench            # full run (about two minutes)
-//! cargo run --release -p cloudsignal-bench -- --quick # smaller loads, for a smoke test
+//! cargo run --release -p cloudsignal-bench            # full run: medians of 3 rounds
+//! cargo run --release -p cloudsignal-bench -- --quick # smaller loads, one round
+//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency
 //! ```
 //!
 //! Both brokers run anonymous on loopback with their defaults. The load generator is a small
@@ -214,12 +215,36 @@ struct Row {
     name: String,
     unit: &'static str,
     higher_is_better: bool,
-    values: Vec<f64>,
+    /// Samples per broker (Mosquitto, CloudSignal), one per round.
+    samples: [Vec<f64>; 2],
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn arg_value(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    let rounds: usize = arg_value("--rounds")
+        .map(|r| r.parse().context("--rounds takes a number"))
+        .transpose()?
+        .unwrap_or(if quick { 1 } else { 3 });
+    let only = arg_value("--only");
+    let wants = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let (per_pair, fan_subs, fan_msgs, lat_msgs, idle) = if quick {
         (200, 100, 200, 2_000, 1_000)
     } else {
@@ -227,76 +252,97 @@ async fn main() -> Result<()> {
     };
     let mut rows: Vec<Row> = Vec::new();
     let mut push = |name: String, unit, higher_is_better, value: f64, i: usize| {
-        if i == 0 {
-            rows.push(Row {
-                name,
-                unit,
-                higher_is_better,
-                values: vec![value],
-            });
-        } else if let Some(r) = rows.iter_mut().find(|r| r.name == name) {
-            r.values.push(value);
-        }
+        let at = match rows.iter().position(|r| r.name == name) {
+            Some(at) => at,
+            None => {
+                rows.push(Row {
+                    name,
+                    unit,
+                    higher_is_better,
+                    samples: [Vec::new(), Vec::new()],
+                });
+                rows.len() - 1
+            }
+        };
+        rows[at].samples[i].push(value);
     };
+    // the latency test runs at half of Mosquitto's point-to-point rate (first round's)
     let mut saturation = 0.0;
-    for (i, start) in [start_mosquitto as fn() -> Result<Broker>, start_cloudsignal]
-        .into_iter()
-        .enumerate()
-    {
-        let broker = start()?;
-        eprintln!("== {} on {}", broker.name, broker.addr);
-        let q0 = p2p(broker.addr, 100, per_pair, QoS::AtMostOnce).await?;
-        push(
-            "QoS 0 point-to-point, 100 → 100, 16 B".into(),
-            "msg/s",
-            true,
-            q0,
-            i,
-        );
-        let q1 = p2p(broker.addr, 100, per_pair, QoS::AtLeastOnce).await?;
-        push(
-            "QoS 1 point-to-point, 100 → 100, 16 B".into(),
-            "msg/s",
-            true,
-            q1,
-            i,
-        );
-        let fo = fan_out(broker.addr, fan_subs, fan_msgs).await?;
-        push(
-            format!("QoS 0 fan-out, 1 → {fan_subs}, 16 B"),
-            "msg/s",
-            true,
-            fo,
-            i,
-        );
-        if i == 0 {
-            saturation = q0;
-        }
-        // latency at a fixed share of Mosquitto's single-pair capacity: 50% of its p2p rate / 100 pairs
-        let rate = ((saturation / 100.0) * 0.5).clamp(100.0, 20_000.0) as u64;
-        let h = latency(broker.addr, rate, lat_msgs).await?;
-        for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
-            push(
-                format!("latency {label} at {rate} msg/s"),
-                "µs",
-                false,
-                h.value_at_quantile(q) as f64,
-                i,
+    for round in 0..rounds {
+        for (i, start) in [start_mosquitto as fn() -> Result<Broker>, start_cloudsignal]
+            .into_iter()
+            .enumerate()
+        {
+            let broker = start()?;
+            eprintln!(
+                "== round {}/{rounds}: {} on {}",
+                round + 1,
+                broker.name,
+                broker.addr
             );
+            if wants("memory") {
+                // first, on a fresh process, so no freed memory from other tests is reused
+                let mem = memory_per_connection(&broker, idle).await?;
+                push(
+                    format!("RSS per idle connection at {idle}"),
+                    "bytes",
+                    false,
+                    mem,
+                    i,
+                );
+            }
+            if wants("throughput") || wants("latency") {
+                let q0 = p2p(broker.addr, 100, per_pair, QoS::AtMostOnce).await?;
+                if i == 0 && saturation == 0.0 {
+                    saturation = q0;
+                }
+                if wants("throughput") {
+                    push(
+                        "QoS 0 point-to-point, 100 → 100, 16 B".into(),
+                        "msg/s",
+                        true,
+                        q0,
+                        i,
+                    );
+                    let q1 = p2p(broker.addr, 100, per_pair, QoS::AtLeastOnce).await?;
+                    push(
+                        "QoS 1 point-to-point, 100 → 100, 16 B".into(),
+                        "msg/s",
+                        true,
+                        q1,
+                        i,
+                    );
+                    let fo = fan_out(broker.addr, fan_subs, fan_msgs).await?;
+                    push(
+                        format!("QoS 0 fan-out, 1 → {fan_subs}, 16 B"),
+                        "msg/s",
+                        true,
+                        fo,
+                        i,
+                    );
+                }
+            }
+            if wants("latency") {
+                // a fixed share of Mosquitto's single-pair capacity: 50% of its p2p rate / 100
+                let rate = ((saturation / 100.0) * 0.5).clamp(100.0, 20_000.0) as u64;
+                let h = latency(broker.addr, rate, lat_msgs).await?;
+                for (label, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+                    push(
+                        format!("latency {label} at {rate} msg/s"),
+                        "µs",
+                        false,
+                        h.value_at_quantile(q) as f64,
+                        i,
+                    );
+                }
+            }
         }
-        let mem = memory_per_connection(&broker, idle).await?;
-        push(
-            format!("RSS per idle connection at {idle}"),
-            "bytes",
-            false,
-            mem,
-            i,
-        );
     }
+    println!("Medians of {rounds} round(s); each round runs Mosquitto, then CloudSignal.\n");
     println!("| measure | unit | Mosquitto 2.0.11 | CloudSignal | ratio (better > 1) |");
     println!("|---|---|---:|---:|---:|");
     for r in &rows {
-        let (m, c) = (r.values[0], r.values.get(1).copied().unwrap_or(f64::NAN));
+        let (m, c) = (median(&r.samples[0]), median(&r.samples[1]));
         let ratio = if r.higher_is_better { c / m } else { m / c };
         println!(
             "| {} | {} | {:.0} | {:.0} | {:.2}× |",

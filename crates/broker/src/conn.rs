@@ -1,6 +1,7 @@
 //! One task per connection: the tokio adapter around core's `ServerSession`.
 
 use crate::auth::Principal;
+use crate::mailbox::Mail;
 use crate::router::{ConnHandle, ConnId, Resume};
 use crate::Shared;
 use cloudsignal_core::mqtt::{Protocol, ReasonCode};
@@ -12,13 +13,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-/// Deliveries buffered per connection before the router counts it as a slow consumer.
+/// Deliveries buffered per connection before the router counts it as a slow consumer (or
+/// `--max-queued-messages`, if larger).
 const CHANNEL_CAPACITY: usize = 1024;
-/// Bytes read from the socket at a time (per connection; larger packets take several reads).
-const READ_BUFFER: usize = 4 * 1024;
+/// The read buffer of a quiet connection; it grows ×4 after each read that fills it, up to
+/// [`MAX_READ`], and falls back after a short read, so idle connections hold 256 bytes and busy
+/// ones read in large chunks.
+const MIN_READ: usize = 256;
+const MAX_READ: usize = 64 * 1024;
 /// A write that cannot complete in this time ends the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a connection taking over a live session waits for the old connection's state.
@@ -42,10 +47,12 @@ struct Conn<W> {
     epoch: Instant,
     principal: Option<Principal>,
     client_id: String,
-    will: Option<Message>,
+    will: Option<Box<Message>>,
     will_delay: u32,
+    /// Deliveries that arrived as the connection closed (a persistent session keeps them).
+    undelivered: Vec<cloudsignal_core::session::Delivery>,
     /// A will whose Will Delay Interval runs after the connection ends.
-    delayed_will: Option<Message>,
+    delayed_will: Option<Box<Message>>,
     /// This connection's tenure of its session, once registered.
     generation: Option<u64>,
     /// Taking over a live session: CONNACK waits for the old connection's state.
@@ -150,7 +157,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         }
         self.id = registered.id;
         self.generation = Some(registered.generation);
-        self.will = req.will;
+        self.will = req.will.map(Box::new);
         self.will_delay = req.will_delay;
         self.client_id = client_id;
         let stored = match registered.resume {
@@ -317,7 +324,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                         // returns first [MQTT-3.1.3-9]
                         self.delayed_will = Some(will);
                     } else {
-                        self.publish(will);
+                        self.publish(*will);
                     }
                 }
                 return false;
@@ -372,6 +379,12 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     }
 
     fn deliver(&mut self, d: cloudsignal_core::session::Delivery) {
+        if self.session.is_closed() {
+            // arrived after the close: kept for a persistent session
+            self.undelivered.push(d);
+            return;
+        }
+        let keep = (d.qos != cloudsignal_core::mqtt::QoS::AtMostOnce).then(|| d.clone());
         match self.session.deliver(d) {
             Deliver::Sent | Deliver::Queued => {}
             Deliver::TooLarge => {
@@ -379,6 +392,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             }
             Deliver::QueueFull => {
                 warn!(client_id = %self.client_id, "slow consumer: queue full, disconnecting");
+                self.undelivered.extend(keep);
                 self.session
                     .close(ReasonCode::QUOTA_EXCEEDED, Some("slow consumer"));
             }
@@ -421,8 +435,8 @@ where
 {
     let (mut reader, writer) = tokio::io::split(stream);
     let epoch = Instant::now();
-    let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let (kill, mut killed) = watch::channel(None);
+    let capacity = CHANNEL_CAPACITY.max(shared.session_config.max_queued);
+    let mailbox = Arc::new(crate::mailbox::Mailbox::new(capacity));
     let mut conn = Conn {
         id,
         peer,
@@ -435,30 +449,37 @@ where
         will: None,
         will_delay: 0,
         delayed_will: None,
+        undelivered: Vec::new(),
         generation: None,
         pending_handoff: None,
-        handle: ConnHandle { tx, kill },
+        handle: ConnHandle {
+            mailbox: mailbox.clone(),
+        },
         pending_reject: None,
         connect_at: tokio::time::Instant::now(),
         wants_expiry_warning: false,
         warned_for: None,
     };
-    let mut buf = vec![0u8; READ_BUFFER];
+    let mut buf = vec![0u8; MIN_READ];
+    let mut quiet = false;
     loop {
         let mut open = true;
         while let Some(ev) = conn.session.poll_event() {
-            // keys for a remote issuer are fetched here, in this connection's own task
-            match &ev {
-                Event::Connect(req) => {
-                    let credential = req.password.as_deref().or(req.auth_data.as_deref());
-                    conn.shared.auth.prepare(credential, unix_now()).await;
-                }
-                Event::Auth { data, .. } => {
-                    conn.shared.auth.prepare(data.as_deref(), unix_now()).await
-                }
-                _ => {}
+            // keys for a remote issuer are fetched here, in this connection's own task; the
+            // rare events that wait are boxed so the connection's future stays small
+            let credential = match &ev {
+                Event::Connect(req) => Some(req.password.as_ref().or(req.auth_data.as_ref())),
+                Event::Auth { data, .. } => Some(data.as_ref()),
+                _ => None,
+            };
+            if let Some(credential) = credential {
+                let credential = credential.cloned();
+                let ev = Box::new(ev);
+                Box::pin(conn.shared.auth.prepare(credential.as_deref(), unix_now())).await;
+                open &= conn.on_event(*ev);
+            } else {
+                open &= conn.on_event(ev);
             }
-            open &= conn.on_event(ev);
         }
         if conn.flush().await.is_err() {
             conn.session.handle_connection_lost();
@@ -466,6 +487,10 @@ where
         }
         if !open || (conn.session.is_closed() && conn.session.poll_event().is_none()) {
             break;
+        }
+        if std::mem::take(&mut quiet) {
+            // everything is handled and written: drop what the last burst allocated
+            conn.session.release_memory();
         }
         let timer = conn
             .session
@@ -483,44 +508,62 @@ where
             }
             _ => None,
         };
+        let next_deadline = [
+            timer,
+            conn.pending_reject.map(|(_, at)| at),
+            warning.map(|(_, at)| at),
+            expiry,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         tokio::select! {
             read = reader.read(&mut buf) => match read {
                 Ok(0) | Err(_) => conn.session.handle_connection_lost(),
                 Ok(n) => {
                     let now = conn.now_ms();
                     conn.session.handle_bytes(&buf[..n], now);
+                    if n == buf.len() && n < MAX_READ {
+                        buf = vec![0u8; n * 4];
+                    } else if n <= MIN_READ {
+                        if buf.len() > MIN_READ {
+                            buf = vec![0u8; MIN_READ];
+                        }
+                        quiet = true;
+                    }
                 }
             },
             stored = wait_handoff(&mut conn.pending_handoff) => conn.on_handoff(stored),
-            Some(d) = rx.recv(), if conn.ready() => {
-                conn.deliver(d);
-                // drain what is already queued without waking up again
-                while let Ok(d) = rx.try_recv() {
-                    conn.deliver(d);
+            mail = mailbox.recv(), if conn.ready() => match mail {
+                Mail::Close(reason, text) => conn.session.close(reason, text.as_deref()),
+                Mail::Deliveries(batch) => {
+                    for d in batch {
+                        conn.deliver(d);
+                    }
                 }
-            }
-            _ = killed.changed() => {
-                let order = killed.borrow().clone();
-                if let Some((reason, text)) = order {
-                    conn.session.close(reason, text.as_deref());
+            },
+            // one timer for every deadline: each pending `Sleep` would cost its own space in
+            // this connection's future
+            _ = sleep_until(next_deadline) => {
+                let now = tokio::time::Instant::now();
+                let due = |at: Option<tokio::time::Instant>| at.is_some_and(|at| at <= now);
+                if due(conn.pending_reject.map(|(_, at)| at)) {
+                    if let Some((reason, _)) = conn.pending_reject.take() {
+                        conn.session.reject(reason);
+                    }
                 }
-            }
-            _ = sleep_until(timer) => {
-                let now = conn.now_ms();
-                conn.session.handle_timeout(now);
-            }
-            _ = sleep_until(conn.pending_reject.map(|(_, at)| at)) => {
-                if let Some((reason, _)) = conn.pending_reject.take() {
-                    conn.session.reject(reason);
+                if due(timer) {
+                    let now = conn.now_ms();
+                    conn.session.handle_timeout(now);
                 }
-            }
-            _ = sleep_until(warning.map(|(_, t)| t)) => {
-                if let Some((e, _)) = warning {
-                    conn.warn_expiry(e);
+                if let Some((e, at)) = warning {
+                    if due(Some(at)) {
+                        conn.warn_expiry(e);
+                    }
                 }
-            }
-            _ = sleep_until(expiry) => {
-                conn.session.close(ReasonCode::MAXIMUM_CONNECT_TIME, Some("token expired"));
+                if due(expiry) {
+                    conn.session.close(ReasonCode::MAXIMUM_CONNECT_TIME, Some("token expired"));
+                }
             }
         }
     }
@@ -529,15 +572,18 @@ where
         return;
     };
     let expiry = conn.session.session_expiry();
-    let stored = conn.session.take_stored();
-    let will = conn.delayed_will.take();
+    let mut stored = conn.session.take_stored();
+    for d in conn.undelivered.drain(..) {
+        stored.enqueue(d, conn.shared.session_config.max_queued);
+    }
+    let will = conn.delayed_will.take().map(|w| *w);
     let will_delay = conn.will_delay;
     let kept = conn.shared.router.lock().is_ok_and(|mut r| {
         r.detach(
             conn.id,
             generation,
             stored,
-            &mut rx,
+            &mailbox,
             expiry,
             will,
             Instant::now(),

@@ -15,6 +15,7 @@
 pub mod auth;
 mod conn;
 pub mod jwks;
+pub mod mailbox;
 pub mod rate;
 pub mod router;
 pub mod throttle;
@@ -253,11 +254,19 @@ async fn accept_loop(listener: TcpListener, transport: Transport, shared: Arc<Sh
         let _ = stream.set_nodelay(true);
         let id = shared.ids.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
-        let transport = transport.clone();
+        // one spawn per transport: a task's allocation is the size of its future, so a plain
+        // TCP connection must not carry the TLS and WebSocket states (≈ 8 KB) with it
+        let transport = match &transport {
+            Transport::Tcp => {
+                tokio::spawn(conn::serve(stream, peer, id, shared));
+                continue;
+            }
+            other => other.clone(),
+        };
         tokio::spawn(async move {
             let handshake = async {
                 match transport {
-                    Transport::Tcp => conn::serve(stream, peer, id, shared).await,
+                    Transport::Tcp => {}
                     Transport::Tls(acceptor) => {
                         let tls = tls_handshake(&acceptor, stream).await?;
                         conn::serve(tls, peer, id, shared).await;

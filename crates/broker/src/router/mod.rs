@@ -9,6 +9,7 @@
 
 mod index;
 
+use crate::mailbox::{Mailbox, Refused};
 use cloudsignal_core::mqtt::{QoS, ReasonCode, SubscriptionOptions};
 use cloudsignal_core::session::{Delivery, Message, StoredSession};
 use cloudsignal_core::topic::{FilterLevel, SubscriptionFilter, TopicFilter};
@@ -16,22 +17,24 @@ use index::{Index, Sub, SubKey};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 
 /// Identifies a session (the id of the connection that created it).
 pub type ConnId = u64;
 
-/// Tells a connection task to close, with the reason code and reason string to send.
-/// A `watch` channel: setting it never blocks, and it overtakes queued deliveries.
-pub type KillSwitch = watch::Sender<Option<(ReasonCode, Option<String>)>>;
-
-/// The handles the router keeps for a connection.
+/// The handle the router keeps for a connection: its mailbox, bounded (full means a slow
+/// consumer), which also carries close orders.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
-    /// Deliveries, bounded: a full channel means a slow consumer.
-    pub tx: mpsc::Sender<Delivery>,
-    /// Closes the connection.
-    pub kill: KillSwitch,
+    /// Deliveries and close orders.
+    pub mailbox: Arc<Mailbox>,
+}
+
+impl ConnHandle {
+    /// Tells the connection to close with `reason` (never blocks; overtakes deliveries).
+    pub fn kill(&self, reason: ReasonCode, text: Option<String>) {
+        self.mailbox.kill(reason, text);
+    }
 }
 
 #[derive(Debug)]
@@ -48,12 +51,12 @@ struct Session {
     generation: u64,
     /// The live connection, or `None` while the client is away.
     handle: Option<ConnHandle>,
-    /// While away: the protocol state, and since when.
-    stored: Option<(StoredSession, Instant)>,
+    /// While away: the protocol state, and since when (boxed: most sessions are live).
+    stored: Option<Box<(StoredSession, Instant)>>,
     /// A connection taking over a live session waits here for the old one's state.
     handoff: Option<oneshot::Sender<StoredSession>>,
     /// A will waiting for its Will Delay Interval [MQTT-3.1.3-9].
-    delayed_will: Option<Message>,
+    delayed_will: Option<Box<Message>>,
     filters: BTreeSet<SubKey>,
 }
 
@@ -177,13 +180,13 @@ impl Router {
                 return Err(TakeoverRefused::OtherUser(old.owner.clone()));
             }
             if let Some(h) = old.handle.take() {
-                let _ = h.kill.send(Some((ReasonCode::SESSION_TAKEN_OVER, None)));
+                h.kill(ReasonCode::SESSION_TAKEN_OVER, None);
             }
             if !clean_start {
                 old.generation += 1;
                 old.handle = Some(handle);
                 old.delayed_will = None;
-                let resume = match old.stored.take() {
+                let resume = match old.stored.take().map(|b| *b) {
                     Some((mut stored, since)) => {
                         stored.elapse(now.duration_since(since).as_secs());
                         Resume::Stored(stored)
@@ -234,7 +237,7 @@ impl Router {
         for k in &s.filters {
             self.subs.remove(k, id);
         }
-        s.delayed_will
+        s.delayed_will.map(|w| *w)
     }
 
     /// The connection of `generation` on session `id` ended. Deliveries still in `rx` join
@@ -247,7 +250,7 @@ impl Router {
         id: ConnId,
         generation: u64,
         mut stored: StoredSession,
-        rx: &mut mpsc::Receiver<Delivery>,
+        mailbox: &Mailbox,
         expiry_secs: u32,
         delayed_will: Option<Message>,
         now: Instant,
@@ -256,7 +259,7 @@ impl Router {
         let Some(s) = self.sessions.get_mut(&id) else {
             return false;
         };
-        while let Ok(d) = rx.try_recv() {
+        for d in mailbox.close() {
             stored.enqueue(d, max);
         }
         if s.generation != generation {
@@ -270,8 +273,8 @@ impl Router {
             return false;
         }
         s.handle = None;
-        s.stored = Some((stored, now));
-        s.delayed_will = delayed_will;
+        s.stored = Some(Box::new((stored, now)));
+        s.delayed_will = delayed_will.map(Box::new);
         true
     }
 
@@ -282,6 +285,7 @@ impl Router {
         (s.generation == generation && s.handle.is_none())
             .then(|| s.delayed_will.take())
             .flatten()
+            .map(|w| *w)
     }
 
     /// Ends session `id` if it is still the absent one left by `generation` (its Session
@@ -432,7 +436,7 @@ impl Router {
                 let kept = s
                     .stored
                     .as_mut()
-                    .is_some_and(|(stored, _)| stored.enqueue(delivery, self.max_stored));
+                    .is_some_and(|b| b.0.enqueue(delivery, self.max_stored));
                 if kept {
                     self.stats.stored += 1;
                 } else {
@@ -440,20 +444,15 @@ impl Router {
                 }
                 continue;
             };
-            match handle.tx.try_send(delivery) {
+            match handle.mailbox.try_send(delivery) {
                 Ok(()) => self.stats.delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) if qos == QoS::AtMostOnce => {
-                    self.stats.dropped_qos0 += 1
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(Refused::Full) if qos == QoS::AtMostOnce => self.stats.dropped_qos0 += 1,
+                Err(Refused::Full) => {
                     // slow consumer: it cannot take a message it must not lose; close it
                     self.stats.slow_consumers += 1;
-                    let _ = handle.kill.send(Some((
-                        ReasonCode::QUOTA_EXCEEDED,
-                        Some("slow consumer".into()),
-                    )));
+                    handle.kill(ReasonCode::QUOTA_EXCEEDED, Some("slow consumer".into()));
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(Refused::Closed) => {}
             }
         }
         reached
@@ -462,7 +461,7 @@ impl Router {
     /// Sends `Close` to every live connection (graceful shutdown).
     pub fn close_all(&self, reason: ReasonCode) {
         for h in self.sessions.values().filter_map(|s| s.handle.as_ref()) {
-            let _ = h.kill.send(Some((reason, None)));
+            h.kill(reason, None);
         }
     }
 

@@ -789,6 +789,21 @@ impl ServerSession {
         self.outbound.unacknowledged()
     }
 
+    /// Frees the buffers a burst left behind when they are empty (call when the connection
+    /// turns quiet): an idle connection then holds no heap memory here.
+    pub fn release_memory(&mut self) {
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.buffer.is_empty() {
+            self.buffer = Vec::new();
+        }
+        if self.transmit.is_empty() {
+            self.transmit = Vec::new();
+        }
+        self.outbound.release_memory();
+    }
+
     /// The Session Expiry Interval in force (seconds): granted at CONNECT, possibly changed
     /// by the client's DISCONNECT. 0 means the session ends with the connection.
     pub fn session_expiry(&self) -> u32 {

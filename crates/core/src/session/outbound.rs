@@ -237,6 +237,12 @@ impl Outbound {
             .chain(self.queue.iter())
     }
 
+    pub(crate) fn release_memory(&mut self) {
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+    }
+
     /// Moves out what a persistent session keeps: messages in flight and queued.
     pub(crate) fn take(&mut self) -> OutboundState {
         OutboundState {

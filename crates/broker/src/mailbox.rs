@@ -1,0 +1,108 @@
+//! A connection's bounded queue of deliveries from the router, and its kill switch.
+//!
+//! A `tokio::sync::mpsc` channel allocates a block of 32 slots up front, about 2 KB per
+//! connection whether or not a message ever arrives; this queue allocates only while messages
+//! wait, and the consumer takes the whole backlog at once (one lock, one wake-up per burst), so
+//! an idle connection holds an empty `VecDeque` and a `Notify`. A close order (takeover, slow
+//! consumer, revocation, shutdown) travels through the same wake-up and overtakes queued
+//! deliveries.
+
+use cloudsignal_core::mqtt::ReasonCode;
+use cloudsignal_core::session::Delivery;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// Why a delivery was not queued.
+#[derive(Debug)]
+pub enum Refused {
+    /// The queue holds `capacity` deliveries: the consumer is slow.
+    Full,
+    /// The connection has ended.
+    Closed,
+}
+
+/// What the connection task is told.
+#[derive(Debug)]
+pub enum Mail {
+    /// Close the connection with this reason code and reason string.
+    Close(ReasonCode, Option<String>),
+    /// Deliver these, in order.
+    Deliveries(VecDeque<Delivery>),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Delivery>,
+    closed: bool,
+    kill: Option<(ReasonCode, Option<String>)>,
+}
+
+/// A bounded multi-producer, single-consumer queue of deliveries.
+#[derive(Debug)]
+pub struct Mailbox {
+    state: Mutex<State>,
+    ready: Notify,
+    capacity: usize,
+}
+
+impl Mailbox {
+    /// A queue holding at most `capacity` deliveries.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            capacity,
+        }
+    }
+
+    /// Queues a delivery without waiting.
+    pub fn try_send(&self, d: Delivery) -> Result<(), Refused> {
+        let mut q = self.state.lock().map_err(|_| Refused::Closed)?;
+        if q.closed {
+            return Err(Refused::Closed);
+        }
+        if q.queue.len() >= self.capacity {
+            return Err(Refused::Full);
+        }
+        q.queue.push_back(d);
+        drop(q);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Orders the connection closed (the first order wins).
+    pub fn kill(&self, reason: ReasonCode, text: Option<String>) {
+        if let Ok(mut q) = self.state.lock() {
+            q.kill.get_or_insert((reason, text));
+        }
+        self.ready.notify_one();
+    }
+
+    /// Waits for a close order or deliveries; a close order comes first.
+    pub async fn recv(&self) -> Mail {
+        loop {
+            if let Ok(mut q) = self.state.lock() {
+                if let Some((reason, text)) = q.kill.take() {
+                    return Mail::Close(reason, text);
+                }
+                if !q.queue.is_empty() {
+                    return Mail::Deliveries(std::mem::take(&mut q.queue));
+                }
+            }
+            // a notification sent between the check and here is kept as a permit, not lost
+            self.ready.notified().await;
+        }
+    }
+
+    /// Refuses further deliveries and returns what is still queued.
+    pub fn close(&self) -> VecDeque<Delivery> {
+        self.state
+            .lock()
+            .map(|mut q| {
+                q.closed = true;
+                std::mem::take(&mut q.queue)
+            })
+            .unwrap_or_default()
+    }
+}
