@@ -71,6 +71,10 @@ pub(crate) struct ServeArgs {
     /// asking for more, or for none, are told this value (v5 Server Keep Alive).
     #[arg(long, env = "CLOUDSIGNAL_MAX_KEEP_ALIVE", default_value_t = 0)]
     max_keep_alive: u16,
+    /// Seconds a new connection may take to send CONNECT before it is closed.
+    #[arg(long, env = "CLOUDSIGNAL_CONNECT_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    connect_timeout: u64,
     /// Every refused CONNECT is answered this many milliseconds after it arrived, whatever the
     /// cause, so refusal timing reveals nothing.
     #[arg(long, env = "CLOUDSIGNAL_AUTH_FAILURE_DELAY_MS", default_value_t = 500)]
@@ -171,6 +175,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             max_queued: args.max_queued_messages.max(1),
             receive_maximum: args.receive_maximum,
             max_keep_alive: args.max_keep_alive,
+            connect_timeout_ms: args.connect_timeout.saturating_mul(1000),
             ..ServerConfig::default()
         },
         auth: match &remote {

@@ -233,6 +233,8 @@ pub struct ServerSession {
     outbound: outbound::Outbound,
     /// The CONNECT's Authentication Method, echoed in CONNACK [MQTT-3.2.2-?] and AUTH.
     auth_method: Option<String>,
+    /// The first bytes of an undecodable first packet (to tell MQTT 5 from anything else).
+    buffer_at_error: Vec<u8>,
     /// Session Expiry Interval granted, and the one requested in CONNECT.
     session_expiry: u32,
     requested_expiry: u32,
@@ -258,6 +260,7 @@ impl ServerSession {
             auth_method: None,
             session_expiry: 0,
             requested_expiry: 0,
+            buffer_at_error: Vec::new(),
             config,
         }
     }
@@ -337,7 +340,19 @@ impl ServerSession {
     fn violation(&mut self, reason: ReasonCode, why: String) {
         match self.state {
             State::Connected => self.send_disconnect(reason, Some(&why)),
-            State::AwaitingConnect | State::Authenticating if self.protocol == Protocol::V5 => {
+            // before CONNECT is parsed, answer only a peer that announced MQTT 5: a TLS hello
+            // or an HTTP request on this port gets a plain close, not MQTT bytes
+            State::AwaitingConnect
+                if reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
+                    || announces_v5_connect(&self.buffer_at_error) =>
+            {
+                self.send(&Packet::Connack(Connack {
+                    session_present: false,
+                    reason,
+                    properties: Properties::default(),
+                }));
+            }
+            State::Authenticating if self.protocol == Protocol::V5 => {
                 self.send(&Packet::Connack(Connack {
                     session_present: false,
                     reason,
@@ -373,6 +388,10 @@ impl ServerSession {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    if self.state == State::AwaitingConnect {
+                        self.buffer_at_error =
+                            buffer[consumed..].iter().take(16).copied().collect();
+                    }
                     let reason = match e {
                         DecodeError::TooLarge(_) => ReasonCode::PACKET_TOO_LARGE,
                         DecodeError::UnsupportedProtocolLevel(_) => {
@@ -828,6 +847,18 @@ impl ServerSession {
             self.send(&Packet::Auth(ReasonPacket { reason, properties }));
         }
     }
+}
+
+/// Whether `bytes` start like an MQTT 5 CONNECT: type 1 with flags 0, a remaining length, the
+/// protocol name "MQTT" and level 5.
+fn announces_v5_connect(bytes: &[u8]) -> bool {
+    let Some((&0x10, rest)) = bytes.split_first() else {
+        return false;
+    };
+    let Some(len_bytes) = rest.iter().position(|b| b & 0x80 == 0).filter(|&n| n < 4) else {
+        return false;
+    };
+    rest.get(len_bytes + 1..len_bytes + 8) == Some(&[0, 4, b'M', b'Q', b'T', b'T', 5][..])
 }
 
 fn forwarded(p: &Properties<'_>) -> ForwardedProperties {
