@@ -248,7 +248,7 @@ async fn main() -> Result<()> {
     let (per_pair, fan_subs, fan_msgs, lat_msgs, idle) = if quick {
         (200, 100, 200, 2_000, 1_000)
     } else {
-        (2_000, 1_000, 1_000, 20_000, 10_000)
+        (2_000, 1_000, 1_000, 10_000, 10_000)
     };
     let mut rows: Vec<Row> = Vec::new();
     let mut push = |name: String, unit, higher_is_better, value: f64, i: usize| {

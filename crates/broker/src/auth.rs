@@ -4,6 +4,7 @@
 use crate::jwks::RemoteIssuer;
 use cloudsignal_core::acl::{AclContext, AclRules, AclSet};
 use cloudsignal_core::mqtt::ReasonCode;
+use cloudsignal_core::revocation::{Credential, RevocationList};
 use cloudsignal_core::session::ConnectRequest;
 use cloudsignal_core::token::TokenVerifier;
 use cloudsignal_core::UnixTime;
@@ -21,8 +22,8 @@ pub struct Principal {
     pub acl: AclSet,
     /// When the credential expires (the session is closed then, 0xA0).
     pub expires_at: Option<UnixTime>,
-    /// The token id, for revocation.
-    pub jti: Option<String>,
+    /// What revocation checks look at (token id, org, user, issue time, key id).
+    pub credential: Credential,
 }
 
 /// A refused CONNECT: the reason code sent, and the cause that is only logged.
@@ -40,6 +41,7 @@ pub struct Authenticator {
     tokens: Arc<RwLock<TokenVerifier>>,
     remote: Option<Arc<RemoteIssuer>>,
     allow_anonymous: bool,
+    revocations: Arc<RwLock<RevocationList>>,
 }
 
 impl Authenticator {
@@ -50,6 +52,7 @@ impl Authenticator {
             tokens: Arc::new(RwLock::new(tokens)),
             remote: None,
             allow_anonymous,
+            revocations: Arc::default(),
         }
     }
 
@@ -58,6 +61,12 @@ impl Authenticator {
     pub fn with_remote_issuer(mut self, issuer: &str, url: &str) -> Self {
         self.remote = Some(Arc::new(RemoteIssuer::new(issuer, url)));
         self
+    }
+
+    /// The revocations checked at CONNECT and re-authentication (shared with the broker,
+    /// which also closes live sessions when an entry arrives).
+    pub fn revocations(&self) -> Arc<RwLock<RevocationList>> {
+        self.revocations.clone()
     }
 
     /// Loads remote keys now (at start-up); failures are logged and retried on demand.
@@ -131,7 +140,7 @@ impl Authenticator {
                         refuse(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR, e.to_string())
                     })?,
                 expires_at: None,
-                jti: None,
+                credential: Credential::default(),
             }),
             (None, None) => Err(refuse(
                 ReasonCode::NOT_AUTHORIZED,
@@ -159,6 +168,26 @@ impl Authenticator {
                     .check_client_id(&req.client_id)
                     .map_err(|e| refuse(ReasonCode::NOT_AUTHORIZED, e.to_string()))?;
                 let c = &verified.claims;
+                let credential = Credential {
+                    jti: Some(c.jti.as_str().to_owned()),
+                    org: Some(c.org.as_str().to_owned()),
+                    user: Some(c.sub.as_str().to_owned()),
+                    iat: Some(c.iat),
+                    key_id: None,
+                };
+                let revoked = self
+                    .revocations
+                    .read()
+                    .map_err(|_| {
+                        refuse(
+                            ReasonCode::SERVER_UNAVAILABLE,
+                            "revocation list lock poisoned".into(),
+                        )
+                    })?
+                    .check(&credential);
+                if let Some(why) = revoked {
+                    return Err(refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, why.into()));
+                }
                 let ctx = AclContext::new(
                     c.sub.as_str(),
                     c.org.as_str(),
@@ -174,7 +203,7 @@ impl Authenticator {
                     username: username.to_owned(),
                     acl,
                     expires_at: Some(c.exp),
-                    jti: Some(c.jti.as_str().to_owned()),
+                    credential,
                 })
             }
             _ => Err(refuse(

@@ -142,6 +142,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 self.id,
                 &client_id,
                 &principal.username,
+                &principal.credential,
                 self.handle.clone(),
                 req.clean_start,
                 Instant::now(),
@@ -365,6 +366,9 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     .lock()
                     .map(|mut r| r.retain_subscriptions(self.id, |f| next.acl.may_subscribe(f)))
                     .unwrap_or(0);
+                if let Ok(mut r) = self.shared.router.lock() {
+                    r.set_credential(self.id, next.credential.clone());
+                }
                 info!(client_id = %self.client_id, username = %next.username, expires_at = ?next.expires_at, removed_subscriptions = removed, "re-authenticated");
                 self.principal = Some(next);
                 self.session

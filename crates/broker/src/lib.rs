@@ -135,6 +135,42 @@ pub(crate) struct Shared {
     pub(crate) expiry_grace: Duration,
     pub(crate) expiry_warning: Option<Duration>,
     pub(crate) connect_rate: u32,
+    pub(crate) revocations: Arc<std::sync::RwLock<cloudsignal_core::revocation::RevocationList>>,
+}
+
+/// Controls a running broker from outside its connections: the control plane and the
+/// revocation feed poller use it.
+#[derive(Debug, Clone)]
+pub struct BrokerHandle {
+    shared: Arc<Shared>,
+}
+
+impl BrokerHandle {
+    /// Applies a revocation: CONNECTs and re-authentications with the credential are refused
+    /// from now on, and live sessions using it are closed at once with DISCONNECT 0x98
+    /// (administrative action). Returns the client ids closed.
+    pub fn revoke(&self, entry: &cloudsignal_core::revocation::Entry) -> Vec<String> {
+        if let Ok(mut list) = self.shared.revocations.write() {
+            list.apply(entry);
+        }
+        let closed = self
+            .shared
+            .router
+            .lock()
+            .map(|r| r.revoke(entry))
+            .unwrap_or_default();
+        info!(revocation = ?entry.revocation, seq = entry.seq, closed = closed.len(), "revocation applied");
+        closed
+    }
+
+    /// Live connections.
+    pub fn connections(&self) -> usize {
+        self.shared
+            .router
+            .lock()
+            .map(|r| r.connections())
+            .unwrap_or(0)
+    }
 }
 
 /// A bound broker, ready to run.
@@ -169,6 +205,7 @@ impl Broker {
             listeners,
             shared: Arc::new(Shared {
                 router: Mutex::new(Router::new(config.session.max_queued)),
+                revocations: config.auth.revocations(),
                 auth: config.auth,
                 session_config: config.session,
                 ws_policy,
@@ -180,6 +217,13 @@ impl Broker {
                 connect_rate: config.connect_rate,
             }),
         })
+    }
+
+    /// A handle to control the broker while it runs (revocations, statistics).
+    pub fn handle(&self) -> BrokerHandle {
+        BrokerHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The bound addresses, in configuration order (useful with port 0).

@@ -21,6 +21,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod acl;
+pub mod apikey;
 pub mod exchange;
 pub mod idp;
 pub mod ids;
@@ -28,6 +29,7 @@ pub mod jwks_cache;
 pub mod jws;
 pub mod keys;
 pub mod mqtt;
+pub mod revocation;
 pub mod session;
 pub mod time;
 pub mod token;

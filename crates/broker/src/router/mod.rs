@@ -11,6 +11,7 @@ mod index;
 
 use crate::mailbox::{Mailbox, Refused};
 use cloudsignal_core::mqtt::{QoS, ReasonCode, SubscriptionOptions};
+use cloudsignal_core::revocation::{Credential, Entry};
 use cloudsignal_core::session::{Delivery, Message, StoredSession};
 use cloudsignal_core::topic::{FilterLevel, SubscriptionFilter, TopicFilter};
 use index::{Index, Sub, SubKey};
@@ -58,6 +59,8 @@ struct Session {
     /// A will waiting for its Will Delay Interval [MQTT-3.1.3-9].
     delayed_will: Option<Box<Message>>,
     filters: BTreeSet<SubKey>,
+    /// The live connection's credential (for revocation).
+    credential: Box<Credential>,
 }
 
 /// Why a client id could not be registered.
@@ -165,11 +168,13 @@ impl Router {
     /// told to close (0x8E, session taken over). With `clean_start` any existing session ends
     /// (its subscriptions go; a delayed will is returned to publish); without it, the
     /// existing session is resumed (its delayed will is cancelled) [MQTT-3.1.2-4..6].
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &mut self,
         conn: ConnId,
         client_id: &str,
         username: &str,
+        credential: &Credential,
         handle: ConnHandle,
         clean_start: bool,
         now: Instant,
@@ -185,6 +190,7 @@ impl Router {
             if !clean_start {
                 old.generation += 1;
                 old.handle = Some(handle);
+                *old.credential = credential.clone();
                 old.delayed_will = None;
                 let resume = match old.stored.take().map(|b| *b) {
                     Some((mut stored, since)) => {
@@ -218,6 +224,7 @@ impl Router {
                 handoff: None,
                 delayed_will: None,
                 filters: BTreeSet::new(),
+                credential: Box::new(credential.clone()),
             },
         );
         Ok(Registered {
@@ -456,6 +463,30 @@ impl Router {
             }
         }
         reached
+    }
+
+    /// Records the credential a live session re-authenticated with.
+    pub fn set_credential(&mut self, id: ConnId, credential: Credential) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            *s.credential = credential;
+        }
+    }
+
+    /// Closes every live connection whose credential `entry` revokes (DISCONNECT 0x98,
+    /// administrative action); returns their client ids.
+    pub fn revoke(&self, entry: &Entry) -> Vec<String> {
+        let mut closed = Vec::new();
+        for s in self.sessions.values() {
+            let Some(h) = &s.handle else { continue };
+            if entry.revocation.matches(entry.at, &s.credential) {
+                h.kill(
+                    ReasonCode::ADMINISTRATIVE_ACTION,
+                    Some("credential revoked".into()),
+                );
+                closed.push(s.client_id.clone());
+            }
+        }
+        closed
     }
 
     /// Sends `Close` to every live connection (graceful shutdown).

@@ -52,6 +52,14 @@ pub async fn start(allow_anonymous: bool) -> SocketAddr {
 }
 
 pub async fn start_with(allow_anonymous: bool, tune: impl FnOnce(&mut BrokerConfig)) -> SocketAddr {
+    start_handle(allow_anonymous, tune).await.0
+}
+
+/// A broker and its control handle (revocations).
+pub async fn start_handle(
+    allow_anonymous: bool,
+    tune: impl FnOnce(&mut BrokerConfig),
+) -> (SocketAddr, cloudsignal_broker::BrokerHandle) {
     let mut tokens = TokenVerifier::default();
     tokens.trust(ISS, [key().verifying_entry()]);
     tokens.leeway = 0;
@@ -62,8 +70,9 @@ pub async fn start_with(allow_anonymous: bool, tune: impl FnOnce(&mut BrokerConf
     tune(&mut config);
     let broker = Broker::bind(config).await.unwrap();
     let addr = broker.local_addrs()[0];
+    let handle = broker.handle();
     tokio::spawn(broker.run(std::future::pending()));
-    addr
+    (addr, handle)
 }
 
 pub async fn run(cmd: &mut Command) -> Output {
