@@ -32,7 +32,7 @@ before(async () => {
   const jwks = await (await fetch(`${worker.url}/.well-known/jwks.json`)).text();
   const jwksFile = writeTemp(tempDir(), 'jwks.json', jwks);
   port = await freePort();
-  broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${port}`, '--ws-addr', 'off', '--issuer', ISSUER, '--issuer-jwks', jwksFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  broker = spawn(CLI, ['serve', '--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${port}`, '--ws-addr', 'off', '--issuer', ISSUER, '--issuer-jwks', jwksFile], { stdio: ['ignore', 'ignore', 'pipe'] });
   broker.logs = '';
   broker.stderr.on('data', (d) => { broker.logs += d; });
   await waitForPort(port);
@@ -81,7 +81,7 @@ test("the token's ACL is enforced: another user's topics are refused", async () 
 
 test('cloudsignal serve can trust the worker by JWKS URL', async () => {
   const p = await freePort();
-  const b = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${p}`, '--ws-addr', 'off', '--issuer', ISSUER,
+  const b = spawn(CLI, ['serve', '--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${p}`, '--ws-addr', 'off', '--issuer', ISSUER,
     '--issuer-jwks', `${worker.url}/.well-known/jwks.json`], { stdio: ['ignore', 'ignore', 'pipe'] });
   let logs = '';
   b.stderr.on('data', (d) => { logs += d; });

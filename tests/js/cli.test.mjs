@@ -8,7 +8,7 @@ import { CLI, tempDir, writeTemp, freePort } from './support/env.mjs';
 /** Runs `cloudsignal serve` until `until` appears in its log (or it exits); returns the log. */
 function serve(args, env = {}, until = 'MQTT listening') {
   return new Promise((resolve) => {
-    const p = spawn(CLI, ['serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(CLI, ['serve', '--control-addr', 'off', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
     const done = (code) => { p.kill('SIGTERM'); resolve({ log, code }); };
     p.stderr.on('data', (d) => { log += d; if (log.includes(until)) done(null); });

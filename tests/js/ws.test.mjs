@@ -24,7 +24,7 @@ before(async () => {
   ca = `${dir}/tls-cert.pem`;
   [wsPort, wssPort, tlsPort] = [await freePort(), await freePort(), await freePort()];
   const mqttPort = await freePort();
-  broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${mqttPort}`, '--ws-addr', `127.0.0.1:${wsPort}`,
+  broker = spawn(CLI, ['serve', '--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${mqttPort}`, '--ws-addr', `127.0.0.1:${wsPort}`,
     '--tls-addr', `127.0.0.1:${tlsPort}`, '--wss-addr', `127.0.0.1:${wssPort}`, '--tls-cert', ca, '--tls-key', `${dir}/tls-key.pem`,
     '--ws-allowed-origins', 'https://app.example,http://localhost:5173', '--issuer', ISSUER, '--issuer-jwks', jwksFile],
   { stdio: ['ignore', 'ignore', 'pipe'] });

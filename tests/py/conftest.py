@@ -35,7 +35,7 @@ class Broker:
         self.port = free_port()
         self.log = open(tmp / "broker.log", "w")
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--mqtt-addr", f"127.0.0.1:{self.port}", "--ws-addr", "off",
+            [BIN, "serve", "--mqtt-addr", f"127.0.0.1:{self.port}", "--ws-addr", "off", "--control-addr", "off",
              "--issuer", ISSUER, "--issuer-jwks", str(jwks), "--auth-failure-delay-ms", "100"],
             stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "CLOUDSIGNAL_LOG": "info"},
@@ -83,3 +83,76 @@ def broker(tmp_path_factory):
     b = Broker(tmp_path_factory.mktemp("broker"))
     yield b
     b.stop()
+
+
+class ControlBroker:
+    """`cloudsignal serve` with its control plane on loopback and its own data directory."""
+
+    def __init__(self, tmp: Path, data_dir: Path = None):
+        self.tmp = tmp
+        self.data = data_dir or (tmp / "data")
+        self.port = free_port()
+        self.api_port = free_port()
+        self.start()
+
+    def start(self):
+        self.log = open(self.tmp / f"broker-{self.port}.log", "a")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--mqtt-addr", f"127.0.0.1:{self.port}", "--ws-addr", "off",
+             "--control-addr", f"127.0.0.1:{self.api_port}", "--data-dir", str(self.data),
+             "--auth-failure-delay-ms", "100"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "CLOUDSIGNAL_LOG": "info"},
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.api_port), timeout=0.2).close()
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                self.admin = (self.data / "admin.key").read_text().strip()
+                self.org = self.api("POST", "/v1/tokens", {"user": "probe"})[1]["mqtt_credentials"]["username"].split("@")[1]
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError("broker did not start: " + self.logs())
+
+    def api(self, method, path, body=None, key=None, raw=None):
+        """Calls the control plane; returns (status, parsed JSON body, headers)."""
+        import json
+        import urllib.error
+        import urllib.request
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.api_port}{path}", data=data, method=method)
+        req.add_header("Authorization", f"Bearer {key or self.admin}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read() or b"null"), {k.lower(): v for k, v in r.headers.items()}
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            return e.code, json.loads(text) if text else None, {k.lower(): v for k, v in e.headers.items()}
+
+    def logs(self) -> str:
+        self.log.flush()
+        return (self.tmp / f"broker-{self.port}.log").read_text()
+
+    def kill(self, sig=None):
+        import signal
+        self.proc.send_signal(sig or signal.SIGTERM)
+        self.proc.wait(10)
+        self.log.close()
+
+    def restart(self):
+        self.kill()
+        self.start()
+
+
+@pytest.fixture(scope="module")
+def control(tmp_path_factory):
+    b = ControlBroker(tmp_path_factory.mktemp("control"))
+    yield b
+    if b.proc.poll() is None:
+        b.kill()

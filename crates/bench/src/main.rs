@@ -86,6 +86,8 @@ fn start_cloudsignal() -> Result<Broker> {
     let child = Command::new(&exe)
         .args([
             "serve",
+            "--control-addr",
+            "off",
             "--allow-anonymous",
             "--ws-addr",
             "off",

@@ -8,7 +8,31 @@ use cloudsignal_core::revocation::{Credential, RevocationList};
 use cloudsignal_core::session::ConnectRequest;
 use cloudsignal_core::token::TokenVerifier;
 use cloudsignal_core::UnixTime;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+
+/// Verifies API keys (`sk_…`/`rk_…`) given as MQTT passwords; the control plane implements
+/// it. Verification that needs the store or bcrypt happens in [`KeyAuthority::warm`], on a
+/// blocking thread, before [`KeyAuthority::check`] answers from memory on the connection's
+/// task.
+pub trait KeyAuthority: Send + Sync + std::fmt::Debug {
+    /// Verifies `key` (store, bcrypt) and remembers the outcome. Blocking.
+    fn warm(&self, key: &str, now: UnixTime);
+    /// The principal for `username` (`<service>@<org>`) presenting `key` from `peer`, from
+    /// what [`Self::warm`] established.
+    fn check(
+        &self,
+        username: &str,
+        key: &str,
+        peer: IpAddr,
+        now: UnixTime,
+    ) -> Result<Principal, Refusal>;
+}
+
+/// Whether a password is an API key rather than a token.
+fn is_api_key(password: &[u8]) -> bool {
+    password.starts_with(b"sk_") || password.starts_with(b"rk_")
+}
 
 /// The MQTT 5 authentication method carrying a `tkn_` token (CONNECT and AUTH).
 pub const TOKEN_AUTH_METHOD: &str = "cloudsignal-token";
@@ -42,6 +66,7 @@ pub struct Authenticator {
     remote: Option<Arc<RemoteIssuer>>,
     allow_anonymous: bool,
     revocations: Arc<RwLock<RevocationList>>,
+    keys: Option<Arc<dyn KeyAuthority>>,
 }
 
 impl Authenticator {
@@ -53,6 +78,7 @@ impl Authenticator {
             remote: None,
             allow_anonymous,
             revocations: Arc::default(),
+            keys: None,
         }
     }
 
@@ -60,6 +86,12 @@ impl Authenticator {
     /// unknown `kid`).
     pub fn with_remote_issuer(mut self, issuer: &str, url: &str) -> Self {
         self.remote = Some(Arc::new(RemoteIssuer::new(issuer, url)));
+        self
+    }
+
+    /// Accepts API keys as MQTT passwords, verified by `keys`.
+    pub fn with_key_authority(mut self, keys: Arc<dyn KeyAuthority>) -> Self {
+        self.keys = Some(keys);
         self
     }
 
@@ -78,6 +110,15 @@ impl Authenticator {
 
     /// Fetches remote keys a credential needs before it is checked (see [`RemoteIssuer`]).
     pub async fn prepare(&self, password: Option<&[u8]>, now: UnixTime) {
+        if let (Some(keys), Some(p)) = (&self.keys, password) {
+            if is_api_key(p) {
+                let keys = keys.clone();
+                let key = String::from_utf8_lossy(p).into_owned();
+                // bcrypt on a cold key takes tens of milliseconds: never on a runtime thread
+                let _ = tokio::task::spawn_blocking(move || keys.warm(&key, now)).await;
+                return;
+            }
+        }
         if let Some(r) = &self.remote {
             r.prepare(password, &self.tokens, now).await;
         }
@@ -106,14 +147,26 @@ impl Authenticator {
             will: None,
             will_delay: 0,
         };
-        self.authenticate(&req, now).map_err(|r| Refusal {
-            reason: ReasonCode::NOT_AUTHORIZED,
-            cause: format!("re-authentication: {}", r.cause),
-        })
+        if is_api_key(token) {
+            return Err(Refusal {
+                reason: ReasonCode::NOT_AUTHORIZED,
+                cause: "re-authentication takes a tkn_ token, not an API key".into(),
+            });
+        }
+        self.authenticate(&req, IpAddr::from([0, 0, 0, 0]), now)
+            .map_err(|r| Refusal {
+                reason: ReasonCode::NOT_AUTHORIZED,
+                cause: format!("re-authentication: {}", r.cause),
+            })
     }
 
     /// Authenticates a CONNECT at `now`.
-    pub fn authenticate(&self, req: &ConnectRequest, now: UnixTime) -> Result<Principal, Refusal> {
+    pub fn authenticate(
+        &self,
+        req: &ConnectRequest,
+        peer: IpAddr,
+        now: UnixTime,
+    ) -> Result<Principal, Refusal> {
         let refuse = |reason: ReasonCode, cause: String| Refusal { reason, cause };
         let password =
             req.password
@@ -146,6 +199,30 @@ impl Authenticator {
                 ReasonCode::NOT_AUTHORIZED,
                 "no credentials and anonymous access is disabled".into(),
             )),
+            (Some(username), Some(password)) if is_api_key(password) => match &self.keys {
+                Some(keys) => {
+                    let key = std::str::from_utf8(password).map_err(|_| {
+                        refuse(
+                            ReasonCode::BAD_USERNAME_OR_PASSWORD,
+                            "key is not UTF-8".into(),
+                        )
+                    })?;
+                    let principal = keys.check(username, key, peer, now)?;
+                    if let Some(why) = self
+                        .revocations
+                        .read()
+                        .ok()
+                        .and_then(|l| l.check(&principal.credential))
+                    {
+                        return Err(refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, why.into()));
+                    }
+                    Ok(principal)
+                }
+                None => Err(refuse(
+                    ReasonCode::BAD_USERNAME_OR_PASSWORD,
+                    "API keys need the control plane (it is off)".into(),
+                )),
+            },
             (Some(username), Some(password)) => {
                 let password = std::str::from_utf8(password).map_err(|_| {
                     refuse(

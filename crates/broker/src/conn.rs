@@ -117,7 +117,11 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             warn!(peer = %self.peer, username = req.username.as_deref().unwrap_or(""), "refused: source or username temporarily banned after repeated failures");
             return self.refuse(ReasonCode::BANNED);
         }
-        let principal = match self.shared.auth.authenticate(&req, unix_now()) {
+        let principal = match self
+            .shared
+            .auth
+            .authenticate(&req, self.peer.ip(), unix_now())
+        {
             Ok(p) => {
                 if let Ok(mut t) = self.shared.throttle.lock() {
                     t.record_success(&p.username);

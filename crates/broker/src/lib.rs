@@ -163,6 +163,15 @@ impl BrokerHandle {
         closed
     }
 
+    /// Loads stored revocations at start (no session is live yet, so nothing is closed).
+    pub fn load_revocations(&self, entries: &[cloudsignal_core::revocation::Entry]) {
+        if let Ok(mut list) = self.shared.revocations.write() {
+            for e in entries {
+                list.apply(e);
+            }
+        }
+    }
+
     /// Live connections.
     pub fn connections(&self) -> usize {
         self.shared

@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the MQTT broker.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Generate an Ed25519 signing key as a private JWK (for CLOUDSIGNAL_SIGNING_KEY).
     ///
     /// Prints to stdout, or writes FILE with mode 0600. Example:
@@ -147,7 +147,7 @@ fn main() -> Result<()> {
         }
     }
     match Cli::parse().command {
-        Command::Serve(args) => serve::run(args)?,
+        Command::Serve(args) => serve::run(*args)?,
         Command::Keygen { kid, out } => {
             let kid = match kid {
                 Some(k) => k,

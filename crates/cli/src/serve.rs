@@ -99,6 +99,20 @@ pub(crate) struct ServeArgs {
     /// Clock-skew allowance for token times, in seconds.
     #[arg(long, env = "CLOUDSIGNAL_TOKEN_LEEWAY", default_value_t = 30)]
     token_leeway: u64,
+    /// Data directory: the store (SQLite), the control plane's signing key and the admin key.
+    /// Default: $XDG_DATA_HOME/cloudsignal, else ~/.local/share/cloudsignal.
+    #[arg(long, env = "CLOUDSIGNAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Control plane HTTP API (API keys, token issuance, revocation). `off` disables it.
+    #[arg(long, env = "CLOUDSIGNAL_CONTROL_ADDR", default_value = "0.0.0.0:8080")]
+    control_addr: String,
+    /// Public URL of the control plane: the `iss` of the tokens it issues.
+    /// Default: http://127.0.0.1:<control port>.
+    #[arg(long, env = "CLOUDSIGNAL_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Longest token lifetime POST /v1/tokens grants, in seconds (at most 86400).
+    #[arg(long, env = "CLOUDSIGNAL_MAX_TOKEN_TTL", default_value_t = 86_400)]
+    max_token_ttl: u64,
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<()> {
@@ -113,6 +127,43 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         .init();
     let mut tokens = TokenVerifier::default();
     tokens.leeway = args.token_leeway;
+    let control = match args.control_addr.as_str() {
+        "off" | "" => None,
+        a => {
+            let addr: SocketAddr = a.parse().with_context(|| format!("--control-addr {a:?}"))?;
+            let data_dir = match &args.data_dir {
+                Some(d) => d.clone(),
+                None => default_data_dir()?,
+            };
+            let issuer = args
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://127.0.0.1:{}", addr.port()));
+            let (cp, first) =
+                cloudsignal_control::ControlPlane::open(cloudsignal_control::ControlConfig {
+                    data_dir: data_dir.clone(),
+                    issuer,
+                    broker: cloudsignal_core::exchange::BrokerUrls {
+                        wss_url: format!("wss://127.0.0.1:{}", args.wss_addr.port()),
+                        mqtts_url: format!("mqtts://127.0.0.1:{}", args.tls_addr.port()),
+                    },
+                    max_ttl: args.max_token_ttl,
+                })?;
+            if let Some(first) = first {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!(
+                        "\nCloudSignal admin API key (shown once; also saved to {}, mode 0600):\n\n    {}\n",
+                        first.admin_key_file.display(),
+                        first.admin_key.expose()
+                    );
+                }
+            }
+            info!(dir = %data_dir.display(), issuer = cp.issuer(), org = cp.org().as_str(), "control plane ready; its signing key is trusted");
+            tokens.trust(cp.issuer(), [cp.trusted_key()]);
+            Some((std::sync::Arc::new(cp), addr))
+        }
+    };
     let mut remote = None;
     if let (Some(iss), Some(path)) = (&args.issuer, &args.issuer_jwks) {
         if path.starts_with("https://") || path.starts_with("http://") {
@@ -178,11 +229,17 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             connect_timeout_ms: args.connect_timeout.saturating_mul(1000),
             ..ServerConfig::default()
         },
-        auth: match &remote {
-            Some((iss, url)) => {
-                Authenticator::new(tokens, args.allow_anonymous).with_remote_issuer(iss, url)
+        auth: {
+            let mut auth = Authenticator::new(tokens, args.allow_anonymous);
+            if let Some((iss, url)) = &remote {
+                auth = auth.with_remote_issuer(iss, url);
             }
-            None => Authenticator::new(tokens, args.allow_anonymous),
+            if let Some((cp, _)) = &control {
+                auth = auth.with_key_authority(std::sync::Arc::new(
+                    cloudsignal_control::mqtt_keys::MqttKeys(cp.clone()),
+                ));
+            }
+            auth
         },
         auth_failure_delay: std::time::Duration::from_millis(args.auth_failure_delay_ms),
         throttle: cloudsignal_broker::throttle::ThrottlePolicy {
@@ -205,9 +262,50 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         );
         config.auth.load_remote_keys(now).await;
         let broker = Broker::bind(config).await?;
-        broker.run(shutdown_signal()).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut api = None;
+        if let Some((cp, addr)) = control {
+            let handle = broker.handle();
+            let revocations = cp.all_revocations()?;
+            handle.load_revocations(&revocations);
+            info!(
+                count = revocations.len(),
+                "revocations loaded from the store"
+            );
+            cp.attach_broker(handle);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the control plane on {addr}"))?;
+            info!(%addr, "control plane HTTP listening");
+            api = Some(tokio::spawn(cloudsignal_control::api::serve(
+                listener,
+                cp,
+                stopped(stop_rx.clone()),
+            )));
+        }
+        let signal = async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        };
+        broker.run(signal).await;
+        if let Some(api) = api {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api).await;
+        }
         Ok(())
     })
+}
+
+fn default_data_dir() -> Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("cloudsignal"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("no --data-dir given and neither XDG_DATA_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/share/cloudsignal"))
 }
 
 async fn shutdown_signal() {

@@ -99,6 +99,12 @@ impl ApiKey {
         Some(Self { kind, text })
     }
 
+    /// Assembles a key from its parts, computing the checksum (for tests and tooling).
+    pub fn from_parts(kind: KeyKind, id: &str, secret: &str) -> Result<Self, KeyFormatError> {
+        let body = format!("{}{id}{secret}", kind.prefix());
+        Self::parse(&format!("{body}{}", checksum(&body)))
+    }
+
     /// Parses and checks a key string (prefix, length, alphabet, checksum).
     pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
         let kind = if s.starts_with("sk_") {

@@ -34,7 +34,8 @@ const { url, mf } = await startWorker({
 // The broker, trusting the worker's signing key.
 const jwksFile = join(DEV, 'jwks.json');
 writeFileSync(jwksFile, (await cli('jwks', keyFile)).stdout, { mode: 0o600 });
-const broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${MQTT_PORT}`, '--issuer', issuer, '--issuer-jwks', jwksFile], {
+const broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${MQTT_PORT}`, '--issuer', issuer, '--issuer-jwks', jwksFile,
+  '--data-dir', join(DEV, 'data'), '--control-addr', '127.0.0.1:8080'], {
   stdio: ['ignore', 'inherit', 'inherit'],
 });
 broker.on('exit', (code) => {
@@ -53,6 +54,7 @@ console.log(`
 CloudSignal is running:
   broker          mqtt://127.0.0.1:${MQTT_PORT}   (cloudsignal serve, trusts tokens from ${issuer})
   token exchange  ${url}   (the worker, in workerd)
+  control plane   http://127.0.0.1:8080   (API keys, POST /v1/tokens, revocation; admin key in ${join(DEV, 'data', 'admin.key')})
   signing key     ${keyFile} (kid dev-1, mode 0600)
   Supabase        HS256 secret in ${secretFile} (issuer: any .../auth/v1)
 

@@ -1,0 +1,584 @@
+//! The control plane's HTTP API (axum). Errors are RFC 9457 problem documents with stable
+//! codes; request bodies are JSON objects with no unknown fields, at most 64 KiB.
+//!
+//! | route | scope |
+//! |---|---|
+//! | `GET /healthz`, `GET /.well-known/jwks.json`, `GET /openapi.json` | public |
+//! | `GET /v1/revocations?after=<seq>` | public (the feed brokers poll) |
+//! | `POST /v1/tokens` | `tokens:issue` |
+//! | `DELETE /v1/tokens/{jti}`, `POST /v1/users/{id}/revoke` | `tokens:revoke` |
+//! | `POST /v1/keys`, `DELETE /v1/keys/{id}` | `keys:write` |
+//! | `GET /v1/keys` | `keys:read` |
+//!
+//! Requests authenticate with `Authorization: Bearer <sk_… or rk_…>`; `sk_` keys hold every
+//! scope in their org, `rk_` keys only the scopes they were created with.
+
+use crate::keys::{KeyRefusal, VerifiedKey};
+use crate::store::StoredKey;
+use crate::{new_api_key, unix_now, ControlPlane};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use cloudsignal_core::acl::AclRules;
+use cloudsignal_core::apikey::KeyKind;
+use cloudsignal_core::exchange::{refresh_at, MqttCredentials, TokenResponse, MAX_TTL, MIN_TTL};
+use cloudsignal_core::ids::UserId;
+use cloudsignal_core::revocation::{Feed, Revocation};
+use cloudsignal_core::token::{issue, Jti, TokenClaims};
+use cloudsignal_core::topic::TopicFilter;
+use cloudsignal_core::UnixTime;
+use serde::Deserialize;
+use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+const API_SCOPES: [&str; 5] = [
+    "tokens:issue",
+    "tokens:revoke",
+    "keys:read",
+    "keys:write",
+    "usage:read",
+];
+
+/// An RFC 9457 problem document.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        warn!(error = %e, "control plane internal error");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store could not complete the request; retry",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": format!("https://cloudsignal.dev/problems/{}", self.code),
+            "title": self.status.canonical_reason().unwrap_or("error"),
+            "status": self.status.as_u16(),
+            "code": self.code,
+            "detail": self.detail,
+        });
+        let mut r = (self.status, body.to_string()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"cloudsignal\""),
+            );
+        }
+        r
+    }
+}
+
+type ApiResult<T> = Result<T, Problem>;
+
+/// The API's routes over `cp`.
+pub fn router(cp: Arc<ControlPlane>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/revocations", get(revocations))
+        .route("/v1/tokens", post(issue_token))
+        .route("/v1/tokens/{jti}", delete(revoke_token))
+        .route("/v1/users/{id}/revoke", post(revoke_user))
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route("/v1/keys/{id}", delete(revoke_key))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(cp)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    cp: Arc<ControlPlane>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(cp).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+        .into_response()
+}
+
+async fn jwks(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Response> {
+    let keys = cp
+        .store
+        .published_keys(unix_now())
+        .map_err(Problem::internal)?;
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .filter_map(|k| serde_json::from_str(k).ok())
+        .collect();
+    Ok((
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(json!({ "keys": keys })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct After {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+async fn revocations(
+    State(cp): State<Arc<ControlPlane>>,
+    q: Result<Query<After>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Feed>> {
+    let Query(q) =
+        q.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 1000);
+    let entries = cp
+        .store
+        .revocations_after(q.after, limit)
+        .map_err(Problem::internal)?;
+    let next = entries.last().map_or(q.after, |e| e.seq);
+    Ok(Json(Feed {
+        revocations: entries,
+        next,
+    }))
+}
+
+/// Authenticates the request's API key and checks it grants `scope` from `peer`.
+async fn authorize(
+    cp: &Arc<ControlPlane>,
+    headers: &HeaderMap,
+    peer: IpAddr,
+    scope: &str,
+) -> ApiResult<VerifiedKey> {
+    let unauthorized = |detail: &str| Problem::new(StatusCode::UNAUTHORIZED, "invalid_key", detail);
+    let text = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_key",
+                "send Authorization: Bearer <sk_… or rk_… key>",
+            )
+        })?
+        .trim()
+        .to_owned();
+    let now = unix_now();
+    let refused = |e: KeyRefusal| match e {
+        KeyRefusal::Store(s) => Problem::internal(s),
+        other => unauthorized(&other.to_string()),
+    };
+    let verified = match cp.keys.cached(&text, now) {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            // format and checksum are checked before any store access or bcrypt
+            cloudsignal_core::apikey::ApiKey::parse(&text)
+                .map_err(|e| unauthorized(&e.to_string()))?;
+            let cp2 = cp.clone();
+            tokio::task::spawn_blocking(move || cp2.keys.verify(cp2.store.as_ref(), &text, now))
+                .await
+                .map_err(Problem::internal)?
+                .map_err(refused)?
+        }
+        Err(e) => return Err(refused(e)),
+    };
+    if !verified.key.allow_cidrs.is_empty()
+        && !verified
+            .key
+            .allow_cidrs
+            .iter()
+            .any(|c| cidr_contains(c, peer).unwrap_or(false))
+    {
+        warn!(key = %verified.key.id, %peer, "API key used from outside its allowlist");
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            format!("this key may not be used from {peer}"),
+        ));
+    }
+    if !verified.allows(scope) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("this key lacks the {scope} scope"),
+        ));
+    }
+    Ok(verified)
+}
+
+/// Whether `cidr` (`a.b.c.d/n` or `x::y/n`; a bare address means /32 or /128) contains `ip`.
+pub fn cidr_contains(cidr: &str, ip: IpAddr) -> Option<bool> {
+    let (addr, bits) = match cidr.split_once('/') {
+        Some((a, b)) => (a.parse::<IpAddr>().ok()?, Some(b.parse::<u32>().ok()?)),
+        None => (cidr.parse::<IpAddr>().ok()?, None),
+    };
+    match (addr, ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) => {
+            let bits = bits.unwrap_or(32);
+            (bits <= 32).then(|| {
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            })
+        }
+        (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            let bits = bits.unwrap_or(128);
+            (bits <= 128).then(|| {
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            })
+        }
+        _ => Some(false),
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<T> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "invalid_body"
+        };
+        Problem::new(status, code, e.body_text())
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
+}
+
+/// The MQTT filters an `rk_` key's scopes allow for `kind` (`publish` or `subscribe`).
+fn mqtt_scopes<'a>(key: &'a StoredKey, kind: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    key.scopes.iter().filter_map(move |s| {
+        s.strip_prefix("mqtt:")?
+            .strip_prefix(kind)?
+            .strip_prefix(':')
+    })
+}
+
+fn within<'a>(filter: &str, mut allowed: impl Iterator<Item = &'a str>) -> bool {
+    let Ok(f) = TopicFilter::parse(filter) else {
+        return false;
+    };
+    allowed.any(|a| TopicFilter::parse(a).is_ok_and(|a| f.is_subset_of(&a)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    user: String,
+    ttl: Option<u64>,
+    acl: Option<AclRules>,
+}
+
+async fn issue_token(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Json<TokenResponse>> {
+    let key = authorize(&cp, &headers, peer.ip(), "tokens:issue").await?;
+    let req: TokenRequest = parse_body(body)?;
+    let user = UserId::parse(&req.user)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_user", e.to_string()))?;
+    let org = cp.org.clone();
+    let acl = match (req.acl, key.key.kind.as_str()) {
+        (Some(acl), _) => acl,
+        (None, "sk") => {
+            AclRules::new(["users/{user}/#"], ["users/{user}/#"]).map_err(Problem::internal)?
+        }
+        (None, _) => AclRules {
+            publish: mqtt_scopes(&key.key, "publish")
+                .map(str::to_owned)
+                .collect(),
+            subscribe: mqtt_scopes(&key.key, "subscribe")
+                .map(str::to_owned)
+                .collect(),
+        },
+    };
+    acl.validate()
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_acl", e.to_string()))?;
+    let acl = acl
+        .resolve_identity(user.as_str(), org.as_str())
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_acl", e.to_string()))?;
+    if key.key.kind != "sk" {
+        // an rk_ key may not issue a token wider than itself
+        for (kind, filters) in [("publish", &acl.publish), ("subscribe", &acl.subscribe)] {
+            if let Some(f) = filters
+                .iter()
+                .find(|f| !within(f, mqtt_scopes(&key.key, kind)))
+            {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "scope_escalation",
+                    format!("{kind} filter {f:?} is wider than this key's mqtt:{kind} scopes"),
+                ));
+            }
+        }
+    }
+    let max = cp.config.max_ttl.min(MAX_TTL);
+    let ttl = req.ttl.unwrap_or(3600).clamp(MIN_TTL, max);
+    let now = unix_now();
+    let jti = Jti::from_random(crate::random::<16>().map_err(Problem::internal)?);
+    let claims = TokenClaims::new(&cp.config.issuer, user, org, acl.clone(), now, ttl, jti);
+    info!(key = %key.key.id, user = %claims.sub.as_str(), ttl, jti = %claims.jti.as_str(), "token issued");
+    Ok(Json(TokenResponse {
+        mqtt_credentials: MqttCredentials {
+            username: claims.username(),
+            password: issue(&claims, &cp.signing),
+            client_id: None,
+        },
+        expires_at: claims.exp,
+        refresh_at: refresh_at(claims.iat, claims.exp),
+        acl,
+        broker: cp.config.broker.clone(),
+    }))
+}
+
+fn revoked(
+    entry: cloudsignal_core::revocation::Entry,
+    closed: Vec<String>,
+) -> Json<serde_json::Value> {
+    Json(
+        json!({ "seq": entry.seq, "at": entry.at, "revocation": entry.revocation, "closed_sessions": closed.len() }),
+    )
+}
+
+async fn revoke_token(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(jti): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let key = authorize(&cp, &headers, peer.ip(), "tokens:revoke").await?;
+    if jti.is_empty()
+        || jti.len() > 128
+        || !jti
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_jti",
+            "a token id is 1-128 letters, digits, - or _",
+        ));
+    }
+    let (entry, closed) = cp
+        .revoke(Revocation::Token {
+            jti: jti.clone(),
+            exp: None,
+        })
+        .map_err(Problem::internal)?;
+    info!(key = %key.key.id, jti, closed = closed.len(), "token revoked");
+    Ok(revoked(entry, closed))
+}
+
+async fn revoke_user(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let key = authorize(&cp, &headers, peer.ip(), "tokens:revoke").await?;
+    let user = UserId::parse(&id)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_user", e.to_string()))?;
+    let (entry, closed) = cp
+        .revoke(Revocation::User {
+            org: cp.org.as_str().to_owned(),
+            user: user.as_str().to_owned(),
+        })
+        .map_err(Problem::internal)?;
+    info!(key = %key.key.id, user = %user.as_str(), closed = closed.len(), "user's tokens revoked");
+    Ok(revoked(entry, closed))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRequest {
+    kind: String,
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    allow_cidrs: Vec<String>,
+    expires_at: Option<UnixTime>,
+}
+
+fn key_json(k: &StoredKey) -> serde_json::Value {
+    json!({
+        "id": k.id, "kind": k.kind, "name": k.name, "scopes": k.scopes,
+        "allow_cidrs": k.allow_cidrs, "created_at": k.created_at,
+        "expires_at": k.expires_at, "revoked_at": k.revoked_at,
+    })
+}
+
+async fn create_key(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let creator = authorize(&cp, &headers, peer.ip(), "keys:write").await?;
+    let req: KeyRequest = parse_body(body)?;
+    let bad = |code, detail: String| Problem::new(StatusCode::BAD_REQUEST, code, detail);
+    let kind = match req.kind.as_str() {
+        "sk" => KeyKind::Secret,
+        "rk" => KeyKind::Restricted,
+        other => {
+            return Err(bad(
+                "invalid_kind",
+                format!("kind must be \"sk\" or \"rk\", not {other:?}"),
+            ))
+        }
+    };
+    if req.name.trim().is_empty() || req.name.len() > 100 {
+        return Err(bad("invalid_name", "name must be 1-100 characters".into()));
+    }
+    for s in &req.scopes {
+        let ok = API_SCOPES.contains(&s.as_str())
+            || ["mqtt:publish:", "mqtt:subscribe:"].iter().any(|p| {
+                s.strip_prefix(p)
+                    .is_some_and(|f| TopicFilter::parse(f).is_ok())
+            });
+        if !ok {
+            return Err(bad("invalid_scope", format!("unknown scope {s:?}")));
+        }
+    }
+    for c in &req.allow_cidrs {
+        if cidr_contains(c, IpAddr::from([0, 0, 0, 0])).is_none() {
+            return Err(bad(
+                "invalid_cidr",
+                format!("{c:?} is not an address or CIDR block"),
+            ));
+        }
+    }
+    if creator.key.kind != "sk" {
+        // an rk_ key creates only rk_ keys no wider than itself
+        if kind == KeyKind::Secret {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "scope_escalation",
+                "an rk_ key cannot create an sk_ key",
+            ));
+        }
+        for s in &req.scopes {
+            let fine = if let Some(f) = s.strip_prefix("mqtt:publish:") {
+                within(f, mqtt_scopes(&creator.key, "publish"))
+            } else if let Some(f) = s.strip_prefix("mqtt:subscribe:") {
+                within(f, mqtt_scopes(&creator.key, "subscribe"))
+            } else {
+                creator.key.scopes.contains(s)
+            };
+            if !fine {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "scope_escalation",
+                    format!("scope {s:?} is wider than the creating key's"),
+                ));
+            }
+        }
+    }
+    let key = new_api_key(kind).map_err(Problem::internal)?;
+    let secret = key.secret().to_owned();
+    let hash = tokio::task::spawn_blocking(move || crate::keys::hash_secret(&secret))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    let stored = StoredKey {
+        id: key.id().into(),
+        org: cp.org.as_str().into(),
+        kind: kind.name().into(),
+        name: req.name,
+        secret_hash: hash,
+        scopes: if kind == KeyKind::Secret {
+            Vec::new()
+        } else {
+            req.scopes
+        },
+        allow_cidrs: req.allow_cidrs,
+        created_at: unix_now(),
+        expires_at: req.expires_at,
+        revoked_at: None,
+    };
+    cp.store.insert_key(&stored).map_err(Problem::internal)?;
+    info!(by = %creator.key.id, key = %stored.id, kind = %stored.kind, "API key created");
+    let mut body = key_json(&stored);
+    body["key"] = json!(key.expose());
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn list_keys(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(&cp, &headers, peer.ip(), "keys:read").await?;
+    let keys = cp
+        .store
+        .list_keys(cp.org.as_str())
+        .map_err(Problem::internal)?;
+    Ok(Json(
+        json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
+    ))
+}
+
+async fn revoke_key(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let by = authorize(&cp, &headers, peer.ip(), "keys:write").await?;
+    let live = cp
+        .store
+        .revoke_key(&id, unix_now())
+        .map_err(Problem::internal)?;
+    if !live {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            "no live key with this id",
+        ));
+    }
+    let (entry, closed) = cp
+        .revoke(Revocation::Key { key_id: id.clone() })
+        .map_err(Problem::internal)?;
+    info!(by = %by.key.id, key = %id, closed = closed.len(), "API key revoked");
+    Ok(revoked(entry, closed))
+}

@@ -1,0 +1,241 @@
+//! CloudSignal's control plane: the embedded store, the control plane's signing key, API keys,
+//! token issuance and revocation, served over HTTP (axum) beside the broker.
+//!
+//! [`ControlPlane::open`] prepares a data directory on first start (store, default org,
+//! Ed25519 signing key in a 0600 file, an admin `sk_` key shown once and written to
+//! `admin.key`, 0600) and reuses it afterwards. The broker trusts the control plane's key and
+//! receives its revocations through a [`BrokerHandle`].
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod keys;
+pub mod mqtt_keys;
+pub mod store;
+
+use anyhow::{Context, Result};
+use cloudsignal_broker::BrokerHandle;
+use cloudsignal_core::apikey::{ApiKey, KeyKind};
+use cloudsignal_core::exchange::BrokerUrls;
+use cloudsignal_core::ids::OrgId;
+use cloudsignal_core::keys::SigningKey;
+use cloudsignal_core::revocation::{Entry, Revocation};
+use cloudsignal_core::UnixTime;
+use keys::KeyVerifier;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use store::{SqliteStore, Store, StoredKey};
+use tracing::info;
+
+/// The control plane's settings.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Where the store and key files live.
+    pub data_dir: PathBuf,
+    /// `iss` of the tokens it issues (its public URL).
+    pub issuer: String,
+    /// Broker URLs announced in token responses.
+    pub broker: BrokerUrls,
+    /// Longest token lifetime `POST /v1/tokens` grants, in seconds.
+    pub max_ttl: u64,
+}
+
+/// What the first start created (the admin key is shown once, by the caller).
+#[derive(Debug)]
+pub struct FirstStart {
+    /// The admin `sk_` key.
+    pub admin_key: ApiKey,
+    /// Where it was also written (mode 0600).
+    pub admin_key_file: PathBuf,
+}
+
+/// The control plane's state, shared by its HTTP handlers.
+pub struct ControlPlane {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) keys: KeyVerifier,
+    pub(crate) signing: SigningKey,
+    pub(crate) org: OrgId,
+    pub(crate) config: ControlConfig,
+    pub(crate) broker: std::sync::OnceLock<BrokerHandle>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("org", &self.org)
+            .field("issuer", &self.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Current Unix time.
+pub fn unix_now() -> UnixTime {
+    UnixTime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+pub(crate) fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    Ok(b)
+}
+
+/// Writes `contents` to a new file readable by its owner only.
+pub fn write_secret_file(path: &Path, contents: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Generates a key of `kind` with fresh randomness.
+pub(crate) fn new_api_key(kind: KeyKind) -> Result<ApiKey> {
+    loop {
+        if let Some(k) = ApiKey::generate(kind, &random::<64>()?) {
+            return Ok(k);
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Opens the data directory, creating what a first start needs.
+    pub fn open(config: ControlConfig) -> Result<(Self, Option<FirstStart>)> {
+        let dir = &config.data_dir;
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating the data directory {}", dir.display()))?;
+            info!(dir = %dir.display(), "created the data directory");
+        }
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("cloudsignal.db"))?);
+        let now = unix_now();
+        let mut first = None;
+        let org = match store.default_org()? {
+            Some(id) => OrgId::parse(&id).with_context(|| format!("stored org id {id:?}"))?,
+            None => {
+                let org = OrgId::from_random(random::<8>()?);
+                store.create_org(org.as_str(), "default", now)?;
+                info!(org = %org.as_str(), "created the default org");
+                org
+            }
+        };
+        let key_file = dir.join("signing-key.jwk");
+        let signing = if key_file.exists() {
+            let doc = std::fs::read_to_string(&key_file)
+                .with_context(|| format!("reading {}", key_file.display()))?;
+            SigningKey::from_jwk_json(&doc)
+                .with_context(|| format!("{} is not a signing key", key_file.display()))?
+        } else {
+            let kid = format!(
+                "cs-{}-{:02x}{:02x}",
+                now.secs(),
+                random::<1>()?[0],
+                random::<1>()?[0]
+            );
+            let key = SigningKey::from_seed(kid, random::<32>()?);
+            write_secret_file(&key_file, &key.to_private_jwk_json())?;
+            info!(kid = key.kid(), file = %key_file.display(), "created the control plane's signing key");
+            key
+        };
+        let mut set = cloudsignal_core::keys::KeySet::default();
+        set.push(signing.verifying_entry());
+        let jwks: serde_json::Value = serde_json::from_str(&set.to_jwks_json())?;
+        if let Some(jwk) = jwks["keys"].get(0) {
+            store.add_signing_key(signing.kid(), &jwk.to_string(), now)?;
+        }
+        let admin_file = dir.join("admin.key");
+        if store.list_keys(org.as_str())?.is_empty() {
+            let admin = new_api_key(KeyKind::Secret)?;
+            store.insert_key(&StoredKey {
+                id: admin.id().into(),
+                org: org.as_str().into(),
+                kind: "sk".into(),
+                name: "admin".into(),
+                secret_hash: keys::hash_secret(admin.secret())?,
+                scopes: Vec::new(),
+                allow_cidrs: Vec::new(),
+                created_at: now,
+                expires_at: None,
+                revoked_at: None,
+            })?;
+            let _ = std::fs::remove_file(&admin_file);
+            write_secret_file(&admin_file, &format!("{}\n", admin.expose()))?;
+            first = Some(FirstStart {
+                admin_key: admin,
+                admin_key_file: admin_file,
+            });
+        }
+        Ok((
+            Self {
+                store,
+                keys: KeyVerifier::default(),
+                signing,
+                org,
+                config,
+                broker: std::sync::OnceLock::new(),
+            },
+            first,
+        ))
+    }
+
+    /// Connects the control plane to the broker it serves (revocations apply at once).
+    pub fn attach_broker(&self, broker: BrokerHandle) {
+        let _ = self.broker.set(broker);
+    }
+
+    /// The key the broker must trust for tokens this control plane issues.
+    pub fn trusted_key(&self) -> cloudsignal_core::keys::KeyEntry {
+        self.signing.verifying_entry()
+    }
+
+    /// The control plane's issuer (`iss`).
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    /// The default org.
+    pub fn org(&self) -> &OrgId {
+        &self.org
+    }
+
+    /// Every stored revocation, oldest first (loaded into the broker at start).
+    pub fn all_revocations(&self) -> Result<Vec<Entry>> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.revocations_after(after, 1000)?;
+            let Some(last) = page.last() else {
+                return Ok(all);
+            };
+            after = last.seq;
+            all.extend(page);
+        }
+    }
+
+    /// Records a revocation (durably, before answering) and applies it to the broker.
+    pub(crate) fn revoke(&self, revocation: Revocation) -> Result<(Entry, Vec<String>)> {
+        let entry = self.store.add_revocation(&revocation, unix_now())?;
+        if let Revocation::Key { key_id } = &revocation {
+            self.keys.invalidate(key_id);
+        }
+        let closed = self
+            .broker
+            .get()
+            .map(|b| b.revoke(&entry))
+            .unwrap_or_default();
+        Ok((entry, closed))
+    }
+}

@@ -1,0 +1,112 @@
+//! API keys as MQTT credentials: username `<service>@<org>`, password `sk_…` or `rk_…`.
+//!
+//! `sk_` keys may publish and subscribe anywhere; `rk_` keys only where their
+//! `mqtt:publish:<filter>` / `mqtt:subscribe:<filter>` scopes allow. The key's CIDR allowlist
+//! is checked against the TCP peer address. bcrypt runs in [`KeyAuthority::warm`] on a blocking
+//! thread; [`KeyAuthority::check`] answers from the verification cache.
+
+use crate::api::cidr_contains;
+use crate::ControlPlane;
+use cloudsignal_broker::auth::{KeyAuthority, Principal, Refusal};
+use cloudsignal_core::acl::{AclContext, AclRules};
+use cloudsignal_core::ids::Username;
+use cloudsignal_core::mqtt::ReasonCode;
+use cloudsignal_core::revocation::Credential;
+use cloudsignal_core::UnixTime;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tracing::debug;
+
+/// The control plane's keys, as the broker sees them.
+#[derive(Debug, Clone)]
+pub struct MqttKeys(pub Arc<ControlPlane>);
+
+impl KeyAuthority for MqttKeys {
+    fn warm(&self, key: &str, now: UnixTime) {
+        if let Err(e) = self.0.keys.verify(self.0.store.as_ref(), key, now) {
+            debug!(error = %e, "API key not verified");
+        }
+    }
+
+    fn check(
+        &self,
+        username: &str,
+        key: &str,
+        peer: IpAddr,
+        now: UnixTime,
+    ) -> Result<Principal, Refusal> {
+        let refuse = |reason, cause: String| Refusal { reason, cause };
+        let verified = self
+            .0
+            .keys
+            .cached(key, now)
+            .map_err(|e| refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, e.to_string()))?
+            .ok_or_else(|| {
+                refuse(
+                    ReasonCode::BAD_USERNAME_OR_PASSWORD,
+                    "unknown API key or wrong secret".into(),
+                )
+            })?;
+        let k = &verified.key;
+        let name = Username::parse(username)
+            .map_err(|e| refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, e.to_string()))?;
+        if name.org.as_str() != k.org {
+            return Err(refuse(
+                ReasonCode::NOT_AUTHORIZED,
+                format!("key {} belongs to another org", k.id),
+            ));
+        }
+        if !k.allow_cidrs.is_empty()
+            && !k
+                .allow_cidrs
+                .iter()
+                .any(|c| cidr_contains(c, peer).unwrap_or(false))
+        {
+            return Err(refuse(
+                ReasonCode::NOT_AUTHORIZED,
+                format!("key {} may not be used from {peer}", k.id),
+            ));
+        }
+        let rules = if k.kind == "sk" {
+            AclRules::new(["#"], ["#"])
+        } else {
+            let scoped = |kind: &str| -> Vec<String> {
+                k.scopes
+                    .iter()
+                    .filter_map(|s| {
+                        s.strip_prefix("mqtt:")?
+                            .strip_prefix(kind)?
+                            .strip_prefix(':')
+                    })
+                    .map(str::to_owned)
+                    .collect()
+            };
+            AclRules::new(scoped("publish"), scoped("subscribe"))
+        };
+        let acl = rules
+            .and_then(|r| {
+                r.compile(&AclContext::new(
+                    name.user.as_str(),
+                    name.org.as_str(),
+                    None,
+                ))
+            })
+            .map_err(|e| {
+                refuse(
+                    ReasonCode::NOT_AUTHORIZED,
+                    format!("key {} scopes: {e}", k.id),
+                )
+            })?;
+        Ok(Principal {
+            username: username.to_owned(),
+            acl,
+            expires_at: k.expires_at,
+            credential: Credential {
+                org: Some(k.org.clone()),
+                user: Some(name.user.as_str().to_owned()),
+                key_id: Some(k.id.clone()),
+                ..Credential::default()
+            },
+        })
+    }
+}

@@ -1,0 +1,338 @@
+//! The embedded store: one SQLite file under the data directory.
+//!
+//! WAL mode with `synchronous = FULL`, so a write the API has acknowledged survives a crash
+//! or SIGKILL; migrations are SQL files in `migrations/`, applied in order and recorded in
+//! `PRAGMA user_version`. The [`Store`] trait is what the rest of the control plane uses, so a
+//! shared PostgreSQL can stand behind it later for several brokers.
+
+use anyhow::{bail, Context, Result};
+use cloudsignal_core::revocation::{Entry, Revocation};
+use cloudsignal_core::UnixTime;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Schema migrations, in order; entry `i` moves the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+/// An API key as stored (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Lookup id.
+    pub id: String,
+    /// Org it belongs to.
+    pub org: String,
+    /// `sk` or `rk`.
+    pub kind: String,
+    /// Human name.
+    pub name: String,
+    /// bcrypt of the secret's SHA-256 (hex).
+    pub secret_hash: String,
+    /// Scope strings.
+    pub scopes: Vec<String>,
+    /// CIDR allowlist (empty: anywhere).
+    pub allow_cidrs: Vec<String>,
+    /// Creation time.
+    pub created_at: UnixTime,
+    /// Expiry, if any.
+    pub expires_at: Option<UnixTime>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// What the control plane keeps.
+pub trait Store: Send + Sync {
+    /// The default org, if one exists.
+    fn default_org(&self) -> Result<Option<String>>;
+    /// Creates an org.
+    fn create_org(&self, id: &str, name: &str, now: UnixTime) -> Result<()>;
+    /// Records a signing key's public JWK.
+    fn add_signing_key(&self, kid: &str, public_jwk: &str, now: UnixTime) -> Result<()>;
+    /// Public JWKs still published at `now`.
+    fn published_keys(&self, now: UnixTime) -> Result<Vec<String>>;
+    /// Stores an API key.
+    fn insert_key(&self, key: &StoredKey) -> Result<()>;
+    /// Finds a key by lookup id.
+    fn find_key(&self, id: &str) -> Result<Option<StoredKey>>;
+    /// Keys of an org, newest first.
+    fn list_keys(&self, org: &str) -> Result<Vec<StoredKey>>;
+    /// Marks a key revoked; whether it existed and was live.
+    fn revoke_key(&self, id: &str, now: UnixTime) -> Result<bool>;
+    /// Appends a revocation to the feed and returns it with its sequence number.
+    fn add_revocation(&self, revocation: &Revocation, at: UnixTime) -> Result<Entry>;
+    /// Feed entries after `after`, oldest first, at most `limit`.
+    fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<Entry>>;
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            // key hashes and revocations: readable by the owner only (SQLite gives the WAL
+            // and shared-memory files the database file's mode)
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+        }
+        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        Ok(f(&conn)?)
+    }
+
+    /// `PRAGMA integrity_check` (for tests and `cloudsignal doctor`).
+    pub fn integrity_check(&self) -> Result<String> {
+        self.with(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        bail!(
+            "the database has schema version {version}, newer than this binary knows ({}); upgrade cloudsignal",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("applying migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn secs(t: UnixTime) -> i64 {
+    i64::try_from(t.secs()).unwrap_or(i64::MAX)
+}
+
+fn time(v: Option<i64>) -> Option<UnixTime> {
+    v.map(|s| UnixTime(u64::try_from(s).unwrap_or(0)))
+}
+
+fn json_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredKey> {
+    Ok(StoredKey {
+        id: r.get(0)?,
+        org: r.get(1)?,
+        kind: r.get(2)?,
+        name: r.get(3)?,
+        secret_hash: r.get(4)?,
+        scopes: json_list(&r.get::<_, String>(5)?),
+        allow_cidrs: json_list(&r.get::<_, String>(6)?),
+        created_at: time(r.get(7)?).unwrap_or(UnixTime(0)),
+        expires_at: time(r.get(8)?),
+        revoked_at: time(r.get(9)?),
+    })
+}
+
+const KEY_COLUMNS: &str =
+    "id, org, kind, name, secret_hash, scopes, allow_cidrs, created_at, expires_at, revoked_at";
+
+impl Store for SqliteStore {
+    fn default_org(&self) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id FROM orgs ORDER BY created_at, id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    fn create_org(&self, id: &str, name: &str, now: UnixTime) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO orgs (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![id, name, secs(now)],
+            )
+            .map(drop)
+        })
+    }
+
+    fn add_signing_key(&self, kid: &str, public_jwk: &str, now: UnixTime) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO signing_keys (kid, public_jwk, created_at) VALUES (?1, ?2, ?3)",
+                params![kid, public_jwk, secs(now)],
+            )
+            .map(drop)
+        })
+    }
+
+    fn published_keys(&self, now: UnixTime) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut q = c.prepare(
+                "SELECT public_jwk FROM signing_keys WHERE retire_at IS NULL OR retire_at > ?1 ORDER BY created_at DESC",
+            )?;
+            let rows = q.query_map(params![secs(now)], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn insert_key(&self, k: &StoredKey) -> Result<()> {
+        let scopes = serde_json::to_string(&k.scopes)?;
+        let cidrs = serde_json::to_string(&k.allow_cidrs)?;
+        self.with(|c| {
+            c.execute(
+                &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    k.id,
+                    k.org,
+                    k.kind,
+                    k.name,
+                    k.secret_hash,
+                    scopes,
+                    cidrs,
+                    secs(k.created_at),
+                    k.expires_at.map(secs),
+                    k.revoked_at.map(secs)
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn find_key(&self, id: &str) -> Result<Option<StoredKey>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
+                params![id],
+                key_from_row,
+            )
+            .optional()
+        })
+    }
+
+    fn list_keys(&self, org: &str) -> Result<Vec<StoredKey>> {
+        self.with(|c| {
+            let mut q = c.prepare(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE org = ?1 ORDER BY created_at DESC, id"
+            ))?;
+            let rows = q.query_map(params![org], key_from_row)?;
+            rows.collect()
+        })
+    }
+
+    fn revoke_key(&self, id: &str, now: UnixTime) -> Result<bool> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, secs(now)],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    fn add_revocation(&self, revocation: &Revocation, at: UnixTime) -> Result<Entry> {
+        let body = serde_json::to_string(revocation)?;
+        let seq = self.with(|c| {
+            c.execute(
+                "INSERT INTO revocations (at, entry) VALUES (?1, ?2)",
+                params![secs(at), body],
+            )?;
+            Ok(c.last_insert_rowid())
+        })?;
+        Ok(Entry {
+            seq: u64::try_from(seq).unwrap_or(0),
+            at,
+            revocation: revocation.clone(),
+        })
+    }
+
+    fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<Entry>> {
+        let rows: Vec<(i64, i64, String)> = self.with(|c| {
+            let mut q = c.prepare(
+                "SELECT seq, at, entry FROM revocations WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = q.query_map(
+                params![
+                    i64::try_from(after).unwrap_or(i64::MAX),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            rows.collect()
+        })?;
+        rows.into_iter()
+            .map(|(seq, at, body)| {
+                Ok(Entry {
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    at: UnixTime(u64::try_from(at).unwrap_or(0)),
+                    revocation: serde_json::from_str(&body)
+                        .with_context(|| format!("revocation {seq} is unreadable"))?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_revocations_and_keys_persist() {
+        let dir = std::env::temp_dir().join(format!("cs-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let _ = std::fs::remove_file(&path);
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.create_org("org_aaaaaaaaaaaa", "default", UnixTime(1))
+                .unwrap();
+            let e = s
+                .add_revocation(
+                    &Revocation::Token {
+                        jti: "j".into(),
+                        exp: None,
+                    },
+                    UnixTime(5),
+                )
+                .unwrap();
+            assert_eq!(e.seq, 1);
+            s.add_revocation(&Revocation::Key { key_id: "k".into() }, UnixTime(6))
+                .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            s.default_org().unwrap().as_deref(),
+            Some("org_aaaaaaaaaaaa")
+        );
+        let feed = s.revocations_after(0, 10).unwrap();
+        assert_eq!(feed.len(), 2);
+        assert_eq!(s.revocations_after(1, 10).unwrap()[0].seq, 2);
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

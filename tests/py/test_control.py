@@ -1,0 +1,197 @@
+"""The control plane end to end: a backend issues tokens and manages API keys over HTTP, real
+MQTT clients (paho-mqtt, mosquitto_pub) use them at the same `cloudsignal serve`, and
+revocations close live sessions (0x98), refuse reconnects and survive a restart."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import BIN, ControlBroker
+from paho_client import TIMEOUT, V311, V5, Client
+
+
+def token_client(control, user, protocol=V5, **kw):
+    status, body, _ = control.api("POST", "/v1/tokens", {"user": user, "ttl": 600})
+    assert status == 200, body
+    creds = body["mqtt_credentials"]
+    return Client(control, user, protocol, username=creds["username"], token=creds["password"], **kw), body
+
+
+def key_client(control, key, protocol=V5, service="svc", **kw):
+    return Client(control, service, protocol, username=f"{service}@{control.org}", token=key, **kw)
+
+
+def new_key(control, kind, scopes=(), key=None, **extra):
+    status, body, _ = control.api("POST", "/v1/keys", {"kind": kind, "name": f"test {kind}", "scopes": list(scopes), **extra}, key=key)
+    assert status == 201, body
+    return body
+
+
+def test_backend_issues_a_token_and_paho_uses_it(control):
+    alice, body = token_client(control, "alice")
+    assert body["acl"] == {"pub": ["users/alice/#"], "sub": ["users/alice/#"]}
+    assert body["refresh_at"] < body["expires_at"]
+    alice.subscribe("users/alice/inbox")
+    assert alice.publish("users/alice/inbox", b"hello").value == 0
+    assert alice.expect()[0].payload == b"hello"
+    assert alice.publish("users/bob/inbox", b"x").value == 0x87, "the token's ACL applies"
+    alice.disconnect()
+
+
+def test_sk_key_publishes_with_mosquitto_pub(control):
+    sk = new_key(control, "sk")
+    assert sk["key"].startswith("sk_") and "secret_hash" not in sk
+    watcher, _ = token_client(control, "alice")
+    watcher.subscribe("users/alice/#")
+    out = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(control.port), "-V", "mqttv5",
+                          "-u", f"backend@{control.org}", "-P", sk["key"], "-t", "users/alice/notice", "-m", "from the backend", "-q", "1"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    [m] = watcher.expect()
+    assert m.payload == b"from the backend"
+    watcher.disconnect()
+
+
+@pytest.mark.parametrize("protocol", [V311, V5], ids=["v311", "v5"])
+def test_rk_key_is_limited_to_its_scopes(control, protocol):
+    rk = new_key(control, "rk", ["mqtt:publish:events/#", "mqtt:subscribe:events/#"])
+    c = key_client(control, rk["key"], protocol)
+    c.subscribe("events/#")
+    c.publish("events/a", b"ok")
+    assert c.expect()[0].topic == "events/a"
+    rc = c.publish("other/x", b"nope")
+    if protocol == V5:
+        assert rc.value == 0x87
+    assert c.quiet() is True
+    c.disconnect()
+
+
+def test_revoking_a_key_closes_its_live_connection(control):
+    rk = new_key(control, "rk", ["mqtt:subscribe:events/#"])
+    c = key_client(control, rk["key"])
+    status, body, _ = control.api("DELETE", f"/v1/keys/{rk['id']}")
+    assert status == 200 and body["closed_sessions"] == 1, body
+    rc = c.disconnects.get(timeout=TIMEOUT)
+    assert rc.value == 0x98, rc
+    again = key_client(control, rk["key"], connect=False)
+    _, rc = again.connect()
+    again.c.loop_stop()
+    assert rc.value == 0x86
+    status, body, _ = control.api("GET", "/v1/keys")
+    listed = {k["id"]: k for k in body["keys"]}
+    assert listed[rk["id"]]["revoked_at"] is not None
+    assert all("key" not in k and "secret_hash" not in k for k in body["keys"]), "never the secret"
+
+
+def test_revoke_token_and_user(control):
+    carol, body = token_client(control, "carol")
+    jti_status, _, _ = control.api("DELETE", f"/v1/tokens/{'0' * 32}")
+    assert jti_status == 200
+    assert carol.quiet(0.3) is True, "another token's revocation leaves carol alone"
+    status, body, _ = control.api("POST", "/v1/users/carol/revoke")
+    assert status == 200 and body["closed_sessions"] == 1
+    assert carol.disconnects.get(timeout=TIMEOUT).value == 0x98
+    status, feed, _ = control.api("GET", "/v1/revocations?after=0")
+    assert feed["revocations"][-1]["kind"] == "user" and feed["next"] == feed["revocations"][-1]["seq"]
+
+
+def test_bad_requests_get_problem_documents(control):
+    cases = [
+        ("POST", "/v1/tokens", None, b"{not json", None, 400, "invalid_json"),
+        ("POST", "/v1/tokens", {"user": "a", "extra": 1}, None, None, 400, "invalid_json"),
+        ("POST", "/v1/tokens", {"user": "a/b"}, None, None, 400, "invalid_user"),
+        ("POST", "/v1/tokens", None, b'{"user": "' + b"x" * 70000 + b'"}', None, 413, "body_too_large"),
+        ("POST", "/v1/tokens", {"user": "a"}, None, "sk_" + "A" * 42, 401, "invalid_key"),
+        ("POST", "/v1/keys", {"kind": "zz", "name": "n"}, None, None, 400, "invalid_kind"),
+        ("POST", "/v1/keys", {"kind": "rk", "name": "n", "scopes": ["root"]}, None, None, 400, "invalid_scope"),
+        ("DELETE", "/v1/keys/nope", None, None, None, 404, "key_not_found"),
+        ("GET", "/v1/nowhere", None, None, None, 404, "not_found"),
+    ]
+    for method, path, body, raw, key, status, code in cases:
+        got, doc, headers = control.api(method, path, body, key=key, raw=raw)
+        assert (got, doc and doc.get("code")) == (status, code), (path, got, doc)
+        assert headers.get("content-type") == "application/problem+json"
+    # scope escalation: an rk_ key may not mint a wider token or key
+    rk = new_key(control, "rk", ["tokens:issue", "keys:write", "mqtt:publish:events/#"])
+    status, doc, _ = control.api("POST", "/v1/tokens", {"user": "a", "acl": {"pub": ["#"], "sub": []}}, key=rk["key"])
+    assert (status, doc["code"]) == (403, "scope_escalation")
+    status, doc, _ = control.api("POST", "/v1/keys", {"kind": "sk", "name": "up"}, key=rk["key"])
+    assert (status, doc["code"]) == (403, "scope_escalation")
+    status, doc, _ = control.api("POST", "/v1/tokens", {"user": "a"}, key=rk["key"])
+    assert status == 200 and doc["acl"] == {"pub": ["events/#"], "sub": []}
+    status, doc, _ = control.api("GET", "/v1/keys", key=rk["key"])
+    assert (status, doc["code"]) == (403, "insufficient_scope")
+    # an allowlist that excludes loopback
+    fenced = new_key(control, "sk", allow_cidrs=["10.0.0.0/8"])
+    status, doc, _ = control.api("GET", "/v1/keys", key=fenced["key"])
+    assert (status, doc["code"]) == (403, "ip_not_allowed")
+    logs = control.logs()
+    assert rk["key"] not in logs, "secrets never logged"
+    assert logs.count(control.admin) == 1, "the admin key appears once: the first-start banner on stdout"
+
+
+def test_revocations_and_keys_survive_a_restart(tmp_path):
+    b = ControlBroker(tmp_path)
+    try:
+        admin = b.admin
+        dave, body = token_client(b, "dave")
+        dave.disconnect()
+        creds = body["mqtt_credentials"]
+        b.api("POST", "/v1/users/dave/revoke")
+        b.restart()
+        assert b.admin == admin, "the admin key is kept"
+        again = Client(b, "dave", V5, username=creds["username"], token=creds["password"], connect=False)
+        _, rc = again.connect()
+        again.c.loop_stop()
+        assert rc.value == 0x86, "a revoked token stays revoked after a restart"
+        status, jwks, _ = b.api("GET", "/.well-known/jwks.json")
+        assert status == 200 and len(jwks["keys"]) == 1
+        assert oct(os.stat(b.data / "signing-key.jwk").st_mode & 0o777) == "0o600"
+        assert oct(os.stat(b.data / "admin.key").st_mode & 0o777) == "0o600"
+        assert oct(os.stat(b.data / "cloudsignal.db").st_mode & 0o777) == "0o600"
+    finally:
+        b.kill()
+
+
+def test_sigkill_during_writes_loses_no_acknowledged_write(tmp_path):
+    b = ControlBroker(tmp_path)
+    acked_keys, acked_revocations = [], []
+    stop = threading.Event()
+
+    def writer():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                s, body, _ = b.api("POST", "/v1/keys", {"kind": "rk", "name": f"k{n}", "scopes": ["tokens:issue"]})
+                if s == 201:
+                    acked_keys.append(body["id"])
+                s, body, _ = b.api("DELETE", f"/v1/tokens/{n:032x}")
+                if s == 200:
+                    acked_revocations.append(body["seq"])
+            except OSError:
+                return
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(1.5)
+    b.kill(signal.SIGKILL)
+    stop.set()
+    t.join(10)
+    assert len(acked_keys) > 3 and len(acked_revocations) > 3
+    with sqlite3.connect(b.data / "cloudsignal.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    b.start()
+    try:
+        _, body, _ = b.api("GET", "/v1/keys")
+        stored = {k["id"] for k in body["keys"]}
+        assert set(acked_keys) <= stored
+        _, feed, _ = b.api("GET", "/v1/revocations?after=0&limit=1000")
+        assert set(acked_revocations) <= {e["seq"] for e in feed["revocations"]}
+    finally:
+        b.kill()
