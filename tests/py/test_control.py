@@ -195,3 +195,53 @@ def test_sigkill_during_writes_loses_no_acknowledged_write(tmp_path):
         assert set(acked_revocations) <= {e["seq"] for e in feed["revocations"]}
     finally:
         b.kill()
+
+
+def test_a_second_broker_trusts_the_control_plane_and_follows_its_revocation_feed(control, tmp_path):
+    """Broker B has no control plane: it trusts A's issuer through an [[issuers]] table in its
+    config file (keys by JWKS URL) and polls A's revocation feed every second."""
+    from conftest import free_port
+    api = f"http://127.0.0.1:{control.api_port}"
+    config = tmp_path / "b.toml"
+    config.write_text(f'''
+mqtt_addr = "127.0.0.1:{free_port()}"
+ws_addr = "off"
+control_addr = "off"
+revocation_poll = 1
+
+[[issuers]]
+iss = "{api}"
+jwks_url = "{api}/.well-known/jwks.json"
+''')
+    port = int(config.read_text().split('127.0.0.1:')[1].split('"')[0])
+    log = open(tmp_path / "b.log", "w")
+    b = subprocess.Popen([BIN, "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                import socket
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        _, body, _ = control.api("POST", "/v1/tokens", {"user": "erin"})
+        creds = body["mqtt_credentials"]
+        erin = Client(control, "erin", V5, username=creds["username"], token=creds["password"], port=port)
+        erin.subscribe("users/erin/#")
+        started = time.monotonic()
+        status, _, _ = control.api("POST", "/v1/users/erin/revoke")
+        assert status == 200
+        rc = erin.disconnects.get(timeout=10)
+        elapsed = time.monotonic() - started
+        assert rc.value == 0x98, rc
+        print(f"remote revocation applied after {elapsed:.2f} s (poll interval 1 s)")
+        again = Client(control, "erin", V5, username=creds["username"], token=creds["password"], port=port, connect=False)
+        _, rc = again.connect()
+        again.c.loop_stop()
+        assert rc.value == 0x86
+        assert "revocation applied" in (tmp_path / "b.log").read_text()
+    finally:
+        b.terminate()
+        b.wait(10)
+        log.close()

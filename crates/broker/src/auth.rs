@@ -63,7 +63,7 @@ pub struct Refusal {
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     tokens: Arc<RwLock<TokenVerifier>>,
-    remote: Option<Arc<RemoteIssuer>>,
+    remote: Vec<Arc<RemoteIssuer>>,
     allow_anonymous: bool,
     revocations: Arc<RwLock<RevocationList>>,
     keys: Option<Arc<dyn KeyAuthority>>,
@@ -75,7 +75,7 @@ impl Authenticator {
     pub fn new(tokens: TokenVerifier, allow_anonymous: bool) -> Self {
         Self {
             tokens: Arc::new(RwLock::new(tokens)),
-            remote: None,
+            remote: Vec::new(),
             allow_anonymous,
             revocations: Arc::default(),
             keys: None,
@@ -83,9 +83,9 @@ impl Authenticator {
     }
 
     /// Also trusts `issuer` with keys fetched from `url` (refreshed as they come due and on an
-    /// unknown `kid`).
+    /// unknown `kid`). May be called once per issuer.
     pub fn with_remote_issuer(mut self, issuer: &str, url: &str) -> Self {
-        self.remote = Some(Arc::new(RemoteIssuer::new(issuer, url)));
+        self.remote.push(Arc::new(RemoteIssuer::new(issuer, url)));
         self
     }
 
@@ -103,7 +103,7 @@ impl Authenticator {
 
     /// Loads remote keys now (at start-up); failures are logged and retried on demand.
     pub async fn load_remote_keys(&self, now: UnixTime) {
-        if let Some(r) = &self.remote {
+        for r in &self.remote {
             r.refresh(&self.tokens, now).await;
         }
     }
@@ -119,7 +119,7 @@ impl Authenticator {
                 return;
             }
         }
-        if let Some(r) = &self.remote {
+        for r in &self.remote {
             r.prepare(password, &self.tokens, now).await;
         }
     }

@@ -78,7 +78,7 @@ impl RemoteIssuer {
 
     async fn fetch(&self, tokens: &Arc<RwLock<TokenVerifier>>, now: UnixTime) {
         let url = self.url.clone();
-        let result = tokio::task::spawn_blocking(move || get(&url))
+        let result = tokio::task::spawn_blocking(move || http_get(&url, 1 << 20))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
         let Ok(mut cache) = self.cache.lock() else {
@@ -106,12 +106,17 @@ impl RemoteIssuer {
     }
 }
 
-fn get(url: &str) -> Result<(String, Option<u64>), String> {
+/// GETs `url` (at most `limit` bytes, 5 s); the body and any `Cache-Control: max-age`.
+pub(crate) fn http_get(url: &str, limit: u64) -> Result<(String, Option<u64>), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(FETCH_TIMEOUT))
         .build()
         .into();
     let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    // 4xx/5xx surface as errors from call(); anything else that is not 200 is refused too
+    if resp.status() != 200 {
+        return Err(format!("HTTP {}", resp.status()));
+    }
     let max_age = resp
         .headers()
         .get("cache-control")
@@ -120,7 +125,7 @@ fn get(url: &str) -> Result<(String, Option<u64>), String> {
     let body = resp
         .body_mut()
         .with_config()
-        .limit(1 << 20)
+        .limit(limit)
         .read_to_string()
         .map_err(|e| e.to_string())?;
     Ok((body, max_age))

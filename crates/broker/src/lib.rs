@@ -14,6 +14,7 @@
 
 pub mod auth;
 mod conn;
+pub mod feed;
 pub mod jwks;
 pub mod mailbox;
 pub mod rate;
@@ -95,6 +96,8 @@ pub struct BrokerConfig {
     pub expiry_warning: Option<Duration>,
     /// New connections accepted per second on each listener (burst: twice as many).
     pub connect_rate: u32,
+    /// Remote revocation feeds to poll (e.g. the worker's `GET /v1/revocations`).
+    pub revocation_feeds: Vec<feed::FeedSource>,
 }
 
 /// The topic on which a client is warned, and only that client, that its token expires soon.
@@ -118,6 +121,7 @@ impl BrokerConfig {
             expiry_grace: Duration::ZERO,
             expiry_warning: Some(Duration::from_secs(60)),
             connect_rate: 1_000,
+            revocation_feeds: Vec::new(),
         }
     }
 }
@@ -187,6 +191,7 @@ impl BrokerHandle {
 pub struct Broker {
     listeners: Vec<(TcpListener, Transport)>,
     shared: Arc<Shared>,
+    feeds: Vec<feed::FeedSource>,
 }
 
 impl Broker {
@@ -212,6 +217,7 @@ impl Broker {
         }
         Ok(Self {
             listeners,
+            feeds: config.revocation_feeds,
             shared: Arc::new(Shared {
                 router: Mutex::new(Router::new(config.session.max_queued)),
                 revocations: config.auth.revocations(),
@@ -260,6 +266,12 @@ impl Broker {
             )));
         }
         tasks.push(tokio::spawn(sys_stats(self.shared.clone())));
+        for source in self.feeds.clone() {
+            let handle = BrokerHandle {
+                shared: self.shared.clone(),
+            };
+            tasks.push(tokio::spawn(feed::poll(handle, source)));
+        }
         shutdown.await;
         for t in &tasks {
             t.abort();

@@ -6,6 +6,7 @@
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout)]
 
+mod issuers;
 mod serve;
 
 use anyhow::{bail, Context, Result};
@@ -139,15 +140,19 @@ fn read_key(path: &PathBuf) -> Result<SigningKey> {
 }
 
 fn main() -> Result<()> {
+    let mut issuers = Vec::new();
     {
         use clap::CommandFactory;
         let cli = Cli::command();
         if let Some(serve) = cli.find_subcommand("serve") {
-            serve::apply_config_file(serve)?;
+            issuers = serve::apply_config_file(serve)?;
         }
     }
     match Cli::parse().command {
-        Command::Serve(args) => serve::run(*args)?,
+        Command::Serve(mut args) => {
+            args.issuers = issuers;
+            serve::run(*args)?
+        }
         Command::Keygen { kid, out } => {
             let kid = match kid {
                 Some(k) => k,

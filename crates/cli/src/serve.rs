@@ -4,7 +4,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use cloudsignal_broker::auth::Authenticator;
 use cloudsignal_broker::{Broker, BrokerConfig, ListenerConfig, Transport};
-use cloudsignal_core::keys::KeySet;
 use cloudsignal_core::session::ServerConfig;
 use cloudsignal_core::token::TokenVerifier;
 use std::net::SocketAddr;
@@ -47,6 +46,18 @@ pub(crate) struct ServeArgs {
     /// start, refreshed when due and on an unknown kid) or a file.
     #[arg(long, env = "CLOUDSIGNAL_ISSUER_JWKS", requires = "issuer")]
     issuer_jwks: Option<String>,
+    /// That issuer's revocation feed (polled every --revocation-poll seconds). Default: the
+    /// JWKS URL's origin + /v1/revocations (the worker's and the control plane's feed); `off`
+    /// disables polling.
+    #[arg(long, env = "CLOUDSIGNAL_ISSUER_REVOCATIONS", requires = "issuer")]
+    issuer_revocations: Option<String>,
+    /// Seconds between polls of remote revocation feeds.
+    #[arg(long, env = "CLOUDSIGNAL_REVOCATION_POLL", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    revocation_poll: u64,
+    /// Further issuers, from `[[issuers]]` tables in the config file.
+    #[arg(skip)]
+    pub(crate) issuers: Vec<crate::issuers::IssuerConfig>,
     /// Let clients without credentials in with full access. Development only.
     #[arg(long, env = "CLOUDSIGNAL_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
@@ -164,28 +175,22 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             Some((std::sync::Arc::new(cp), addr))
         }
     };
-    let mut remote = None;
-    if let (Some(iss), Some(path)) = (&args.issuer, &args.issuer_jwks) {
-        if path.starts_with("https://") || path.starts_with("http://") {
-            remote = Some((iss.clone(), path.clone()));
-        }
+    let mut issuers = args.issuers.clone();
+    if let (Some(iss), Some(jwks)) = (&args.issuer, &args.issuer_jwks) {
+        issuers.push(crate::issuers::IssuerConfig::from_flags(
+            iss,
+            jwks,
+            args.issuer_revocations.as_deref(),
+        ));
     }
-    if let (Some(iss), Some(path), None) = (&args.issuer, &args.issuer_jwks, &remote) {
-        let doc = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-        let (keys, skipped) =
-            KeySet::from_jwks_json(&doc).with_context(|| format!("{path} is not a JWKS"))?;
-        for s in skipped {
-            warn!(kid = s.kid.as_deref().unwrap_or(""), reason = %s.reason, "JWKS key skipped");
-        }
-        if keys.is_empty() {
-            bail!("{path} holds no usable signing key");
-        }
-        info!(issuer = %iss, keys = keys.keys().len(), "trusting tkn_ issuer");
-        tokens.trust(iss, keys.keys().iter().cloned());
-    }
+    let (remote, feeds) = crate::issuers::install(
+        &issuers,
+        &mut tokens,
+        std::time::Duration::from_secs(args.revocation_poll),
+    )?;
     if args.allow_anonymous {
         warn!("ANONYMOUS ACCESS IS ENABLED: any client may connect without credentials and use every topic. Never do this in production.");
-    } else if args.issuer.is_none() {
+    } else if issuers.is_empty() && control.is_none() {
         warn!("no token issuer is configured and anonymous access is off: every CONNECT will be refused (see --issuer/--issuer-jwks)");
     }
     let mut listeners = vec![ListenerConfig {
@@ -230,10 +235,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             ..ServerConfig::default()
         },
         auth: {
-            let mut auth = Authenticator::new(tokens, args.allow_anonymous);
-            if let Some((iss, url)) = &remote {
-                auth = auth.with_remote_issuer(iss, url);
-            }
+            let mut auth = crate::issuers::with_remotes(
+                Authenticator::new(tokens, args.allow_anonymous),
+                &remote,
+            );
             if let Some((cp, _)) = &control {
                 auth = auth.with_key_authority(std::sync::Arc::new(
                     cloudsignal_control::mqtt_keys::MqttKeys(cp.clone()),
@@ -249,6 +254,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         },
         expiry_grace: std::time::Duration::from_secs(args.expiry_grace),
         connect_rate: args.connect_rate,
+        revocation_feeds: feeds,
         expiry_warning: (args.expiry_warning > 0)
             .then(|| std::time::Duration::from_secs(args.expiry_warning)),
     };
@@ -329,10 +335,12 @@ async fn shutdown_signal() {
 /// Applies `cloudsignal serve --config FILE` (or `CLOUDSIGNAL_CONFIG`) before the command line is
 /// parsed: each key sets the matching `CLOUDSIGNAL_*` variable unless the environment already
 /// has it, so flags and environment keep precedence and clap stays the one source of truth.
-pub(crate) fn apply_config_file(serve: &clap::Command) -> Result<()> {
+pub(crate) fn apply_config_file(
+    serve: &clap::Command,
+) -> Result<Vec<crate::issuers::IssuerConfig>> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) != Some("serve") {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let from_flag = args.iter().enumerate().find_map(|(i, a)| {
         a.strip_prefix("--config=").map(str::to_owned).or_else(|| {
@@ -342,7 +350,7 @@ pub(crate) fn apply_config_file(serve: &clap::Command) -> Result<()> {
         })
     });
     let Some(path) = from_flag.or_else(|| std::env::var("CLOUDSIGNAL_CONFIG").ok()) else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading config file {path}"))?;
@@ -360,7 +368,12 @@ pub(crate) fn apply_config_file(serve: &clap::Command) -> Result<()> {
         })
         .filter(|(key, _)| key != "config")
         .collect();
+    let mut issuers = Vec::new();
     for (key, value) in table {
+        if key == "issuers" {
+            issuers = crate::issuers::from_toml(value, &path)?;
+            continue;
+        }
         let Some((_, env)) = known.iter().find(|(k, _)| *k == key) else {
             let keys: Vec<&str> = known.iter().map(|(k, _)| k.as_str()).collect();
             bail!(
@@ -387,5 +400,5 @@ pub(crate) fn apply_config_file(serve: &clap::Command) -> Result<()> {
             std::env::set_var(env, value);
         }
     }
-    Ok(())
+    Ok(issuers)
 }
