@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p cloudsignal-bench            # full run: medians of 3 rounds
 //! cargo run --release -p cloudsignal-bench -- --quick # smaller loads, one round
-//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency
+//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, auth
 //! ```
 //!
 //! Both brokers run anonymous on loopback with their defaults. The load generator is a small
@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+mod auth;
 mod client;
 
 use anyhow::{bail, Context, Result};
@@ -24,10 +25,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Broker {
-    name: &'static str,
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Broker {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Drop for Broker {
@@ -37,7 +38,7 @@ impl Drop for Broker {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -45,7 +46,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_listening(addr: SocketAddr) -> Result<()> {
+pub(crate) fn wait_listening(addr: SocketAddr) -> Result<()> {
     for _ in 0..200 {
         if std::net::TcpStream::connect(addr).is_ok() {
             return Ok(());
@@ -270,7 +271,12 @@ async fn main() -> Result<()> {
     };
     // the latency test runs at half of Mosquitto's point-to-point rate (first round's)
     let mut saturation = 0.0;
-    for round in 0..rounds {
+    let broker_rounds = if wants("memory") || wants("throughput") || wants("latency") {
+        rounds
+    } else {
+        0
+    };
+    for round in 0..broker_rounds {
         for (i, start) in [start_mosquitto as fn() -> Result<Broker>, start_cloudsignal]
             .into_iter()
             .enumerate()
@@ -340,6 +346,75 @@ async fn main() -> Result<()> {
             }
         }
     }
+    // authentication (issues 4 and 5); CloudSignal-only measures get their own table
+    let mut solo: Vec<(String, &'static str, Vec<f64>)> = Vec::new();
+    let mut solo_push = |name: &str, unit, v: f64| match solo.iter_mut().find(|r| r.0 == name) {
+        Some(r) => r.2.push(v),
+        None => solo.push((name.to_owned(), unit, vec![v])),
+    };
+    if wants("auth") {
+        let (workers, per, reauths, revocations) = if quick {
+            (4, 50, 200, 20)
+        } else {
+            (8, 500, 2_000, 200)
+        };
+        for round in 0..rounds {
+            eprintln!("== round {}/{rounds}: authentication", round + 1);
+            let m = auth::start_mosquitto_password()?;
+            let rate = auth::connect_rate(m.addr, "bench", "bench-secret", workers, per).await?;
+            push(
+                "authenticated CONNECT/CONNACK/DISCONNECT, new TCP each (password_file vs tkn_)"
+                    .into(),
+                "conn/s",
+                true,
+                rate,
+                0,
+            );
+            drop(m);
+            let api = free_port();
+            let c = auth::start_cloudsignal_auth(api)?;
+            let user = "bench@org_benchbenchbe";
+            let tkn =
+                auth::connect_rate(c.addr, user, &auth::token("bench", 1), workers, per).await?;
+            push(
+                "authenticated CONNECT/CONNACK/DISCONNECT, new TCP each (password_file vs tkn_)"
+                    .into(),
+                "conn/s",
+                true,
+                tkn,
+                1,
+            );
+            let (admin, org) = auth::admin(api)?;
+            let svc = format!("svc@{org}");
+            auth::connect_rate(c.addr, &svc, &admin, 1, 1).await?; // warms the bcrypt cache
+            let key = auth::connect_rate(c.addr, &svc, &admin, workers, per).await?;
+            solo_push("tkn_ CONNECT rate", "conn/s", tkn);
+            solo_push("API key (sk_) CONNECT rate, warm cache", "conn/s", key);
+            solo_push("API key rate / tkn_ rate", "%", 100.0 * key / tkn);
+            let h = auth::reauth_rtt(c.addr, reauths).await?;
+            solo_push(
+                "re-authentication round trip p50",
+                "µs",
+                h.value_at_quantile(0.5) as f64,
+            );
+            solo_push(
+                "re-authentication round trip p99",
+                "µs",
+                h.value_at_quantile(0.99) as f64,
+            );
+            let h = auth::revocation_latency(c.addr, api, revocations).await?;
+            solo_push(
+                "DELETE /v1/tokens/{jti} sent → DISCONNECT 0x98 received, p50",
+                "µs",
+                h.value_at_quantile(0.5) as f64,
+            );
+            solo_push(
+                "DELETE /v1/tokens/{jti} sent → DISCONNECT 0x98 received, p99",
+                "µs",
+                h.value_at_quantile(0.99) as f64,
+            );
+        }
+    }
     println!("Medians of {rounds} round(s); each round runs Mosquitto, then CloudSignal.\n");
     println!("| measure | unit | Mosquitto 2.0.11 | CloudSignal | ratio (better > 1) |");
     println!("|---|---|---:|---:|---:|");
@@ -350,6 +425,14 @@ async fn main() -> Result<()> {
             "| {} | {} | {:.0} | {:.0} | {:.2}× |",
             r.name, r.unit, m, c, ratio
         );
+    }
+    if !solo.is_empty() {
+        println!("\nCloudSignal alone (no Mosquitto equivalent):\n");
+        println!("| measure | unit | CloudSignal |");
+        println!("|---|---|---:|");
+        for (name, unit, v) in &solo {
+            println!("| {name} | {unit} | {:.0} |", median(v));
+        }
     }
     Ok(())
 }

@@ -7,7 +7,10 @@ use cloudsignal_core::mqtt::ReasonCode;
 use cloudsignal_core::revocation::{Credential, RevocationList};
 use cloudsignal_core::session::ConnectRequest;
 use cloudsignal_core::token::TokenVerifier;
+use cloudsignal_core::token::VerifiedToken;
 use cloudsignal_core::UnixTime;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -16,6 +19,8 @@ use std::sync::{Arc, RwLock};
 /// blocking thread, before [`KeyAuthority::check`] answers from memory on the connection's
 /// task.
 pub trait KeyAuthority: Send + Sync + std::fmt::Debug {
+    /// Whether `key` is already verified (memory only, cheap).
+    fn is_warm(&self, key: &str, now: UnixTime) -> bool;
     /// Verifies `key` (store, bcrypt) and remembers the outcome. Blocking.
     fn warm(&self, key: &str, now: UnixTime);
     /// The principal for `username` (`<service>@<org>`) presenting `key` from `peer`, from
@@ -67,7 +72,13 @@ pub struct Authenticator {
     allow_anonymous: bool,
     revocations: Arc<RwLock<RevocationList>>,
     keys: Option<Arc<dyn KeyAuthority>>,
+    verified: Arc<std::sync::Mutex<HashMap<[u8; 32], VerifiedToken>>>,
 }
+
+/// Tokens whose signature was verified, remembered (by SHA-256 of the token) so a client that
+/// reconnects with the same token costs a hash instead of an Ed25519 verification. Time
+/// window, key trust, username and revocation are checked again on every use.
+const VERIFIED_CACHE: usize = 10_000;
 
 impl Authenticator {
     /// An authenticator trusting `tokens`; `allow_anonymous` lets credential-less clients in
@@ -79,6 +90,7 @@ impl Authenticator {
             allow_anonymous,
             revocations: Arc::default(),
             keys: None,
+            verified: Arc::default(),
         }
     }
 
@@ -112,8 +124,11 @@ impl Authenticator {
     pub async fn prepare(&self, password: Option<&[u8]>, now: UnixTime) {
         if let (Some(keys), Some(p)) = (&self.keys, password) {
             if is_api_key(p) {
-                let keys = keys.clone();
                 let key = String::from_utf8_lossy(p).into_owned();
+                if keys.is_warm(&key, now) {
+                    return;
+                }
+                let keys = keys.clone();
                 // bcrypt on a cold key takes tens of milliseconds: never on a runtime thread
                 let _ = tokio::task::spawn_blocking(move || keys.warm(&key, now)).await;
                 return;
@@ -158,6 +173,41 @@ impl Authenticator {
                 reason: ReasonCode::NOT_AUTHORIZED,
                 cause: format!("re-authentication: {}", r.cause),
             })
+    }
+
+    /// Verifies a `tkn_` for `username`, from the cache of verified tokens when it can.
+    fn verify_token(
+        &self,
+        password: &str,
+        username: &str,
+        now: UnixTime,
+    ) -> Result<VerifiedToken, Refusal> {
+        let bad = |e: cloudsignal_core::token::TokenError| Refusal {
+            reason: ReasonCode::BAD_USERNAME_OR_PASSWORD,
+            cause: e.to_string(),
+        };
+        let tokens = self.tokens.read().map_err(|_| Refusal {
+            reason: ReasonCode::SERVER_UNAVAILABLE,
+            cause: "token verifier lock poisoned".into(),
+        })?;
+        let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        let hit = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&digest).cloned());
+        if let Some(hit) = hit {
+            tokens.recheck(&hit, username, now).map_err(bad)?;
+            return Ok(hit);
+        }
+        let verified = tokens.verify(password, username, now).map_err(bad)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_CACHE {
+                cache.clear();
+            }
+            cache.insert(digest, verified.clone());
+        }
+        Ok(verified)
     }
 
     /// Authenticates a CONNECT at `now`.
@@ -230,17 +280,7 @@ impl Authenticator {
                         "password is not UTF-8".into(),
                     )
                 })?;
-                let verified = self
-                    .tokens
-                    .read()
-                    .map_err(|_| {
-                        refuse(
-                            ReasonCode::SERVER_UNAVAILABLE,
-                            "token verifier lock poisoned".into(),
-                        )
-                    })?
-                    .verify(password, username, now)
-                    .map_err(|e| refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, e.to_string()))?;
+                let verified = self.verify_token(password, username, now)?;
                 verified
                     .check_client_id(&req.client_id)
                     .map_err(|e| refuse(ReasonCode::NOT_AUTHORIZED, e.to_string()))?;

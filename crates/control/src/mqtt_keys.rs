@@ -22,6 +22,10 @@ use tracing::debug;
 pub struct MqttKeys(pub Arc<ControlPlane>);
 
 impl KeyAuthority for MqttKeys {
+    fn is_warm(&self, key: &str, now: UnixTime) -> bool {
+        matches!(self.0.keys.cached(key, now), Ok(Some(_)))
+    }
+
     fn warm(&self, key: &str, now: UnixTime) {
         if let Err(e) = self.0.keys.verify(self.0.store.as_ref(), key, now) {
             debug!(error = %e, "API key not verified");

@@ -284,6 +284,40 @@ impl TokenVerifier {
     }
 }
 
+impl TokenVerifier {
+    /// Whether `kid` of `issuer` is still trusted (a cache of verified tokens re-checks this,
+    /// so a key removed at rotation stops its tokens at once).
+    pub fn trusts(&self, issuer: &str, kid: &str) -> bool {
+        self.issuers
+            .iter()
+            .any(|(i, keys)| i == issuer && keys.find(Some(kid), Alg::EdDSA).is_some())
+    }
+
+    /// Re-checks what changes with time and binding for a token verified earlier: its time
+    /// window (the same rule and leeway as [`Self::verify`]) and the username it is bound to.
+    pub fn recheck(
+        &self,
+        token: &VerifiedToken,
+        username: &str,
+        now: UnixTime,
+    ) -> Result<(), TokenError> {
+        let c = &token.claims;
+        if now >= c.exp.plus(self.leeway) {
+            return Err(JwsError::Expired.into());
+        }
+        if now.plus(self.leeway) < c.nbf || now.plus(self.leeway) < c.iat {
+            return Err(JwsError::NotYetValid.into());
+        }
+        if !self.trusts(&c.iss, &token.kid) {
+            return Err(JwsError::UnknownKey(Some(token.kid.clone())).into());
+        }
+        match Username::parse(username) {
+            Ok(u) if u.user == c.sub && u.org == c.org => Ok(()),
+            _ => Err(TokenError::UsernameMismatch),
+        }
+    }
+}
+
 impl VerifiedToken {
     /// Checks the token's client-id binding, if it has one, against the CONNECT's client id.
     pub fn check_client_id(&self, client_id: &str) -> Result<(), TokenError> {

@@ -119,3 +119,21 @@ both_targets_test! {
         assert!(err(rotated.verify(&good, ALICE, now)).contains("BadSignature"));
     }
 }
+
+both_targets_test! {
+    /// What a cache of verified tokens re-checks on every use: the time window with the same
+    /// leeway, the username binding, and that the signing key is still trusted.
+    fn recheck_matches_verify() {
+        let now = tv::t0();
+        let t = issue(&claims(now, 60), &key());
+        let mut v = verifier();
+        v.leeway = 5;
+        let ok = v.verify(&t, ALICE, now).unwrap();
+        assert!(v.recheck(&ok, ALICE, now.plus(64)).is_ok());
+        assert!(v.verify(&t, ALICE, now.plus(65)).is_err());
+        assert!(v.recheck(&ok, ALICE, now.plus(65)).is_err(), "expired, like verify");
+        assert!(matches!(v.recheck(&ok, "bob@org_k7xm4pqr2n5t", now), Err(TokenError::UsernameMismatch)));
+        v.trust(ISS, [SigningKey::from_seed("other", [3; 32]).verifying_entry()]);
+        assert!(v.recheck(&ok, ALICE, now).is_err(), "its key is no longer trusted");
+    }
+}
