@@ -1,4 +1,4 @@
-// MQTT over WebSocket and secure WebSocket at `cloudsignal serve` with mqtt.js (a client nobody
+// MQTT over TCP, WebSocket and secure WebSocket at `cloudsignal serve` with mqtt.js (a client nobody
 // here wrote), MQTTS with mosquitto clients, and the upgrade rules: `mqtt` subprotocol required,
 // paths / and /mqtt only, origin allowlist.
 import { test, before, after } from 'node:test';
@@ -9,7 +9,7 @@ import { request } from 'node:http';
 import mqtt from 'mqtt';
 import { ORG, ISSUER, CLI, cli, tempDir, writeTemp, freePort } from './support/env.mjs';
 
-let broker, wsPort, wssPort, tlsPort, keyFile, ca;
+let broker, wsPort, wssPort, tlsPort, mqttPort, keyFile, ca;
 
 
 before(async () => {
@@ -23,7 +23,7 @@ before(async () => {
     '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
   ca = `${dir}/tls-cert.pem`;
   [wsPort, wssPort, tlsPort] = [await freePort(), await freePort(), await freePort()];
-  const mqttPort = await freePort();
+  mqttPort = await freePort();
   broker = spawn(CLI, ['serve', '--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${mqttPort}`, '--ws-addr', `127.0.0.1:${wsPort}`,
     '--tls-addr', `127.0.0.1:${tlsPort}`, '--wss-addr', `127.0.0.1:${wssPort}`, '--tls-cert', ca, '--tls-key', `${dir}/tls-key.pem`,
     '--ws-allowed-origins', 'https://app.example,http://localhost:5173', '--issuer', ISSUER, '--issuer-jwks', jwksFile],
@@ -43,7 +43,8 @@ async function token(user) {
 
 function connect(path, user, password, protocolVersion, secure = false) {
   return new Promise((resolve, reject) => {
-    const url = secure ? `wss://127.0.0.1:${wssPort}${path}` : `ws://127.0.0.1:${wsPort}${path}`;
+    const url = path === 'tcp' ? `mqtt://127.0.0.1:${mqttPort}`
+      : secure ? `wss://127.0.0.1:${wssPort}${path}` : `ws://127.0.0.1:${wsPort}${path}`;
     const c = mqtt.connect(url, {
       username: `${user}@${ORG}`, password, protocolVersion, reconnectPeriod: 0, connectTimeout: 5000,
       wsOptions: { headers: { origin: 'https://app.example' }, ca: secure ? readFileSync(ca) : undefined },
@@ -53,8 +54,8 @@ function connect(path, user, password, protocolVersion, secure = false) {
   });
 }
 
-for (const [path, version, secure] of [['/mqtt', 5, false], ['/', 4, false], ['/mqtt', 5, true]]) {
-  test(`mqtt.js over ${secure ? 'WSS' : 'WebSocket'} ${path}, MQTT ${version === 5 ? '5' : '3.1.1'}: subscribe, publish, ACL`, async () => {
+for (const [path, version, secure] of [['/mqtt', 5, false], ['/', 4, false], ['/mqtt', 5, true], ['tcp', 5, false], ['tcp', 4, false]]) {
+  test(`mqtt.js over ${path === 'tcp' ? 'TCP' : secure ? 'WSS' : 'WebSocket'} ${path}, MQTT ${version === 5 ? '5' : '3.1.1'}: subscribe, publish, ACL`, async () => {
     const c = await connect(path, 'carol', await token('carol'), version, secure);
     try {
       const granted = await c.subscribeAsync('users/carol/#', { qos: 1 });
