@@ -21,8 +21,9 @@ class Client:
         self.protocol = protocol
         self.client_id = client_id or f"py-{uuid.uuid4().hex[:10]}"
         kwargs = {"clean_session": clean} if protocol == V311 else {}
+        # no background reconnects: a test decides when a client comes back
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=protocol, **kwargs)
+                             protocol=protocol, reconnect_on_failure=False, **kwargs)
         self.port = port or broker.port
         self.c.username_pw_set(username or broker.username(user), token or broker.token(user))
         self.disconnects = queue.Queue()

@@ -245,3 +245,61 @@ jwks_url = "{api}/.well-known/jwks.json"
         b.terminate()
         b.wait(10)
         log.close()
+
+
+def test_rotation_keeps_the_old_key_for_its_grace_period_then_only_the_new(control):
+    rk = new_key(control, "rk", ["mqtt:publish:events/#", "mqtt:subscribe:events/#"])
+    status, rotated, _ = control.api("POST", f"/v1/keys/{rk['id']}/rotate", {"grace_seconds": 3})
+    assert status == 201, rotated
+    assert rotated["replaces"] == rk["id"] and rotated["key"] != rk["key"]
+    assert rotated["scopes"] == rk["scopes"], "the new key has the old one's scopes"
+    old = key_client(control, rk["key"])  # still valid during the grace period
+    new = key_client(control, rotated["key"])
+    new.subscribe("events/#")
+    old.publish("events/old", b"during grace")
+    assert new.expect()[0].payload == b"during grace"
+    # after the grace period the old key's live session is closed and it cannot reconnect
+    # (0xA0 when the key's expiry closes it first, 0x98 when the rotation's revocation does)
+    assert old.disconnects.get(timeout=10).value in (0x98, 0xA0)
+    again = key_client(control, rk["key"], connect=False)
+    _, rc = again.connect()
+    again.c.loop_stop()
+    assert rc.value == 0x86
+    new.publish("events/new", b"still fine")
+    assert new.expect()[0].payload == b"still fine"
+    new.disconnect()
+
+
+def forged_secret(key):
+    """The same key id with another secret and a valid checksum (CRC-32, base62)."""
+    import zlib
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    body = key[:15] + "Z" * 24
+    n, check = zlib.crc32(body.encode()), ""
+    for _ in range(6):
+        check = alphabet[n % 62] + check
+        n //= 62
+    return body + check
+
+
+def test_usage_counts_what_the_test_sent(control):
+    rk = new_key(control, "rk", ["mqtt:publish:meter/#", "mqtt:subscribe:meter/#"])
+    c = key_client(control, rk["key"], service="meter")
+    c.subscribe("meter/#")
+    for n in range(7):
+        c.publish("meter/x", b"12345", qos=1)
+    assert len(c.expect(7)) == 7
+    c.disconnect()
+    bad = key_client(control, forged_secret(rk["key"]), service="meter", connect=False)
+    bad.connect()
+    bad.c.loop_stop()
+    time.sleep(0.5)
+    status, usage, _ = control.api("GET", f"/v1/keys/{rk['id']}/usage")
+    assert status == 200, usage
+    [today] = usage["days"]
+    assert (today["connects"], today["auth_failures"], today["published"], today["published_bytes"], today["delivered"], today["delivered_bytes"]) == (1, 1, 7, 35, 7, 35), today
+    assert usage["last_ip"] == "127.0.0.1" and usage["last_used"] is not None
+    status, day, _ = control.api("GET", "/v1/usage")
+    assert any(k["subject"] == rk["id"] for k in day["keys"])
+    status, doc, _ = control.api("GET", "/v1/usage?day=yesterday")
+    assert (status, doc["code"]) == (400, "invalid_day")

@@ -49,6 +49,8 @@ struct Conn<W> {
     client_id: String,
     will: Option<Box<Message>>,
     will_delay: u32,
+    /// Usage counted on this connection, reported to the usage sink.
+    meter: crate::usage::Meter,
     /// Deliveries that arrived as the connection closed (a persistent session keeps them).
     undelivered: Vec<cloudsignal_core::session::Delivery>,
     /// A will whose Will Delay Interval runs after the connection ends.
@@ -138,6 +140,16 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     })
                     .unwrap_or_default();
                 warn!(peer = %self.peer, client_id, username = req.username.as_deref().unwrap_or(""), cause = %refusal.cause, reason = %refusal.reason, "connect refused");
+                if let (Some(sink), Some(subject)) = (
+                    &self.shared.usage,
+                    crate::usage::refused_subject(req.username.as_deref(), req.password.as_deref()),
+                ) {
+                    let failed = crate::usage::Counters {
+                        auth_failures: 1,
+                        ..Default::default()
+                    };
+                    sink.record(subject, self.peer.ip(), failed);
+                }
                 return self.refuse_after(refusal.reason, extra);
             }
         };
@@ -176,6 +188,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             }
         };
         info!(peer = %self.peer, client_id = %self.client_id, username = %principal.username, protocol = ?req.protocol, resumed = stored.is_some(), session_expiry = req.session_expiry, "connected");
+        self.meter.counters.connects += 1;
         self.principal = Some(principal);
         let will = self.will.is_some();
         self.session
@@ -193,6 +206,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             StoredSession::new()
         });
         info!(peer = %self.peer, client_id = %self.client_id, inherited = stored.len(), "connected (session taken over)");
+        self.meter.counters.connects += 1;
         let now = self.now_ms();
         let will = self.will.is_some();
         self.session
@@ -231,6 +245,8 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 let qos = message.qos;
                 let allowed = principal.acl.may_publish(&message.topic);
                 if allowed {
+                    self.meter.counters.published += 1;
+                    self.meter.counters.published_bytes += message.payload.len() as u64;
                     if let Ok(mut r) = self.shared.router.lock() {
                         r.publish(self.id, Arc::new(message), Instant::now());
                     }
@@ -393,6 +409,8 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             return;
         }
         let keep = (d.qos != cloudsignal_core::mqtt::QoS::AtMostOnce).then(|| d.clone());
+        self.meter.counters.delivered += 1;
+        self.meter.counters.delivered_bytes += d.message.payload.len() as u64;
         match self.session.deliver(d) {
             Deliver::Sent | Deliver::Queued => {}
             Deliver::TooLarge => {
@@ -431,6 +449,19 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         });
     }
 
+    /// Reports the usage counted so far (when due, or now with `force`).
+    fn report_usage(&mut self, force: bool) {
+        let (Some(sink), Some(p)) = (&self.shared.usage, &self.principal) else {
+            return;
+        };
+        let Some(subject) = crate::usage::Subject::of(&p.credential) else {
+            return;
+        };
+        if let Some(counters) = self.meter.take(force) {
+            sink.record(subject, self.peer.ip(), counters);
+        }
+    }
+
     fn log_close(&self, reason: &CloseReason) {
         info!(peer = %self.peer, client_id = %self.client_id, ?reason, "connection closed");
     }
@@ -457,6 +488,7 @@ where
         will: None,
         will_delay: 0,
         delayed_will: None,
+        meter: crate::usage::Meter::default(),
         undelivered: Vec::new(),
         generation: None,
         pending_handoff: None,
@@ -496,6 +528,7 @@ where
         if !open || (conn.session.is_closed() && conn.session.poll_event().is_none()) {
             break;
         }
+        conn.report_usage(false);
         if std::mem::take(&mut quiet) {
             // everything is handled and written: drop what the last burst allocated
             conn.session.release_memory();
@@ -570,12 +603,17 @@ where
                     }
                 }
                 if due(expiry) {
-                    conn.session.close(ReasonCode::MAXIMUM_CONNECT_TIME, Some("token expired"));
+                    let what = match conn.principal.as_ref().and_then(|p| p.credential.key_id.as_ref()) {
+                        Some(_) => "API key expired",
+                        None => "token expired",
+                    };
+                    conn.session.close(ReasonCode::MAXIMUM_CONNECT_TIME, Some(what));
                 }
             }
         }
     }
     let _ = conn.writer.shutdown().await;
+    conn.report_usage(true);
     let Some(generation) = conn.generation else {
         return;
     };

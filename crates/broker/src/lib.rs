@@ -21,6 +21,7 @@ pub mod rate;
 pub mod router;
 pub mod throttle;
 pub mod tls;
+pub mod usage;
 pub mod ws;
 
 use auth::Authenticator;
@@ -98,6 +99,8 @@ pub struct BrokerConfig {
     pub connect_rate: u32,
     /// Remote revocation feeds to poll (e.g. the worker's `GET /v1/revocations`).
     pub revocation_feeds: Vec<feed::FeedSource>,
+    /// Where usage counters go (the control plane), if anywhere.
+    pub usage: Option<Arc<dyn usage::UsageSink>>,
 }
 
 /// The topic on which a client is warned, and only that client, that its token expires soon.
@@ -122,6 +125,7 @@ impl BrokerConfig {
             expiry_warning: Some(Duration::from_secs(60)),
             connect_rate: 1_000,
             revocation_feeds: Vec::new(),
+            usage: None,
         }
     }
 }
@@ -140,6 +144,7 @@ pub(crate) struct Shared {
     pub(crate) expiry_warning: Option<Duration>,
     pub(crate) connect_rate: u32,
     pub(crate) revocations: Arc<std::sync::RwLock<cloudsignal_core::revocation::RevocationList>>,
+    pub(crate) usage: Option<Arc<dyn usage::UsageSink>>,
 }
 
 /// Controls a running broker from outside its connections: the control plane and the
@@ -221,6 +226,7 @@ impl Broker {
             shared: Arc::new(Shared {
                 router: Mutex::new(Router::new(config.session.max_queued)),
                 revocations: config.auth.revocations(),
+                usage: config.usage.clone(),
                 auth: config.auth,
                 session_config: config.session,
                 ws_policy,

@@ -310,7 +310,7 @@ async fn malformed_input_disconnects_one_client_and_nobody_else_notices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_in_session_refreshes_during_a_qos1_stream_lose_nothing() {
-    const N: usize = 2_000;
+    const N: usize = 10_000;
     // this test is about refresh atomicity, not slow consumers: the raw client acknowledges
     // one message per write while sharing two threads with the broker, so give it room
     let addr = start_with(false, |c| c.session.max_queued = 10 * N).await;

@@ -94,6 +94,10 @@ pub(crate) struct ServeArgs {
     /// ban it for --ban-seconds.
     #[arg(long, env = "CLOUDSIGNAL_MAX_AUTH_FAILURES", default_value_t = 10)]
     max_auth_failures: u32,
+    /// Upper bound, in milliseconds, of the refusal delay that doubles with each failure from
+    /// a source or for a username.
+    #[arg(long, env = "CLOUDSIGNAL_MAX_REFUSAL_DELAY_MS", default_value_t = 8000)]
+    max_refusal_delay_ms: u64,
     /// Length of a brute-force ban, in seconds.
     #[arg(long, env = "CLOUDSIGNAL_BAN_SECONDS", default_value_t = 300)]
     ban_seconds: u64,
@@ -246,10 +250,15 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             }
             auth
         },
+        usage: control.as_ref().map(|(cp, _)| {
+            std::sync::Arc::new(cloudsignal_control::usage::BrokerUsage(cp.clone()))
+                as std::sync::Arc<dyn cloudsignal_broker::usage::UsageSink>
+        }),
         auth_failure_delay: std::time::Duration::from_millis(args.auth_failure_delay_ms),
         throttle: cloudsignal_broker::throttle::ThrottlePolicy {
             max_failures: args.max_auth_failures.max(1),
             ban: std::time::Duration::from_secs(args.ban_seconds),
+            max_delay: std::time::Duration::from_millis(args.max_refusal_delay_ms),
             ..Default::default()
         },
         expiry_grace: std::time::Duration::from_secs(args.expiry_grace),

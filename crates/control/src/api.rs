@@ -7,8 +7,9 @@
 //! | `GET /v1/revocations?after=<seq>` | public (the feed brokers poll) |
 //! | `POST /v1/tokens` | `tokens:issue` |
 //! | `DELETE /v1/tokens/{jti}`, `POST /v1/users/{id}/revoke` | `tokens:revoke` |
-//! | `POST /v1/keys`, `DELETE /v1/keys/{id}` | `keys:write` |
+//! | `POST /v1/keys`, `DELETE /v1/keys/{id}`, `POST /v1/keys/{id}/rotate` | `keys:write` |
 //! | `GET /v1/keys` | `keys:read` |
+//! | `GET /v1/keys/{id}/usage`, `GET /v1/usage?day=YYYY-MM-DD` | `usage:read` |
 //!
 //! Requests authenticate with `Authorization: Bearer <sk_… or rk_…>`; `sk_` keys hold every
 //! scope in their org, `rk_` keys only the scopes they were created with.
@@ -111,6 +112,9 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/users/{id}/revoke", post(revoke_user))
         .route("/v1/keys", post(create_key).get(list_keys))
         .route("/v1/keys/{id}", delete(revoke_key))
+        .route("/v1/keys/{id}/rotate", post(rotate_key))
+        .route("/v1/keys/{id}/usage", get(key_usage))
+        .route("/v1/usage", get(usage_today))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(cp)
@@ -122,10 +126,25 @@ pub async fn serve(
     cp: Arc<ControlPlane>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(cp).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
+    // usage reaches the store every few seconds, off the runtime threads
+    let flusher = {
+        let cp = cp.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::usage::FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                let cp = cp.clone();
+                let _ = tokio::task::spawn_blocking(move || cp.flush_usage()).await;
+            }
+        })
+    };
+    let app = router(cp.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    flusher.abort();
+    let _ = tokio::task::spawn_blocking(move || cp.flush_usage()).await;
+    served
 }
 
 async fn openapi() -> Response {
@@ -581,4 +600,173 @@ async fn revoke_key(
         .map_err(Problem::internal)?;
     info!(by = %by.key.id, key = %id, closed = closed.len(), "API key revoked");
     Ok(revoked(entry, closed))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    #[serde(default)]
+    grace_seconds: u64,
+}
+
+/// Longest rotation grace period (7 days).
+const MAX_GRACE: u64 = 7 * 24 * 3600;
+
+async fn rotate_key(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let by = authorize(&cp, &headers, peer.ip(), "keys:write").await?;
+    let req: RotateRequest = parse_body(body)?;
+    if req.grace_seconds > MAX_GRACE {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_grace",
+            format!("grace_seconds is at most {MAX_GRACE}"),
+        ));
+    }
+    let old = cp
+        .store
+        .find_key(&id)
+        .map_err(Problem::internal)?
+        .filter(|k| k.revoked_at.is_none() && k.org == cp.org.as_str())
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                "no live key with this id",
+            )
+        })?;
+    if by.key.kind != "sk" && old.kind == "sk" {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "scope_escalation",
+            "an rk_ key cannot rotate an sk_ key",
+        ));
+    }
+    let kind = if old.kind == "sk" {
+        KeyKind::Secret
+    } else {
+        KeyKind::Restricted
+    };
+    let key = new_api_key(kind).map_err(Problem::internal)?;
+    let secret = key.secret().to_owned();
+    let hash = tokio::task::spawn_blocking(move || crate::keys::hash_secret(&secret))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    let now = unix_now();
+    let fresh = StoredKey {
+        id: key.id().into(),
+        secret_hash: hash,
+        created_at: now,
+        revoked_at: None,
+        ..old.clone()
+    };
+    cp.store.insert_key(&fresh).map_err(Problem::internal)?;
+    // whole seconds, rounded up: the old key works for at least the grace period
+    let old_until = UnixTime(now.secs() + req.grace_seconds + 1);
+    cp.store
+        .expire_key(&old.id, old_until)
+        .map_err(Problem::internal)?;
+    cp.keys.invalidate(&old.id);
+    // when the grace period ends, sessions still using the old key are closed (0x98)
+    let (cp2, old_id) = (cp.clone(), old.id.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(req.grace_seconds + 1)).await;
+        if let Err(e) = cp2.revoke(Revocation::Key { key_id: old_id }) {
+            warn!(error = %e, "closing a rotated-out key's sessions failed");
+        }
+    });
+    info!(by = %by.key.id, old = %old.id, new = %fresh.id, grace = req.grace_seconds, "API key rotated");
+    let mut body = key_json(&fresh);
+    body["key"] = json!(key.expose());
+    body["replaces"] = json!(old.id);
+    body["old_key_expires_at"] = json!(old_until);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn key_usage(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(&cp, &headers, peer.ip(), "usage:read").await?;
+    let key = cp
+        .store
+        .find_key(&id)
+        .map_err(Problem::internal)?
+        .filter(|k| k.org == cp.org.as_str())
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                "no key with this id",
+            )
+        })?;
+    let cp2 = cp.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        cp2.flush_usage();
+        cp2.store.usage_of("key", &key.id)
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    let last = rows
+        .iter()
+        .filter_map(|r| r.last_used.map(|t| (t, r.last_ip.clone())))
+        .max_by_key(|(t, _)| *t);
+    Ok(Json(json!({
+        "key_id": id,
+        "last_used": last.as_ref().map(|l| l.0),
+        "last_ip": last.and_then(|l| l.1),
+        "days": rows,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DayQuery {
+    day: Option<String>,
+}
+
+async fn usage_today(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Result<Query<DayQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(&cp, &headers, peer.ip(), "usage:read").await?;
+    let Query(q) =
+        q.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let day = q.day.unwrap_or_else(|| crate::usage::day_of(unix_now()));
+    let valid = day.len() == 10
+        && day.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !valid {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_day",
+            "day is YYYY-MM-DD",
+        ));
+    }
+    let (cp2, d) = (cp.clone(), day.clone());
+    let rows = tokio::task::spawn_blocking(move || {
+        cp2.flush_usage();
+        cp2.store.usage_on(&d)
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    let (keys, users): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.subject_kind == "key");
+    Ok(Json(json!({ "day": day, "keys": keys, "users": users })))
 }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod keys;
 pub mod mqtt_keys;
 pub mod store;
+pub mod usage;
 
 use anyhow::{Context, Result};
 use cloudsignal_broker::BrokerHandle;
@@ -57,6 +58,7 @@ pub struct ControlPlane {
     pub(crate) org: OrgId,
     pub(crate) config: ControlConfig,
     pub(crate) broker: std::sync::OnceLock<BrokerHandle>,
+    pub(crate) usage: usage::UsageBook,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -186,6 +188,7 @@ impl ControlPlane {
                 org,
                 config,
                 broker: std::sync::OnceLock::new(),
+                usage: usage::UsageBook::default(),
             },
             first,
         ))
@@ -199,6 +202,13 @@ impl ControlPlane {
     /// The key the broker must trust for tokens this control plane issues.
     pub fn trusted_key(&self) -> cloudsignal_core::keys::KeyEntry {
         self.signing.verifying_entry()
+    }
+
+    /// Writes pending usage to the store (the API also does before every usage read).
+    pub fn flush_usage(&self) {
+        if let Err(e) = self.usage.flush(self.store.as_ref()) {
+            tracing::warn!(error = %e, "writing usage failed; retrying");
+        }
     }
 
     /// The control plane's issuer (`iss`).

@@ -13,7 +13,10 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// Schema migrations, in order; entry `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_usage.sql"),
+];
 
 /// An API key as stored (never the secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,10 +61,18 @@ pub trait Store: Send + Sync {
     fn list_keys(&self, org: &str) -> Result<Vec<StoredKey>>;
     /// Marks a key revoked; whether it existed and was live.
     fn revoke_key(&self, id: &str, now: UnixTime) -> Result<bool>;
+    /// Brings a live key's expiry forward to `at` (rotation grace); whether it was live.
+    fn expire_key(&self, id: &str, at: UnixTime) -> Result<bool>;
     /// Appends a revocation to the feed and returns it with its sequence number.
     fn add_revocation(&self, revocation: &Revocation, at: UnixTime) -> Result<Entry>;
     /// Feed entries after `after`, oldest first, at most `limit`.
     fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<Entry>>;
+    /// Adds usage rows (counters add up; last use and address are replaced).
+    fn add_usage(&self, rows: &[crate::usage::UsageRow]) -> Result<()>;
+    /// Usage rows for one subject (`key`/`user`, name), newest day first.
+    fn usage_of(&self, kind: &str, subject: &str) -> Result<Vec<crate::usage::UsageRow>>;
+    /// Every usage row of one day.
+    fn usage_on(&self, day: &str) -> Result<Vec<crate::usage::UsageRow>>;
 }
 
 /// The SQLite store.
@@ -151,6 +162,32 @@ fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredKey> {
         created_at: time(r.get(7)?).unwrap_or(UnixTime(0)),
         expires_at: time(r.get(8)?),
         revoked_at: time(r.get(9)?),
+    })
+}
+
+const USAGE_COLUMNS: &str = "day, subject_kind, subject, connects, auth_failures, published, published_bytes, delivered, delivered_bytes, last_used, last_ip";
+
+fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn count(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn usage_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::usage::UsageRow> {
+    Ok(crate::usage::UsageRow {
+        day: r.get(0)?,
+        subject_kind: r.get(1)?,
+        subject: r.get(2)?,
+        connects: count(r.get(3)?),
+        auth_failures: count(r.get(4)?),
+        published: count(r.get(5)?),
+        published_bytes: count(r.get(6)?),
+        delivered: count(r.get(7)?),
+        delivered_bytes: count(r.get(8)?),
+        last_used: r.get::<_, Option<i64>>(9)?.map(count),
+        last_ip: r.get(10)?,
     })
 }
 
@@ -253,6 +290,16 @@ impl Store for SqliteStore {
         })
     }
 
+    fn expire_key(&self, id: &str, at: UnixTime) -> Result<bool> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?2), ?2) WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, secs(at)],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
     fn add_revocation(&self, revocation: &Revocation, at: UnixTime) -> Result<Entry> {
         let body = serde_json::to_string(revocation)?;
         let seq = self.with(|c| {
@@ -266,6 +313,62 @@ impl Store for SqliteStore {
             seq: u64::try_from(seq).unwrap_or(0),
             at,
             revocation: revocation.clone(),
+        })
+    }
+
+    fn add_usage(&self, rows: &[crate::usage::UsageRow]) -> Result<()> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        let tx = conn.transaction()?;
+        for r in rows {
+            tx.execute(
+                "INSERT INTO usage (day, subject_kind, subject, connects, auth_failures, published, published_bytes, delivered, delivered_bytes, last_used, last_ip)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (day, subject_kind, subject) DO UPDATE SET
+                   connects = connects + excluded.connects,
+                   auth_failures = auth_failures + excluded.auth_failures,
+                   published = published + excluded.published,
+                   published_bytes = published_bytes + excluded.published_bytes,
+                   delivered = delivered + excluded.delivered,
+                   delivered_bytes = delivered_bytes + excluded.delivered_bytes,
+                   last_used = COALESCE(excluded.last_used, last_used),
+                   last_ip = COALESCE(excluded.last_ip, last_ip)",
+                params![
+                    r.day,
+                    r.subject_kind,
+                    r.subject,
+                    big(r.connects),
+                    big(r.auth_failures),
+                    big(r.published),
+                    big(r.published_bytes),
+                    big(r.delivered),
+                    big(r.delivered_bytes),
+                    r.last_used.map(big),
+                    r.last_ip
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn usage_of(&self, kind: &str, subject: &str) -> Result<Vec<crate::usage::UsageRow>> {
+        self.with(|c| {
+            let mut q = c.prepare(&format!("SELECT {USAGE_COLUMNS} FROM usage WHERE subject_kind = ?1 AND subject = ?2 ORDER BY day DESC"))?;
+            let rows = q.query_map(params![kind, subject], usage_from_row)?;
+            rows.collect()
+        })
+    }
+
+    fn usage_on(&self, day: &str) -> Result<Vec<crate::usage::UsageRow>> {
+        self.with(|c| {
+            let mut q = c.prepare(&format!(
+                "SELECT {USAGE_COLUMNS} FROM usage WHERE day = ?1 ORDER BY subject_kind, subject"
+            ))?;
+            let rows = q.query_map(params![day], usage_from_row)?;
+            rows.collect()
         })
     }
 
