@@ -350,3 +350,129 @@ pub(crate) async fn revocation_latency(
     }
     Ok(h)
 }
+
+/// `POST /v1/tokens` requests per second from `threads` blocking HTTP clients.
+pub(crate) fn issue_rate(api_port: u16, threads: usize, per: usize) -> Result<f64> {
+    let (admin, _) = admin(api_port)?;
+    let url = format!("http://127.0.0.1:{api_port}/v1/tokens");
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (admin, url) = (admin.clone(), url.clone());
+            std::thread::spawn(move || -> Result<()> {
+                for i in 0..per {
+                    let body = format!(r#"{{"user":"issue{t}x{i}","ttl":600}}"#);
+                    let resp = http("POST", &url, &admin, Some(&body))?;
+                    if resp["mqtt_credentials"]["password"].as_str().is_none() {
+                        bail!("no token in {resp}");
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("issuer thread panicked"))??;
+    }
+    Ok((threads * per) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// QoS 1 PUBLISH→PUBACK round trips (µs) of `clients` connected publishers, each publishing
+/// every `every`, for `duration`.
+async fn publish_rtts(
+    addr: SocketAddr,
+    clients: usize,
+    every: Duration,
+    duration: Duration,
+) -> Result<Histogram<u64>> {
+    let user = format!("bench@{ORG}");
+    let tok = token("bench", 7);
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
+        conns.push(Raw::connect(addr, Protocol::V311, &format!("steady-{i}"), &user, &tok).await?);
+    }
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            tokio::spawn(async move {
+                let mut h = Histogram::<u64>::new(3)?;
+                // spread the clients over the interval
+                tokio::time::sleep(every.mul_f64(i as f64 / clients as f64)).await;
+                let mut id: u16 = 1;
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    c.send(&Packet::Publish(mqtt::Publish {
+                        dup: false,
+                        qos: mqtt::QoS::AtLeastOnce,
+                        retain: false,
+                        topic: "users/bench/steady",
+                        packet_id: std::num::NonZeroU16::new(id),
+                        properties: Properties::default(),
+                        payload: b"0123456789abcdef",
+                    }))
+                    .await?;
+                    match c.recv().await? {
+                        Some(Packet::Puback(_)) => {}
+                        other => bail!("PUBACK expected, got {other:?}"),
+                    }
+                    h.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+                    id = id.checked_add(1).unwrap_or(1);
+                    tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
+                }
+                anyhow::Ok(h)
+            })
+        })
+        .collect();
+    let mut all = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        all.add(t.await??)?;
+    }
+    Ok(all)
+}
+
+/// p99 of steady publishers' PUBACK round trip, calm and while `keys` never-seen API keys
+/// connect at once (each needing a cold bcrypt verification on the blocking pool).
+pub(crate) async fn bcrypt_storm(
+    addr: SocketAddr,
+    api_port: u16,
+    clients: usize,
+    keys: usize,
+) -> Result<(u64, u64)> {
+    let (admin, org) = admin(api_port)?;
+    let url = format!("http://127.0.0.1:{api_port}/v1/keys");
+    let mut fresh = Vec::with_capacity(keys);
+    for i in 0..keys {
+        let (a, u) = (admin.clone(), url.clone());
+        let body =
+            format!(r#"{{"kind":"rk","name":"storm{i}","scopes":["mqtt:publish:storm/#"]}}"#);
+        let k = tokio::task::spawn_blocking(move || http("POST", &u, &a, Some(&body))).await??;
+        fresh.push(k["key"].as_str().context("key")?.to_owned());
+    }
+    let every = Duration::from_millis(500);
+    let calm = publish_rtts(addr, clients, every, Duration::from_secs(5)).await?;
+    let storm = {
+        let steady = tokio::spawn(publish_rtts(addr, clients, every, Duration::from_secs(5)));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let user = format!("svc@{org}");
+        let cold: Vec<_> = fresh
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let user = user.clone();
+                tokio::spawn(async move {
+                    Raw::connect(addr, Protocol::V311, &format!("cold-{i}"), &user, &k)
+                        .await
+                        .map(drop)
+                })
+            })
+            .collect();
+        for c in cold {
+            c.await??;
+        }
+        steady.await??
+    };
+    Ok((calm.value_at_quantile(0.99), storm.value_at_quantile(0.99)))
+}

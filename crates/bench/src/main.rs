@@ -402,6 +402,21 @@ async fn main() -> Result<()> {
                 "µs",
                 h.value_at_quantile(0.99) as f64,
             );
+            let issued = auth::issue_rate(api, 4, if quick { 50 } else { 500 })?;
+            solo_push("POST /v1/tokens (4 clients)", "req/s", issued);
+            let (calm, storm) = auth::bcrypt_storm(
+                c.addr,
+                api,
+                if quick { 200 } else { 1_000 },
+                if quick { 20 } else { 200 },
+            )
+            .await?;
+            solo_push("steady publishers' PUBACK p99, calm", "µs", calm as f64);
+            solo_push(
+                "same, while never-seen API keys connect at once (cold bcrypt)",
+                "µs",
+                storm as f64,
+            );
             let h = auth::revocation_latency(c.addr, api, revocations).await?;
             solo_push(
                 "DELETE /v1/tokens/{jti} sent → DISCONNECT 0x98 received, p50",

@@ -23,6 +23,9 @@ pub trait KeyAuthority: Send + Sync + std::fmt::Debug {
     fn is_warm(&self, key: &str, now: UnixTime) -> bool;
     /// Verifies `key` (store, bcrypt) and remembers the outcome. Blocking.
     fn warm(&self, key: &str, now: UnixTime);
+    /// Bounds how many cold verifications (bcrypt) run at once, so a storm of never-seen keys
+    /// takes at most these threads from the connections already being served.
+    fn bcrypt_slots(&self) -> Arc<tokio::sync::Semaphore>;
     /// The principal for `username` (`<service>@<org>`) presenting `key` from `peer`, from
     /// what [`Self::warm`] established.
     fn check(
@@ -127,6 +130,12 @@ impl Authenticator {
                 let key = String::from_utf8_lossy(p).into_owned();
                 if keys.is_warm(&key, now) {
                     return;
+                }
+                let Ok(_slot) = keys.bcrypt_slots().acquire_owned().await else {
+                    return;
+                };
+                if keys.is_warm(&key, now) {
+                    return; // verified while this connection waited for a slot
                 }
                 let keys = keys.clone();
                 // bcrypt on a cold key takes tens of milliseconds: never on a runtime thread

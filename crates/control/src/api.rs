@@ -229,6 +229,12 @@ async fn authorize(
             // format and checksum are checked before any store access or bcrypt
             cloudsignal_core::apikey::ApiKey::parse(&text)
                 .map_err(|e| unauthorized(&e.to_string()))?;
+            let _slot = cp
+                .bcrypt_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(Problem::internal)?;
             let cp2 = cp.clone();
             tokio::task::spawn_blocking(move || cp2.keys.verify(cp2.store.as_ref(), &text, now))
                 .await

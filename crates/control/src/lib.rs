@@ -59,6 +59,8 @@ pub struct ControlPlane {
     pub(crate) config: ControlConfig,
     pub(crate) broker: std::sync::OnceLock<BrokerHandle>,
     pub(crate) usage: usage::UsageBook,
+    /// Cold API-key verifications (bcrypt) allowed at once: half the cores, at least one.
+    pub(crate) bcrypt_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -189,6 +191,12 @@ impl ControlPlane {
                 config,
                 broker: std::sync::OnceLock::new(),
                 usage: usage::UsageBook::default(),
+                bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism()
+                        .map(|n| n.get().div_ceil(2))
+                        .unwrap_or(1)
+                        .max(1),
+                )),
             },
             first,
         ))

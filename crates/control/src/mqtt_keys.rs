@@ -26,6 +26,10 @@ impl KeyAuthority for MqttKeys {
         matches!(self.0.keys.cached(key, now), Ok(Some(_)))
     }
 
+    fn bcrypt_slots(&self) -> Arc<tokio::sync::Semaphore> {
+        self.0.bcrypt_slots.clone()
+    }
+
     fn warm(&self, key: &str, now: UnixTime) {
         if let Err(e) = self.0.keys.verify(self.0.store.as_ref(), key, now) {
             debug!(error = %e, "API key not verified");
