@@ -303,3 +303,26 @@ def test_usage_counts_what_the_test_sent(control):
     assert any(k["subject"] == rk["id"] for k in day["keys"])
     status, doc, _ = control.api("GET", "/v1/usage?day=yesterday")
     assert (status, doc["code"]) == (400, "invalid_day")
+
+
+def test_signing_key_rotation_keeps_old_tokens_valid_and_survives_a_restart(tmp_path):
+    b = ControlBroker(tmp_path)
+    try:
+        _, before, _ = b.api("POST", "/v1/tokens", {"user": "gus"})
+        status, rotated, _ = b.api("POST", "/v1/signing-keys/rotate")
+        assert status == 200, rotated
+        _, jwks, _ = b.api("GET", "/.well-known/jwks.json")
+        assert {k["kid"] for k in jwks["keys"]} == {rotated["kid"], rotated["previous"]}
+        _, after, _ = b.api("POST", "/v1/tokens", {"user": "gus"})
+        for body in (before, after, before):
+            creds = body["mqtt_credentials"]
+            c = Client(b, "gus", V5, username=creds["username"], token=creds["password"])
+            c.disconnect()
+        b.restart()
+        for body in (before, after):
+            creds = body["mqtt_credentials"]
+            c = Client(b, "gus", V5, username=creds["username"], token=creds["password"])
+            c.disconnect()
+        assert oct(os.stat(b.data / "signing-key.jwk").st_mode & 0o777) == "0o600"
+    finally:
+        b.kill()

@@ -104,6 +104,14 @@ impl Authenticator {
         self
     }
 
+    /// Trusts `keys` for `issuer` from now on (replacing its earlier keys), e.g. after the
+    /// control plane rotated its signing key.
+    pub fn trust(&self, issuer: &str, keys: Vec<cloudsignal_core::keys::KeyEntry>) {
+        if let Ok(mut t) = self.tokens.write() {
+            t.trust(issuer, keys);
+        }
+    }
+
     /// Accepts API keys as MQTT passwords, verified by `keys`.
     pub fn with_key_authority(mut self, keys: Arc<dyn KeyAuthority>) -> Self {
         self.keys = Some(keys);

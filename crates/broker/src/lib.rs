@@ -172,6 +172,11 @@ impl BrokerHandle {
         closed
     }
 
+    /// Trusts `keys` for `issuer` from now on (the control plane's key rotation).
+    pub fn trust(&self, issuer: &str, keys: Vec<cloudsignal_core::keys::KeyEntry>) {
+        self.shared.auth.trust(issuer, keys);
+    }
+
     /// Loads stored revocations at start (no session is live yet, so nothing is closed).
     pub fn load_revocations(&self, entries: &[cloudsignal_core::revocation::Entry]) {
         if let Ok(mut list) = self.shared.revocations.write() {

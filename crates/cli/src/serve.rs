@@ -175,7 +175,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 }
             }
             info!(dir = %data_dir.display(), issuer = cp.issuer(), org = cp.org().as_str(), "control plane ready; its signing key is trusted");
-            tokens.trust(cp.issuer(), [cp.trusted_key()]);
+            tokens.trust(cp.issuer(), cp.trusted_keys()?);
             Some((std::sync::Arc::new(cp), addr))
         }
     };

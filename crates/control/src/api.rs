@@ -10,6 +10,7 @@
 //! | `POST /v1/keys`, `DELETE /v1/keys/{id}`, `POST /v1/keys/{id}/rotate` | `keys:write` |
 //! | `GET /v1/keys` | `keys:read` |
 //! | `GET /v1/keys/{id}/usage`, `GET /v1/usage?day=YYYY-MM-DD` | `usage:read` |
+//! | `POST /v1/signing-keys/rotate` | an `sk_` key |
 //!
 //! Requests authenticate with `Authorization: Bearer <sk_… or rk_…>`; `sk_` keys hold every
 //! scope in their org, `rk_` keys only the scopes they were created with.
@@ -28,7 +29,7 @@ use cloudsignal_core::apikey::KeyKind;
 use cloudsignal_core::exchange::{refresh_at, MqttCredentials, TokenResponse, MAX_TTL, MIN_TTL};
 use cloudsignal_core::ids::UserId;
 use cloudsignal_core::revocation::{Feed, Revocation};
-use cloudsignal_core::token::{issue, Jti, TokenClaims};
+use cloudsignal_core::token::{Jti, TokenClaims};
 use cloudsignal_core::topic::TopicFilter;
 use cloudsignal_core::UnixTime;
 use serde::Deserialize;
@@ -115,6 +116,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/keys/{id}/rotate", post(rotate_key))
         .route("/v1/keys/{id}/usage", get(key_usage))
         .route("/v1/usage", get(usage_today))
+        .route("/v1/signing-keys/rotate", post(rotate_signing_key))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(cp)
@@ -386,7 +388,7 @@ async fn issue_token(
     Ok(Json(TokenResponse {
         mqtt_credentials: MqttCredentials {
             username: claims.username(),
-            password: issue(&claims, &cp.signing),
+            password: cp.sign(&claims).map_err(Problem::internal)?,
             client_id: None,
         },
         expires_at: claims.exp,
@@ -775,4 +777,27 @@ async fn usage_today(
     .map_err(Problem::internal)?;
     let (keys, users): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.subject_kind == "key");
     Ok(Json(json!({ "day": day, "keys": keys, "users": users })))
+}
+
+async fn rotate_signing_key(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let by = authorize(&cp, &headers, peer.ip(), "keys:write").await?;
+    if by.key.kind != "sk" {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "rotating the signing key takes an sk_ key",
+        ));
+    }
+    let cp2 = cp.clone();
+    let (kid, previous, until) = tokio::task::spawn_blocking(move || cp2.rotate_signing_key())
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    Ok(Json(
+        json!({ "kid": kid, "previous": previous, "previous_published_until": until }),
+    ))
 }

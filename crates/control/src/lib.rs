@@ -54,7 +54,7 @@ pub struct FirstStart {
 pub struct ControlPlane {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) keys: KeyVerifier,
-    pub(crate) signing: SigningKey,
+    pub(crate) signing: std::sync::RwLock<SigningKey>,
     pub(crate) org: OrgId,
     pub(crate) config: ControlConfig,
     pub(crate) broker: std::sync::OnceLock<BrokerHandle>,
@@ -186,7 +186,7 @@ impl ControlPlane {
             Self {
                 store,
                 keys: KeyVerifier::default(),
-                signing,
+                signing: std::sync::RwLock::new(signing),
                 org,
                 config,
                 broker: std::sync::OnceLock::new(),
@@ -207,9 +207,64 @@ impl ControlPlane {
         let _ = self.broker.set(broker);
     }
 
-    /// The key the broker must trust for tokens this control plane issues.
-    pub fn trusted_key(&self) -> cloudsignal_core::keys::KeyEntry {
-        self.signing.verifying_entry()
+    /// The keys the broker must trust for tokens this control plane issues: the current one
+    /// and earlier ones still published (their tokens may not have expired yet).
+    pub fn trusted_keys(&self) -> Result<Vec<cloudsignal_core::keys::KeyEntry>> {
+        let published = self.store.published_keys(unix_now())?;
+        let doc = format!("{{\"keys\": [{}]}}", published.join(","));
+        let (set, _) = cloudsignal_core::keys::KeySet::from_jwks_json(&doc)?;
+        Ok(set.keys().to_vec())
+    }
+
+    /// Signs with the current key.
+    pub(crate) fn sign(&self, claims: &cloudsignal_core::token::TokenClaims) -> Result<String> {
+        let key = self
+            .signing
+            .read()
+            .map_err(|_| anyhow::anyhow!("signing key lock poisoned"))?;
+        Ok(cloudsignal_core::token::issue(claims, &key))
+    }
+
+    /// Rotates the signing key: a new key signs from now on; the old one stays published (and
+    /// trusted) until tokens it signed have expired (`max_ttl`). Returns (new kid, old kid,
+    /// old key published until).
+    pub(crate) fn rotate_signing_key(&self) -> Result<(String, String, UnixTime)> {
+        let now = unix_now();
+        let kid = format!(
+            "cs-{}-{:02x}{:02x}",
+            now.secs(),
+            random::<1>()?[0],
+            random::<1>()?[0]
+        );
+        let fresh = SigningKey::from_seed(kid, random::<32>()?);
+        let file = self.config.data_dir.join("signing-key.jwk");
+        let tmp = self.config.data_dir.join("signing-key.jwk.new");
+        let _ = std::fs::remove_file(&tmp);
+        write_secret_file(&tmp, &fresh.to_private_jwk_json())?;
+        let mut set = cloudsignal_core::keys::KeySet::default();
+        set.push(fresh.verifying_entry());
+        let jwks: serde_json::Value = serde_json::from_str(&set.to_jwks_json())?;
+        let jwk = jwks["keys"].get(0).context("public JWK")?.to_string();
+        self.store.add_signing_key(fresh.kid(), &jwk, now)?;
+        let mut current = self
+            .signing
+            .write()
+            .map_err(|_| anyhow::anyhow!("signing key lock poisoned"))?;
+        let old = current.kid().to_owned();
+        let until = UnixTime(
+            now.secs() + self.config.max_ttl.min(cloudsignal_core::exchange::MAX_TTL) + 60,
+        );
+        self.store.retire_signing_key(&old, until)?;
+        // the new key is durable in the store before the file switches (rename is atomic)
+        std::fs::rename(&tmp, &file).with_context(|| format!("replacing {}", file.display()))?;
+        *current = fresh;
+        let new = current.kid().to_owned();
+        drop(current);
+        if let Some(b) = self.broker.get() {
+            b.trust(&self.config.issuer, self.trusted_keys()?);
+        }
+        info!(new = %new, old = %old, published_until = until.secs(), "signing key rotated");
+        Ok((new, old, until))
     }
 
     /// Writes pending usage to the store (the API also does before every usage read).

@@ -51,6 +51,8 @@ pub trait Store: Send + Sync {
     fn create_org(&self, id: &str, name: &str, now: UnixTime) -> Result<()>;
     /// Records a signing key's public JWK.
     fn add_signing_key(&self, kid: &str, public_jwk: &str, now: UnixTime) -> Result<()>;
+    /// Sets when a signing key stops being published (tokens it signed have expired by then).
+    fn retire_signing_key(&self, kid: &str, at: UnixTime) -> Result<()>;
     /// Public JWKs still published at `now`.
     fn published_keys(&self, now: UnixTime) -> Result<Vec<String>>;
     /// Stores an API key.
@@ -221,6 +223,16 @@ impl Store for SqliteStore {
             c.execute(
                 "INSERT OR IGNORE INTO signing_keys (kid, public_jwk, created_at) VALUES (?1, ?2, ?3)",
                 params![kid, public_jwk, secs(now)],
+            )
+            .map(drop)
+        })
+    }
+
+    fn retire_signing_key(&self, kid: &str, at: UnixTime) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE signing_keys SET retire_at = ?2 WHERE kid = ?1 AND retire_at IS NULL",
+                params![kid, secs(at)],
             )
             .map(drop)
         })
