@@ -88,8 +88,9 @@ def broker(tmp_path_factory):
 class ControlBroker:
     """`cloudsignal serve` with its control plane on loopback and its own data directory."""
 
-    def __init__(self, tmp: Path, data_dir: Path = None):
+    def __init__(self, tmp: Path, data_dir: Path = None, extra=()):
         self.tmp = tmp
+        self.extra = list(extra)
         self.data = data_dir or (tmp / "data")
         self.port = free_port()
         self.api_port = free_port()
@@ -102,7 +103,7 @@ class ControlBroker:
              "--control-addr", f"127.0.0.1:{self.api_port}", "--data-dir", str(self.data),
              "--auth-failure-delay-ms", "100",
              # these suites refuse clients on purpose, all from 127.0.0.1: do not ban it
-             "--max-auth-failures", "1000", "--max-refusal-delay-ms", "1000"],
+             "--max-auth-failures", "1000", "--max-refusal-delay-ms", "1000", *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "CLOUDSIGNAL_LOG": "info"},
         )

@@ -326,3 +326,50 @@ def test_signing_key_rotation_keeps_old_tokens_valid_and_survives_a_restart(tmp_
         assert oct(os.stat(b.data / "signing-key.jwk").st_mode & 0o777) == "0o600"
     finally:
         b.kill()
+
+
+def hs256_jwt(secret: bytes, claims: dict) -> str:
+    import base64
+    import hashlib
+    import hmac
+    import json
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+def test_native_exchange_of_a_supabase_jwt(tmp_path):
+    import uuid
+    secret = b"super-secret-jwt-token-with-at-least-32-characters-long"
+    (tmp_path / "supabase.secret").write_bytes(secret)
+    b = ControlBroker(tmp_path, extra=["--supabase-jwt-secret-file", str(tmp_path / "supabase.secret")])
+    try:
+        sub = str(uuid.uuid4())
+        now = int(time.time())
+        claims = {"iss": "http://127.0.0.1:54321/auth/v1", "aud": "authenticated", "sub": sub,
+                  "role": "authenticated", "iat": now, "exp": now + 600}
+        status, body, _ = b.api("POST", "/v1/token/exchange", key=hs256_jwt(secret, claims))
+        assert status == 200, body
+        creds = body["mqtt_credentials"]
+        assert creds["username"] == f"{sub}@{b.org}"
+        c = Client(b, sub, V5, username=creds["username"], token=creds["password"])
+        c.subscribe(f"users/{sub}/inbox")
+        c.publish(f"users/{sub}/inbox", b"exchanged")
+        assert c.expect()[0].payload == b"exchanged"
+        c.disconnect()
+        forged = hs256_jwt(b"another-secret-of-at-least-32-characters!!", claims)
+        for bearer, code in [(forged, "invalid_token"), (creds["password"], "invalid_token"), (b.admin, "invalid_token")]:
+            status, doc, _ = b.api("POST", "/v1/token/exchange", key=bearer)
+            assert (status, doc["code"]) == (401, code), doc
+        expired = hs256_jwt(secret, {**claims, "exp": now - 120, "iat": now - 700})
+        status, doc, _ = b.api("POST", "/v1/token/exchange", key=expired)
+        assert (status, doc["code"]) == (401, "invalid_token")
+    finally:
+        b.kill()
+
+
+def test_exchange_is_off_without_an_identity_provider(control):
+    status, doc, _ = control.api("POST", "/v1/token/exchange", key="x.y.z")
+    assert (status, doc["code"]) == (404, "exchange_not_configured")

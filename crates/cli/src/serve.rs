@@ -125,6 +125,20 @@ pub(crate) struct ServeArgs {
     /// Default: http://127.0.0.1:<control port>.
     #[arg(long, env = "CLOUDSIGNAL_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Supabase project URL: enables POST /v1/token/exchange for its users' access tokens
+    /// (ES256/RS256 keys from <url>/auth/v1/.well-known/jwks.json).
+    #[arg(long, env = "SUPABASE_URL")]
+    supabase_url: Option<String>,
+    /// File holding the project's legacy HS256 JWT secret (if it still signs with one).
+    #[arg(long, env = "CLOUDSIGNAL_SUPABASE_JWT_SECRET_FILE")]
+    supabase_jwt_secret_file: Option<PathBuf>,
+    /// Role → ACL mapping for exchanged tokens (JSON, the worker's CLOUDSIGNAL_ROLE_MAP).
+    /// Default: every user gets users/{user}/#.
+    #[arg(long, env = "CLOUDSIGNAL_ROLE_MAP")]
+    role_map: Option<String>,
+    /// Lifetime of exchanged tokens, in seconds.
+    #[arg(long, env = "CLOUDSIGNAL_EXCHANGE_TTL", default_value_t = 3600)]
+    exchange_ttl: u64,
     /// Longest token lifetime POST /v1/tokens grants, in seconds (at most 86400).
     #[arg(long, env = "CLOUDSIGNAL_MAX_TOKEN_TTL", default_value_t = 86_400)]
     max_token_ttl: u64,
@@ -154,6 +168,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 .public_url
                 .clone()
                 .unwrap_or_else(|| format!("http://127.0.0.1:{}", addr.port()));
+            let exchange = native_exchange(&args)?;
             let (cp, first) =
                 cloudsignal_control::ControlPlane::open(cloudsignal_control::ControlConfig {
                     data_dir: data_dir.clone(),
@@ -163,6 +178,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                         mqtts_url: format!("mqtts://127.0.0.1:{}", args.tls_addr.port()),
                     },
                     max_ttl: args.max_token_ttl,
+                    exchange,
                 })?;
             if let Some(first) = first {
                 #[allow(clippy::print_stdout)]
@@ -311,6 +327,47 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// `POST /v1/token/exchange`'s identity providers, from the Supabase flags.
+fn native_exchange(
+    args: &ServeArgs,
+) -> Result<Option<std::sync::Arc<cloudsignal_control::exchange::NativeExchange>>> {
+    use cloudsignal_core::exchange::RoleMap;
+    use cloudsignal_core::idp::{IdpVerifier, SupabaseConfig};
+    if args.supabase_url.is_none() && args.supabase_jwt_secret_file.is_none() {
+        return Ok(None);
+    }
+    let secret = match &args.supabase_jwt_secret_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let profile = SupabaseConfig::new(args.supabase_url.as_deref(), secret.as_deref())
+        .profile()
+        .context("Supabase exchange configuration")?;
+    let role_map = match &args.role_map {
+        Some(json) => RoleMap::from_json(json).context("--role-map")?,
+        None => RoleMap::default(),
+    };
+    info!(
+        supabase = args
+            .supabase_url
+            .as_deref()
+            .unwrap_or("(HS256 secret only)"),
+        "POST /v1/token/exchange enabled"
+    );
+    Ok(Some(std::sync::Arc::new(
+        cloudsignal_control::exchange::NativeExchange::new(
+            IdpVerifier::new(vec![profile]),
+            role_map,
+            args.exchange_ttl,
+        ),
+    )))
 }
 
 fn default_data_dir() -> Result<PathBuf> {

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /healthz`, `GET /.well-known/jwks.json`, `GET /openapi.json` | public |
 //! | `GET /v1/revocations?after=<seq>` | public (the feed brokers poll) |
+//! | `POST /v1/token/exchange` | `Authorization: Bearer <IdP JWT>` (Supabase…) |
 //! | `POST /v1/tokens` | `tokens:issue` |
 //! | `DELETE /v1/tokens/{jti}`, `POST /v1/users/{id}/revoke` | `tokens:revoke` |
 //! | `POST /v1/keys`, `DELETE /v1/keys/{id}`, `POST /v1/keys/{id}/rotate` | `keys:write` |
@@ -109,6 +110,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/revocations", get(revocations))
         .route("/v1/tokens", post(issue_token))
+        .route("/v1/token/exchange", post(exchange_token))
         .route("/v1/tokens/{jti}", delete(revoke_token))
         .route("/v1/users/{id}/revoke", post(revoke_user))
         .route("/v1/keys", post(create_key).get(list_keys))
@@ -800,4 +802,84 @@ async fn rotate_signing_key(
     Ok(Json(
         json!({ "kid": kid, "previous": previous, "previous_published_until": until }),
     ))
+}
+
+/// `POST /v1/token/exchange`: an identity provider's JWT (`Authorization: Bearer`) for `tkn_`
+/// MQTT credentials, the worker's exchange run natively.
+async fn exchange_token(
+    State(cp): State<Arc<ControlPlane>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<TokenResponse>> {
+    let Some(x) = cp.config.exchange.clone() else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "exchange_not_configured",
+            "no identity provider is configured (see --supabase-url)",
+        ));
+    };
+    let jwt = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                "send Authorization: Bearer <identity provider JWT>",
+            )
+        })?;
+    let invalid = |e: String| {
+        info!(reason = %e, "exchange refused");
+        Problem::new(StatusCode::UNAUTHORIZED, "invalid_token", e)
+    };
+    let pending = x.idp.inspect(&jwt).map_err(|e| invalid(e.to_string()))?;
+    let key = match x.idp.static_key(&pending) {
+        Some(k) => k.clone(),
+        None => {
+            let url = x
+                .idp
+                .jwks_url(&pending)
+                .ok_or_else(|| invalid("no key for this token".into()))?
+                .to_owned();
+            let (kid, alg) = (pending.kid().map(str::to_owned), pending.alg());
+            let x2 = x.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::exchange::jwks_key(&x2, &url, kid.as_deref(), alg)
+            })
+            .await
+            .map_err(Problem::internal)?
+            .map_err(|p| match p {
+                crate::exchange::KeyProblem::Unknown => {
+                    invalid("the identity provider does not publish this token's key".into())
+                }
+                crate::exchange::KeyProblem::Unavailable => Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "idp_unavailable",
+                    "the identity provider's keys could not be fetched",
+                ),
+            })?
+        }
+    };
+    let identity = x
+        .idp
+        .verify(pending, &key, unix_now())
+        .map_err(|e| invalid(e.to_string()))?;
+    let policy = cloudsignal_core::exchange::ExchangePolicy {
+        issuer: cp.config.issuer.clone(),
+        org: cp.org.clone(),
+        ttl: x.ttl.min(cp.config.max_ttl),
+        role_map: x.role_map.clone(),
+        broker: cp.config.broker.clone(),
+    };
+    let jti = Jti::from_random(crate::random::<16>().map_err(Problem::internal)?);
+    let key = cp
+        .signing
+        .read()
+        .map_err(|_| Problem::internal("signing key lock poisoned"))?;
+    let resp = policy
+        .exchange(&identity, unix_now(), jti, &key)
+        .map_err(|e| Problem::new(StatusCode::FORBIDDEN, "access_denied", e.to_string()))?;
+    info!(provider = identity.provider.name(), sub = %identity.subject.as_str(), "identity exchanged for a token");
+    Ok(Json(resp))
 }

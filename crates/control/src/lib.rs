@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod exchange;
 pub mod keys;
 pub mod mqtt_keys;
 pub mod store;
@@ -39,6 +40,8 @@ pub struct ControlConfig {
     pub broker: BrokerUrls,
     /// Longest token lifetime `POST /v1/tokens` grants, in seconds.
     pub max_ttl: u64,
+    /// `POST /v1/token/exchange`, when identity providers are configured.
+    pub exchange: Option<std::sync::Arc<exchange::NativeExchange>>,
 }
 
 /// What the first start created (the admin key is shown once, by the caller).
