@@ -16,6 +16,7 @@ use std::sync::Mutex;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_usage.sql"),
+    include_str!("../migrations/0003_seen.sql"),
 ];
 
 /// An API key as stored (never the secret).
@@ -448,6 +449,26 @@ mod tests {
         assert_eq!(feed.len(), 2);
         assert_eq!(s.revocations_after(1, 10).unwrap()[0].seq, 2);
         assert_eq!(s.integrity_check().unwrap(), "ok");
+        let version: usize = s
+            .with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        s.add_usage(&[crate::usage::UsageRow {
+            day: "2026-11-30".into(),
+            subject_kind: "user".into(),
+            subject: "alice@org_aaaaaaaaaaaa".into(),
+            connects: 2,
+            ..Default::default()
+        }])
+        .unwrap();
+        let seen: (String, i64) = s
+            .with(|c| {
+                c.query_row("SELECT user, connects FROM users_seen", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+            })
+            .unwrap();
+        assert_eq!(seen, ("alice@org_aaaaaaaaaaaa".into(), 2));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
