@@ -179,7 +179,10 @@ def test_sigkill_during_writes_loses_no_acknowledged_write(tmp_path):
 
     t = threading.Thread(target=writer)
     t.start()
-    time.sleep(1.5)
+    # let some writes be acknowledged (however loaded the machine is), then kill mid-stream
+    deadline = time.monotonic() + 60
+    while (len(acked_keys) < 5 or len(acked_revocations) < 5) and time.monotonic() < deadline:
+        time.sleep(0.05)
     b.kill(signal.SIGKILL)
     stop.set()
     t.join(10)
