@@ -67,12 +67,37 @@ fn prehash(secret: &str) -> String {
 #[derive(Debug, Default)]
 pub struct KeyVerifier {
     cache: Mutex<HashMap<[u8; 32], StoredKey>>,
+    /// Why recent verifications failed (for the broker's log line; bounded, taken once).
+    refusals: Mutex<HashMap<[u8; 32], String>>,
 }
 
 impl KeyVerifier {
     /// Verifies `text` at `now`. May run bcrypt (tens of milliseconds) on a cache miss: call it
     /// from a blocking context (`spawn_blocking`), or use [`Self::cached`] on a hot path.
     pub fn verify(
+        &self,
+        store: &dyn Store,
+        text: &str,
+        now: UnixTime,
+    ) -> Result<VerifiedKey, KeyRefusal> {
+        let outcome = self.verify_inner(store, text, now);
+        if let Err(e) = &outcome {
+            if let Ok(mut r) = self.refusals.lock() {
+                if r.len() >= CACHE_CAP {
+                    r.clear();
+                }
+                r.insert(digest(text), e.to_string());
+            }
+        }
+        outcome
+    }
+
+    /// Why the last verification of `text` failed, if it did (taken: asked once).
+    pub fn take_refusal(&self, text: &str) -> Option<String> {
+        self.refusals.lock().ok()?.remove(&digest(text))
+    }
+
+    fn verify_inner(
         &self,
         store: &dyn Store,
         text: &str,

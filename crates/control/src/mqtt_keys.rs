@@ -50,9 +50,10 @@ impl KeyAuthority for MqttKeys {
             .cached(key, now)
             .map_err(|e| refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, e.to_string()))?
             .ok_or_else(|| {
+                let why = self.0.keys.take_refusal(key);
                 refuse(
                     ReasonCode::BAD_USERNAME_OR_PASSWORD,
-                    "unknown API key or wrong secret".into(),
+                    why.unwrap_or_else(|| "unknown API key or wrong secret".into()),
                 )
             })?;
         let k = &verified.key;
