@@ -107,7 +107,8 @@ impl RemoteIssuer {
 }
 
 /// GETs `url` (at most `limit` bytes, 5 s); the body and any `Cache-Control: max-age`.
-pub(crate) fn http_get(url: &str, limit: u64) -> Result<(String, Option<u64>), String> {
+/// Blocking: call it from a blocking thread.
+pub fn http_get(url: &str, limit: u64) -> Result<(String, Option<u64>), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(FETCH_TIMEOUT))
         .build()

@@ -6,10 +6,9 @@
 use crate::unix_now;
 use cloudsignal_core::exchange::RoleMap;
 use cloudsignal_core::idp::IdpVerifier;
-use cloudsignal_core::jwks_cache::{parse_max_age, JwksCache, JwksPolicy, Lookup};
+use cloudsignal_core::jwks_cache::{JwksCache, JwksPolicy, Lookup};
 use cloudsignal_core::keys::{Alg, KeyEntry, KeySet};
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// How identity-provider JWTs are exchanged.
 #[derive(Debug)]
@@ -44,22 +43,7 @@ pub(crate) enum KeyProblem {
 }
 
 fn fetch(url: &str) -> Result<(KeySet, Option<u64>), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    let max_age = resp
-        .headers()
-        .get("cache-control")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_max_age);
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(1 << 20)
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
+    let (body, max_age) = cloudsignal_broker::jwks::http_get(url, 1 << 20)?;
     let (keys, _) = KeySet::from_jwks_json(&body).map_err(|e| e.to_string())?;
     Ok((keys, max_age))
 }

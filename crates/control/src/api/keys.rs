@@ -39,6 +39,17 @@ fn key_json(k: &StoredKey) -> serde_json::Value {
     })
 }
 
+/// A fresh key of `kind` and the hash to store for it (bcrypt on a blocking thread).
+async fn new_key_and_hash(kind: KeyKind) -> ApiResult<(cloudsignal_core::apikey::ApiKey, String)> {
+    let key = new_api_key(kind).map_err(Problem::internal)?;
+    let secret = key.secret().to_owned();
+    let hash = tokio::task::spawn_blocking(move || crate::keys::hash_secret(&secret))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    Ok((key, hash))
+}
+
 pub(super) async fn create_key(
     State(cp): State<Arc<ControlPlane>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -105,12 +116,7 @@ pub(super) async fn create_key(
             }
         }
     }
-    let key = new_api_key(kind).map_err(Problem::internal)?;
-    let secret = key.secret().to_owned();
-    let hash = tokio::task::spawn_blocking(move || crate::keys::hash_secret(&secret))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
+    let (key, hash) = new_key_and_hash(kind).await?;
     let stored = StoredKey {
         id: key.id().into(),
         org: cp.org.as_str().into(),
@@ -224,12 +230,7 @@ pub(super) async fn rotate_key(
     } else {
         KeyKind::Restricted
     };
-    let key = new_api_key(kind).map_err(Problem::internal)?;
-    let secret = key.secret().to_owned();
-    let hash = tokio::task::spawn_blocking(move || crate::keys::hash_secret(&secret))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
+    let (key, hash) = new_key_and_hash(kind).await?;
     let now = unix_now();
     let fresh = StoredKey {
         id: key.id().into(),
