@@ -4,27 +4,22 @@
 
 mod common;
 
-use cloudsignal_core::acl::AclRules;
-use cloudsignal_core::ids::{OrgId, UserId};
 use cloudsignal_core::mqtt::{Packet, Protocol, ReasonCode};
 use cloudsignal_core::revocation::{Entry, Revocation};
-use cloudsignal_core::token::{issue, Jti, TokenClaims};
+use cloudsignal_core::token::issue;
 use cloudsignal_core::UnixTime;
 use common::*;
 
 /// A token for `user` issued `age` seconds ago, with token id `seed` repeated.
 fn token_aged(user: &str, age: u64, seed: u8) -> (String, String) {
-    let rules = AclRules::new(["users/{user}/#"], ["users/{user}/#"]).unwrap();
-    let claims = TokenClaims::new(
-        ISS,
-        UserId::parse(user).unwrap(),
-        OrgId::parse(ORG).unwrap(),
-        rules.resolve_identity(user, ORG).unwrap(),
-        UnixTime(now().secs() - age),
+    let c = claims(
+        user,
         600,
-        Jti::from_random([seed; 16]),
+        &["users/{user}/#"],
+        seed,
+        UnixTime(now().secs() - age),
     );
-    (issue(&claims, &key()), claims.jti.as_str().to_owned())
+    (issue(&c, &key()), c.jti.as_str().to_owned())
 }
 
 async fn connect(

@@ -33,18 +33,23 @@ pub fn now() -> UnixTime {
     )
 }
 
-pub fn token(user: &str, ttl: u64) -> String {
-    let rules = AclRules::new(["users/{user}/#"], ["users/{user}/#"]).unwrap();
-    let claims = TokenClaims::new(
+/// Claims for `user` with `rules` (publish and subscribe), issued at `iat`, token id `seed`
+/// repeated: the one place tests mint tokens.
+pub fn claims(user: &str, ttl: u64, rules: &[&str], seed: u8, iat: UnixTime) -> TokenClaims {
+    let rules = AclRules::new(rules.iter().copied(), rules.iter().copied()).unwrap();
+    TokenClaims::new(
         ISS,
         UserId::parse(user).unwrap(),
         OrgId::parse(ORG).unwrap(),
         rules.resolve_identity(user, ORG).unwrap(),
-        now(),
+        iat,
         ttl,
-        Jti::from_random([ttl as u8; 16]),
-    );
-    issue(&claims, &key())
+        Jti::from_random([seed; 16]),
+    )
+}
+
+pub fn token(user: &str, ttl: u64) -> String {
+    token_with(user, ttl, &["users/{user}/#"], ttl as u8)
 }
 
 pub async fn start(allow_anonymous: bool) -> SocketAddr {
@@ -216,17 +221,7 @@ impl Raw {
 }
 
 pub fn token_with(user: &str, ttl: u64, rules: &[&str], seed: u8) -> String {
-    let rules = AclRules::new(rules.iter().copied(), rules.iter().copied()).unwrap();
-    let claims = TokenClaims::new(
-        ISS,
-        UserId::parse(user).unwrap(),
-        OrgId::parse(ORG).unwrap(),
-        rules.resolve_identity(user, ORG).unwrap(),
-        now(),
-        ttl,
-        Jti::from_random([seed; 16]),
-    );
-    issue(&claims, &key())
+    issue(&claims(user, ttl, rules, seed, now()), &key())
 }
 
 pub fn auth_packet(token: &str) -> Packet<'_> {
