@@ -83,20 +83,7 @@ pub(crate) fn start_mosquitto_password() -> Result<Broker> {
             passwd.display()
         ),
     )?;
-    let child = Command::new("/usr/sbin/mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting mosquitto")?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_listening(addr)?;
-    Ok(Broker {
-        name: "mosquitto",
-        child,
-        addr,
-    })
+    crate::spawn_mosquitto(&conf, port)
 }
 
 /// CloudSignal trusting the bench issuer (JWKS file), with its control plane on `api_port`.

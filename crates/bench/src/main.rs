@@ -65,9 +65,14 @@ fn start_mosquitto() -> Result<Broker> {
         &conf,
         format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\n"),
     )?;
+    spawn_mosquitto(&conf, port)
+}
+
+/// Starts Debian's Mosquitto with `conf` (which must listen on `port`) and waits for it.
+pub(crate) fn spawn_mosquitto(conf: &std::path::Path, port: u16) -> Result<Broker> {
     let child = Command::new("/usr/sbin/mosquitto")
         .arg("-c")
-        .arg(&conf)
+        .arg(conf)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
