@@ -7,7 +7,7 @@
 //! consumer, revocation, shutdown) travels through the same wake-up and overtakes queued
 //! deliveries.
 
-use cloudsignal_core::mqtt::ReasonCode;
+use cloudsignal_core::mqtt::{QoS, ReasonCode};
 use cloudsignal_core::session::Delivery;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -56,19 +56,29 @@ impl Mailbox {
         }
     }
 
-    /// Queues a delivery without waiting.
-    pub fn try_send(&self, d: Delivery) -> Result<(), Refused> {
+    /// Queues a delivery without waiting. When the queue is full, a QoS 1/2 delivery takes the
+    /// place of the oldest queued QoS 0 one (the slow-consumer policy drops QoS 0 first);
+    /// `Ok(true)` says a QoS 0 message was dropped for it.
+    pub fn try_send(&self, d: Delivery) -> Result<bool, Refused> {
         let mut q = self.state.lock().map_err(|_| Refused::Closed)?;
         if q.closed {
             return Err(Refused::Closed);
         }
+        let mut evicted = false;
         if q.queue.len() >= self.capacity {
-            return Err(Refused::Full);
+            let qos0 = q.queue.iter().position(|x| x.qos == QoS::AtMostOnce);
+            match qos0 {
+                Some(i) if d.qos != QoS::AtMostOnce => {
+                    q.queue.remove(i);
+                    evicted = true;
+                }
+                _ => return Err(Refused::Full),
+            }
         }
         q.queue.push_back(d);
         drop(q);
         self.ready.notify_one();
-        Ok(())
+        Ok(evicted)
     }
 
     /// Orders the connection closed (the first order wins).
@@ -104,5 +114,48 @@ impl Mailbox {
                 std::mem::take(&mut q.queue)
             })
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use cloudsignal_core::session::Message;
+    use cloudsignal_core::topic::TopicName;
+    use std::sync::Arc;
+
+    fn d(qos: QoS) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: TopicName::parse("t").unwrap(),
+                payload: vec![],
+                qos,
+                retain: false,
+                expiry: None,
+                forwarded: Default::default(),
+            }),
+            qos,
+            retain: false,
+            subscription_ids: vec![],
+            expiry: None,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_qos0_first() {
+        let m = Mailbox::new(2);
+        assert!(!m.try_send(d(QoS::AtMostOnce)).unwrap());
+        assert!(!m.try_send(d(QoS::AtLeastOnce)).unwrap());
+        assert!(matches!(m.try_send(d(QoS::AtMostOnce)), Err(Refused::Full)));
+        assert!(
+            m.try_send(d(QoS::AtLeastOnce)).unwrap(),
+            "the QoS 0 message made room"
+        );
+        assert!(
+            matches!(m.try_send(d(QoS::ExactlyOnce)), Err(Refused::Full)),
+            "only QoS 1/2 left: slow consumer"
+        );
+        assert_eq!(m.close().len(), 2);
     }
 }

@@ -452,7 +452,10 @@ impl Router {
                 continue;
             };
             match handle.mailbox.try_send(delivery) {
-                Ok(()) => self.stats.delivered += 1,
+                Ok(evicted) => {
+                    self.stats.delivered += 1;
+                    self.stats.dropped_qos0 += u64::from(evicted);
+                }
                 Err(Refused::Full) if qos == QoS::AtMostOnce => self.stats.dropped_qos0 += 1,
                 Err(Refused::Full) => {
                     // slow consumer: it cannot take a message it must not lose; close it
