@@ -94,6 +94,60 @@ v.supa_jwe_shape = 'eyJhbGciOiJSU0EtT0FFUCIsImVuYyI6IkEyNTZHQ00ifQ.a.b.c.d';
   v.supa_duplicate_sub = `${header}.${body}.${sig}`;
 }
 
+// Other providers' exact claim shapes, signed with the same JWKS keys (rs-1, es-1).
+const FB_PROJECT = 'cloudsignal-demo';
+const FB_UID = 'kX7pQ2mN9rT4vW8yZ1aB3cD5eF6g';
+const fbClaims = (over = {}) => ({
+  name: 'Alice', iss: `https://securetoken.google.com/${FB_PROJECT}`, aud: FB_PROJECT, auth_time: T0 - 100,
+  user_id: FB_UID, sub: FB_UID, iat: T0 - 10, exp: T0 + 3600, email: 'alice@example.com', email_verified: true,
+  firebase: { identities: { email: ['alice@example.com'] }, sign_in_provider: 'password' }, role: 'editor', ...over,
+});
+v.firebase_project = FB_PROJECT;
+v.firebase_uid = FB_UID;
+v.fb_rs256 = await sign(fbClaims(), 'RS256', rs.privateKey, { kid: 'rs-1' });
+v.fb_auth_time_future = await sign(fbClaims({ auth_time: T0 + 600 }), 'RS256', rs.privateKey, { kid: 'rs-1' });
+v.fb_no_auth_time = await sign((({ auth_time, ...c }) => c)(fbClaims()), 'RS256', rs.privateKey, { kid: 'rs-1' });
+v.fb_wrong_aud = await sign(fbClaims({ aud: 'another-project' }), 'RS256', rs.privateKey, { kid: 'rs-1' });
+v.fb_empty_sub = await sign(fbClaims({ sub: '' }), 'RS256', rs.privateKey, { kid: 'rs-1' });
+v.fb_es256 = await sign(fbClaims(), 'ES256', es.privateKey, { kid: 'es-1' });
+
+const A0_DOMAIN = 'cloudsignal.eu.auth0.com';
+const A0_API = 'https://api.cloudsignal.example';
+const a0Claims = (over = {}) => ({
+  'https://cloudsignal.example/roles': ['editor', 'ops'], iss: `https://${A0_DOMAIN}/`, sub: 'auth0|64f1c2a9e1b2c4d5e8f90123',
+  aud: [A0_API, `https://${A0_DOMAIN}/userinfo`], iat: T0 - 10, exp: T0 + 3600, scope: 'openid profile email',
+  azp: 'Xq3tV9cN2bM7kL4pR8sW1yZ6', permissions: ['read:messages'], ...over,
+});
+v.auth0_domain = A0_DOMAIN;
+v.auth0_audience = A0_API;
+v.a0_rs256 = await sign(a0Claims(), 'RS256', rs.privateKey, { kid: 'rs-1' });
+v.a0_wrong_aud = await sign(a0Claims({ aud: `https://${A0_DOMAIN}/userinfo` }), 'RS256', rs.privateKey, { kid: 'rs-1' });
+v.a0_no_trailing_slash_iss = await sign(a0Claims({ iss: `https://${A0_DOMAIN}` }), 'RS256', rs.privateKey, { kid: 'rs-1' });
+
+const CLERK_ISS = 'https://clerk.cloudsignal.example';
+const CLERK_ORIGIN = 'https://app.cloudsignal.example';
+const clerkClaims = (over = {}) => ({
+  azp: CLERK_ORIGIN, exp: T0 + 60, fva: [0, -1], iat: T0 - 5, iss: CLERK_ISS, nbf: T0 - 15,
+  sid: 'sess_2abcDEFghiJKLmnoPQRstuVWXyz', sub: 'user_2NNEqL2nrIRdJ194ndJqAHwEfxC', v: 2,
+  o: { id: 'org_2xyzABC', rol: 'admin', slg: 'acme' }, ...over,
+});
+v.clerk_issuer = CLERK_ISS;
+v.clerk_origin = CLERK_ORIGIN;
+v.clerk_rs256 = await sign(clerkClaims(), 'RS256', rs.privateKey, { kid: 'rs-1' });
+v.clerk_v1_org_role = await sign((({ o, v: _v, ...c }) => ({ ...c, org_id: 'org_2xyzABC', org_role: 'org:admin' }))(clerkClaims()), 'RS256', rs.privateKey, { kid: 'rs-1' });
+v.clerk_foreign_azp = await sign(clerkClaims({ azp: 'https://evil.example' }), 'RS256', rs.privateKey, { kid: 'rs-1' });
+v.clerk_no_azp = await sign((({ azp, ...c }) => c)(clerkClaims()), 'RS256', rs.privateKey, { kid: 'rs-1' });
+
+const OIDC_ISS = 'https://idp.example.com';
+const oidcClaims = (over = {}) => ({
+  iss: OIDC_ISS, aud: 'cloudsignal-app', sub: '248289761001', roles: ['viewer'], iat: T0 - 10, exp: T0 + 600,
+  email: 'jane@example.com', nonce: 'n-0S6_WzA2Mj', ...over,
+});
+v.oidc_issuer = OIDC_ISS;
+v.oidc_es256 = await sign(oidcClaims(), 'ES256', es.privateKey, { kid: 'es-1' });
+v.oidc_hs_confusion_rs = await sign(oidcClaims(), 'HS256', new TextEncoder().encode(rsPem), { kid: 'rs-1' });
+v.oidc_email_sub = await sign(oidcClaims({ sub: 'jane@example.com' }), 'ES256', es.privateKey, { kid: 'es-1' });
+
 // A tkn_ token minted by jose in CloudSignal's format: core must accept it.
 v.tkn_by_jose = 'tkn_' + await new jose.SignJWT({
   iss: 'https://cloudsignal.test', sub: 'alice', org: 'org_k7xm4pqr2n5t', aud: 'mqtt', jti: '00112233445566778899aabbccddeeff',

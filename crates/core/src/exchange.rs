@@ -254,6 +254,7 @@ mod tests {
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             email: None,
             expires_at: None,
+            issued_at: None,
         }
     }
 

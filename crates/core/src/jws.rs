@@ -346,6 +346,10 @@ pub struct Validation {
     pub require_exp: bool,
     /// Required header `typ`, compared case-insensitively. `None` accepts any or none.
     pub required_typ: Option<String>,
+    /// `aud` must be present. Default `true`. Only a profile that binds tokens to their
+    /// audience another way (Clerk session tokens carry none; `azp` is checked instead) turns
+    /// it off; an `aud` that is present is still checked against `audiences`, if any.
+    pub require_audience: bool,
 }
 
 impl Validation {
@@ -357,6 +361,7 @@ impl Validation {
             leeway: 30,
             require_exp: true,
             required_typ: None,
+            require_audience: true,
         }
     }
 
@@ -395,6 +400,10 @@ impl Validation {
             }
         }
         let accepted = |a: &str| self.audiences.iter().any(|w| w == a);
+        if !self.require_audience && (self.audiences.is_empty() || !jwt.claims.contains_key("aud"))
+        {
+            return Ok(());
+        }
         match jwt.claims.get("aud") {
             Some(Value::String(a)) if accepted(a) => Ok(()),
             Some(Value::Array(list)) if list.iter().any(|a| a.as_str().is_some_and(accepted)) => {

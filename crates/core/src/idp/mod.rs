@@ -1,5 +1,9 @@
 //! Identity-provider JWT verification: providers are profiles over one verifier.
 //!
+//! Profiles: Supabase ([`SupabaseConfig`]), Firebase ([`FirebaseConfig`]), Auth0
+//! ([`Auth0Config`]), Clerk ([`ClerkConfig`]) and any OpenID Connect issuer ([`OidcConfig`]);
+//! [`ProvidersConfig`] reads several from one JSON document.
+//!
 //! A profile fixes, per issuer, the accepted algorithms, the audience, where keys come from
 //! (configured secrets and/or a JWKS URL) and how claims become an [`Identity`]. A token's
 //! unverified `iss` only selects the profile; that profile's own keys and rules then decide.
@@ -8,12 +12,21 @@
 //! Driving it (the worker and the broker do this, each with their own HTTP client):
 //!
 //! 1. [`IdpVerifier::inspect`] parses and routes the token (no cryptography yet);
-//! 2. [`IdpVerifier::static_key`] returns a configured key, or [`IdpVerifier::jwks_url`] names
-//!    the JWKS to resolve through a [`crate::jwks_cache::JwksCache`];
+//! 2. [`IdpVerifier::static_key`] returns a configured key, or [`IdpVerifier::key_source`] says
+//!    where to fetch it: a JWKS URL, or an OpenID discovery document whose `jwks_uri`
+//!    [`jwks_uri_from_discovery`] checks; keys are resolved through a
+//!    [`crate::jwks_cache::JwksCache`];
 //! 3. [`IdpVerifier::verify`] checks signature, time window, issuer, audience and claims.
 
+mod claims;
+mod config;
+mod discovery;
+mod providers;
 mod supabase;
 
+pub use config::{ProviderConfig, ProvidersConfig};
+pub use discovery::{discovery_url, jwks_uri_from_discovery};
+pub use providers::{Auth0Config, ClerkConfig, FirebaseConfig, OidcConfig, FIREBASE_JWKS_URL};
 pub use supabase::SupabaseConfig;
 
 use crate::ids::UserId;
@@ -22,18 +35,30 @@ use crate::keys::{Alg, KeyEntry, KeySet};
 use crate::time::UnixTime;
 
 /// Which kind of identity provider a profile describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Provider {
     /// Supabase Auth (GoTrue).
     Supabase,
+    /// Firebase Authentication (Google Identity Platform) ID tokens.
+    Firebase,
+    /// Auth0 access tokens for an API.
+    Auth0,
+    /// Clerk session tokens.
+    Clerk,
+    /// Any OpenID Connect issuer, keys found by discovery.
+    Oidc,
 }
 
 impl Provider {
-    /// A stable lowercase name for logs and responses.
+    /// A stable lowercase name for logs, configuration and responses.
     pub fn name(self) -> &'static str {
         match self {
             Self::Supabase => "supabase",
+            Self::Firebase => "firebase",
+            Self::Auth0 => "auth0",
+            Self::Clerk => "clerk",
+            Self::Oidc => "oidc",
         }
     }
 }
@@ -51,6 +76,15 @@ pub enum IdpError {
     /// `sub` is missing or cannot be an MQTT user id.
     #[error("subject is missing or not a valid user id")]
     BadSubject,
+    /// A provider-specific claim rule failed, e.g. Firebase's `auth_time` in the future or
+    /// Clerk's `azp` naming an origin that is not allowed.
+    #[error("claim {claim:?}: {reason}")]
+    Claim {
+        /// The claim at fault.
+        claim: &'static str,
+        /// The rule it broke.
+        reason: &'static str,
+    },
     /// The provider configuration is unusable (reported at start-up, not per request).
     #[error("identity provider configuration: {0}")]
     Config(String),
@@ -65,6 +99,44 @@ enum IssuerMatch {
     Suffix(String),
 }
 
+/// Where a profile's keys are fetched from, besides any configured (static) keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource<'a> {
+    /// Only configured keys.
+    None,
+    /// A JWKS document at this URL.
+    Jwks(&'a str),
+    /// OpenID Connect discovery: fetch this `/.well-known/openid-configuration` URL, check its
+    /// `issuer` with [`jwks_uri_from_discovery`], then use its `jwks_uri`.
+    Discovery {
+        /// The configured issuer the document must name.
+        issuer: &'a str,
+        /// The discovery document's URL.
+        url: &'a str,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Keys {
+    None,
+    Jwks(String),
+    Discovery(String),
+}
+
+/// Provider-specific claim rules applied after the signature and the standard claims.
+#[derive(Debug, Clone, Default)]
+struct ClaimRules {
+    /// Claims that carry roles: an exact claim name, else a dot path into nested objects.
+    role_claims: Vec<String>,
+    /// Also take roles from every top-level claim whose name ends in `/roles` (Auth0's
+    /// namespaced custom claims).
+    namespaced_roles: bool,
+    /// When set, `azp` must be present and one of these (Clerk).
+    authorized_parties: Vec<String>,
+    /// `auth_time` must be present and not in the future (Firebase).
+    require_auth_time: bool,
+}
+
 /// One issuer's verification rules.
 #[derive(Debug, Clone)]
 pub struct IssuerProfile {
@@ -72,8 +144,9 @@ pub struct IssuerProfile {
     issuer: IssuerMatch,
     algorithms: Vec<Alg>,
     static_keys: KeySet,
-    jwks_url: Option<String>,
+    keys: Keys,
     validation: Validation,
+    rules: ClaimRules,
 }
 
 impl IssuerProfile {
@@ -81,9 +154,28 @@ impl IssuerProfile {
     pub fn provider(&self) -> Provider {
         self.provider
     }
-    /// The JWKS URL, if keys are fetched.
+    /// The issuer this profile accepts (a suffix for a secret-only Supabase profile).
+    pub fn issuer(&self) -> &str {
+        match &self.issuer {
+            IssuerMatch::Exact(i) | IssuerMatch::Suffix(i) => i,
+        }
+    }
+    /// The JWKS URL, if keys are fetched from a fixed URL.
     pub fn jwks_url(&self) -> Option<&str> {
-        self.jwks_url.as_deref()
+        match &self.keys {
+            Keys::Jwks(u) => Some(u),
+            _ => None,
+        }
+    }
+    /// Where this profile's keys come from.
+    pub fn key_source(&self) -> KeySource<'_> {
+        match (&self.keys, &self.issuer) {
+            (Keys::None, _) => KeySource::None,
+            (Keys::Jwks(u), _) => KeySource::Jwks(u),
+            (Keys::Discovery(url), IssuerMatch::Exact(issuer) | IssuerMatch::Suffix(issuer)) => {
+                KeySource::Discovery { issuer, url }
+            }
+        }
     }
     /// Accepted algorithms.
     pub fn algorithms(&self) -> &[Alg] {
@@ -111,14 +203,18 @@ pub struct Identity {
     pub issuer: String,
     /// The user id (`sub`).
     pub subject: UserId,
-    /// The primary role (Supabase `role`).
+    /// The primary role: the first role claim found (Supabase `role`, Clerk `org_role`…).
     pub role: Option<String>,
-    /// Further roles (Supabase `app_metadata.roles`).
+    /// Further roles (Supabase `app_metadata.roles`, Firebase custom claims, Auth0 namespaced
+    /// claims…), in the order of the profile's role claims.
     pub roles: Vec<String>,
     /// The email address, if the token carries one.
     pub email: Option<String>,
     /// When the IdP token expires.
     pub expires_at: Option<UnixTime>,
+    /// When the IdP token was issued (`iat`): a user revocation at T refuses IdP tokens
+    /// issued at or before T.
+    pub issued_at: Option<UnixTime>,
 }
 
 impl Identity {
@@ -161,7 +257,8 @@ pub struct IdpVerifier {
 }
 
 impl IdpVerifier {
-    /// A verifier for these profiles.
+    /// A verifier for these profiles. Two profiles for one issuer are a configuration error
+    /// caught by [`ProvidersConfig::verifier`]; here the first one wins.
     pub fn new(profiles: Vec<IssuerProfile>) -> Self {
         Self {
             profiles,
@@ -211,9 +308,20 @@ impl IdpVerifier {
             .find(pending.kid(), pending.alg())
     }
 
-    /// The JWKS URL to resolve this token's key from, if the profile fetches keys.
+    /// The JWKS URL to resolve this token's key from, if the profile fetches keys from a
+    /// fixed URL (see [`IdpVerifier::key_source`] for discovery).
     pub fn jwks_url(&self, pending: &Pending<'_>) -> Option<&str> {
         self.profiles[pending.profile].jwks_url()
+    }
+
+    /// Where to fetch this token's key from when no configured key matches.
+    pub fn key_source(&self, pending: &Pending<'_>) -> KeySource<'_> {
+        self.profiles[pending.profile].key_source()
+    }
+
+    /// The provider of the profile this token was routed to.
+    pub fn provider(&self, pending: &Pending<'_>) -> Provider {
+        self.profiles[pending.profile].provider
     }
 
     /// Verifies the token with `key` at time `now` and maps its claims to an [`Identity`].
@@ -233,11 +341,11 @@ impl IdpVerifier {
                 .and_then(|v| v.as_str().map(str::to_owned));
         }
         let jwt = pending.inspected.verify(key, &validation, now)?;
-        match profile.provider {
-            Provider::Supabase => supabase::identity(&jwt),
-        }
+        claims::identity(profile, &jwt, now)
     }
 }
 
+#[cfg(test)]
+mod provider_tests;
 #[cfg(test)]
 mod tests;

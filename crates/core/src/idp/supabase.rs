@@ -5,23 +5,43 @@
 //! Issuer: `<project URL>/auth/v1`; audience: `authenticated`. Claims used: `sub` (the user's
 //! UUID), `role`, `app_metadata.roles`, `email`.
 
-use super::{Identity, IdpError, IssuerMatch, IssuerProfile, Provider};
-use crate::ids::UserId;
-use crate::jws::{Validation, VerifiedJwt};
+use super::{ClaimRules, IdpError, IssuerMatch, IssuerProfile, Keys, Provider};
+use crate::jws::Validation;
 use crate::keys::{Alg, KeyEntry, KeySet, VerifyingKey};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+
+fn authenticated() -> String {
+    "authenticated".to_owned()
+}
 
 /// Configuration of one Supabase project. At least one of `url` and `jwt_secret` is needed.
-#[derive(Debug, Clone)]
+/// In JSON (`{"provider": "supabase", "url": …}`) the secret is never read: set it apart.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SupabaseConfig {
     /// The project URL, e.g. `https://abcdefghijklmnopqrst.supabase.co` (`SUPABASE_URL`).
     /// Pins the issuer and enables ES256/RS256 keys from the project's JWKS.
     pub url: Option<String>,
     /// The legacy HS256 JWT secret (`SUPABASE_JWT_SECRET`). Without `url`, any issuer ending in
     /// `/auth/v1` is accepted for HS256 tokens, since only this project holds the secret.
+    #[serde(skip)]
     pub jwt_secret: Option<String>,
     /// Accepted audience. Default `authenticated`.
+    #[serde(default = "authenticated")]
     pub audience: String,
+}
+
+impl std::fmt::Debug for SupabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupabaseConfig")
+            .field("url", &self.url)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("audience", &self.audience)
+            .finish()
+    }
 }
 
 impl SupabaseConfig {
@@ -44,7 +64,7 @@ impl SupabaseConfig {
             static_keys.push(KeyEntry::new(None, key));
             algorithms.push(Alg::HS256);
         }
-        let (issuer, jwks_url) = match &self.url {
+        let (issuer, jwks_url) = match self.url.as_deref().map(|u| u.trim().trim_end_matches('/')) {
             Some(url) => {
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
                     return Err(IdpError::Config(format!(
@@ -54,10 +74,12 @@ impl SupabaseConfig {
                 algorithms.extend([Alg::ES256, Alg::RS256]);
                 (
                     IssuerMatch::Exact(format!("{url}/auth/v1")),
-                    Some(format!("{url}/auth/v1/.well-known/jwks.json")),
+                    Keys::Jwks(format!("{url}/auth/v1/.well-known/jwks.json")),
                 )
             }
-            None if self.jwt_secret.is_some() => (IssuerMatch::Suffix("/auth/v1".into()), None),
+            None if self.jwt_secret.is_some() => {
+                (IssuerMatch::Suffix("/auth/v1".into()), Keys::None)
+            }
             None => {
                 return Err(IdpError::Config(
                     "Supabase needs SUPABASE_URL and/or SUPABASE_JWT_SECRET".into(),
@@ -74,35 +96,11 @@ impl SupabaseConfig {
             issuer,
             algorithms,
             static_keys,
-            jwks_url,
+            keys: jwks_url,
+            rules: ClaimRules {
+                role_claims: vec!["role".into(), "app_metadata.roles".into()],
+                ..ClaimRules::default()
+            },
         })
     }
-}
-
-pub(super) fn identity(jwt: &VerifiedJwt) -> Result<Identity, IdpError> {
-    let subject = jwt
-        .str_claim("sub")
-        .and_then(|s| UserId::parse(s).ok())
-        .ok_or(IdpError::BadSubject)?;
-    let roles = jwt
-        .claims
-        .get("app_metadata")
-        .and_then(|m| m.get("roles"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Identity {
-        provider: Provider::Supabase,
-        issuer: jwt.str_claim("iss").unwrap_or_default().to_owned(),
-        subject,
-        role: jwt.str_claim("role").map(str::to_owned),
-        roles,
-        email: jwt.str_claim("email").map(str::to_owned),
-        expires_at: jwt.exp,
-    })
 }

@@ -14,15 +14,16 @@ fn verifier() -> IdpVerifier {
 }
 
 /// Drives verification exactly as an adapter does, with the JWKS "fetched" from the vectors.
-fn verify_with(v: &IdpVerifier, token: &str, now: UnixTime) -> Result<Identity, IdpError> {
+pub(super) fn verify_with(
+    v: &IdpVerifier,
+    token: &str,
+    now: UnixTime,
+) -> Result<Identity, IdpError> {
     let pending = v.inspect(token)?;
     if let Some(key) = v.static_key(&pending).cloned() {
         return v.verify(pending, &key, now);
     }
-    assert!(v
-        .jwks_url(&pending)
-        .unwrap()
-        .ends_with("/auth/v1/.well-known/jwks.json"));
+    assert_ne!(v.key_source(&pending), KeySource::None);
     let mut cache = JwksCache::new(JwksPolicy::default());
     for _ in 0..2 {
         match cache.lookup(pending.kid(), pending.alg(), now) {
@@ -162,5 +163,24 @@ both_targets_test! {
         assert!(SupabaseConfig::new(None, None).profile().is_err());
         assert!(SupabaseConfig::new(None, Some("short")).profile().is_err());
         assert!(SupabaseConfig::new(Some("abc.supabase.co"), None).profile().is_err());
+    }
+}
+
+both_targets_test! {
+    fn supabase_from_json_keeps_the_secret_apart() {
+        let mut cfg = ProvidersConfig::from_json(&format!(
+            r#"[{{"provider": "supabase", "url": "{}"}}]"#,
+            tv::get("supabase_url")
+        ))
+        .unwrap();
+        let ProviderConfig::Supabase(s) = &mut cfg.providers[0] else { panic!() };
+        assert!(s.jwt_secret.is_none());
+        assert_eq!(s.audience, "authenticated");
+        assert!(ProvidersConfig::from_json(r#"[{"provider": "supabase", "jwt_secret": "x"}]"#).is_err());
+        s.jwt_secret = Some(tv::get("supabase_secret"));
+        assert!(format!("{s:?}").contains("<redacted>"));
+        let v = cfg.verifier().unwrap();
+        assert!(verify_with(&v, &tv::get("supa_hs256"), tv::t0()).is_ok());
+        assert!(verify_with(&v, &tv::get("supa_es256"), tv::t0()).is_ok());
     }
 }
