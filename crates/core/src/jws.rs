@@ -42,10 +42,10 @@ pub enum JwsError {
     #[error("algorithm {0:?} is not allowed")]
     AlgorithmNotAllowed(String),
     /// The header's `typ` is not the one required (cross-JWT confusion defence, RFC 8725 §3.11).
-    #[error("token type {0:?} is not accepted here")]
+    #[error("token type {} is not accepted here", .0.as_deref().map_or("(none)".to_owned(), |t| format!("{t:?}")))]
     WrongType(Option<String>),
     /// No trusted key has this `kid` and algorithm.
-    #[error("no trusted key for kid {0:?}")]
+    #[error("no trusted key for {}", describe_kid(.0.as_deref()))]
     UnknownKey(Option<String>),
     /// The signature does not verify under the selected key.
     #[error("signature does not verify")]
@@ -413,5 +413,13 @@ impl Validation {
             None => Err(JwsError::MissingClaim("aud")),
             Some(_) => Err(JwsError::MalformedClaims("aud".into())),
         }
+    }
+}
+
+/// `kid "x"`, or `a token without kid`, for error messages.
+fn describe_kid(kid: Option<&str>) -> String {
+    match kid {
+        Some(k) => format!("kid {k:?}"),
+        None => "a token without kid".to_owned(),
     }
 }

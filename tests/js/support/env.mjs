@@ -47,17 +47,27 @@ export async function freePort() {
   return port;
 }
 
-/** A JWKS server on loopback standing in for an IdP. `state.down = true` makes it answer 503. */
+/**
+ * A JWKS server on loopback standing in for an IdP. `state.down = true` makes it answer 503.
+ * With `state.discovery` set, `/.well-known/openid-configuration` serves that document.
+ * `state.hits` counts JWKS fetches, `state.discoveryHits` discovery fetches.
+ */
 export async function startJwksServer(jwks, { maxAge = 600 } = {}) {
-  const state = { jwks, down: false, hits: 0 };
+  const state = { jwks, down: false, hits: 0, discoveryHits: 0, discovery: null };
   const server = createServer((req, res) => {
-    state.hits += 1;
+    const isDiscovery = req.url.endsWith('/.well-known/openid-configuration');
+    if (isDiscovery) state.discoveryHits += 1;
+    else state.hits += 1;
     if (state.down) {
       res.writeHead(503).end('down');
       return;
     }
+    if (isDiscovery && !state.discovery) {
+      res.writeHead(404).end('no discovery');
+      return;
+    }
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': `public, max-age=${maxAge}` });
-    res.end(JSON.stringify(state.jwks));
+    res.end(JSON.stringify(isDiscovery ? state.discovery : state.jwks));
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address();
@@ -95,8 +105,10 @@ export async function supabaseProject() {
   return { es, rs, secret, url, iss, jwksServer, mint, keys };
 }
 
-/** Starts the built worker (worker/build) in workerd via Miniflare; returns { url, mf, logs }. */
-export async function startWorker(bindings, { port = 0 } = {}) {
+/** Starts the built worker (worker/build) in workerd via Miniflare; returns { url, mf, logs }.
+ * `kv: true` binds a REVOCATIONS namespace; `ratelimits` binds EXCHANGE_*_LIMITER; `cachePersist`
+ * keeps the Cache API across instances (a fresh isolate in the same location). */
+export async function startWorker(bindings, { port = 0, kv = false, ratelimits, cachePersist } = {}) {
   const logs = [];
   const mf = new Miniflare({
     host: '127.0.0.1',
@@ -113,7 +125,10 @@ export async function startWorker(bindings, { port = 0 } = {}) {
       modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
       compatibilityDate: '2026-04-01',
       bindings,
+      ...(kv ? { kvNamespaces: ['REVOCATIONS'] } : {}),
+      ...(ratelimits ? { ratelimits } : {}),
     }],
+    ...(cachePersist ? { cachePersist } : {}),
   });
   const url = String(await mf.ready).replace(/\/$/, '');
   return { url, mf, logs };
