@@ -20,6 +20,8 @@ if (!existsSync(keyFile)) {
 const secretFile = join(DEV, 'supabase-jwt-secret');
 if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('base64url'), { mode: 0o600 });
 const secret = readFileSync(secretFile, 'utf8').trim();
+const adminFile = join(DEV, 'worker-admin-secret');
+if (!existsSync(adminFile)) writeFileSync(adminFile, randomBytes(32).toString('hex'), { mode: 0o600 });
 
 const issuer = `http://127.0.0.1:${PORT}`;
 const { url, mf } = await startWorker({
@@ -29,12 +31,15 @@ const { url, mf } = await startWorker({
   SUPABASE_JWT_SECRET: secret,
   CLOUDSIGNAL_BROKER_WSS_URL: 'ws://127.0.0.1:18884/mqtt',
   CLOUDSIGNAL_BROKER_MQTTS_URL: 'mqtt://127.0.0.1:1883',
-}, { port: PORT });
+  CLOUDSIGNAL_ALLOWED_ORIGINS: 'http://localhost:5173,http://127.0.0.1:5173',
+  CLOUDSIGNAL_ADMIN_SECRET: readFileSync(adminFile, 'utf8').trim(),
+}, { port: PORT, kv: true });
 
 // The broker, trusting the worker's signing key.
 const jwksFile = join(DEV, 'jwks.json');
 writeFileSync(jwksFile, (await cli('jwks', keyFile)).stdout, { mode: 0o600 });
 const broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${MQTT_PORT}`, '--issuer', issuer, '--issuer-jwks', jwksFile,
+  '--issuer-revocations', `${issuer}/v1/revocations`,
   '--data-dir', join(DEV, 'data'), '--control-addr', '127.0.0.1:8080'], {
   stdio: ['ignore', 'inherit', 'inherit'],
 });
