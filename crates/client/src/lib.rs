@@ -8,6 +8,10 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod adapter;
+
+pub use adapter::Client;
+
 use cloudsignal_core::exchange::TokenResponse as CoreResponse;
 use cloudsignal_core::UnixTime;
 use wasm_bindgen::prelude::*;

@@ -22,6 +22,7 @@
 
 pub mod acl;
 pub mod apikey;
+pub mod client;
 pub mod exchange;
 pub mod idp;
 pub mod ids;
