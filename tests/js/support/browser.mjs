@@ -8,9 +8,14 @@ import { ROOT } from './env.mjs';
 const TYPES = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html', '.json': 'application/json' };
 const SERVED = ['pkg/', 'tests/js/fixtures/'];
 
-/** A static file server for pkg/ and the test fixtures only. */
-export async function startStaticServer() {
+/** A static file server for pkg/ and the test fixtures only; `routes` adds handlers by path. */
+export async function startStaticServer(routes = {}) {
   const server = createServer(async (req, res) => {
+    const route = routes[new URL(req.url, 'http://x').pathname];
+    if (route) {
+      await route(req, res);
+      return;
+    }
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^\/+/, '');
     if (!SERVED.some((p) => path.startsWith(p)) || path.includes('..')) {
       res.writeHead(404).end();
@@ -27,11 +32,13 @@ export async function startStaticServer() {
   return { url: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => server.close(r)) };
 }
 
-/** Headless Chromium with the flags this machine's closed network needs. */
-export function launchChromium() {
+/** Headless Chromium with the flags this machine's closed network needs. `insecureTls`
+ * accepts the tests' self-signed broker certificate (wss://127.0.0.1). */
+export function launchChromium({ insecureTls = false } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ...(insecureTls ? ['--ignore-certificate-errors'] : [])],
   });
 }
