@@ -18,10 +18,10 @@ export interface TokenResponseJson {
   broker: { wss_url: string; mqtts_url: string };
 }
 
-/** A parsed token response. Call `free()` when done to release its WebAssembly memory. */
+/** A parsed, checked token response. */
 export class TokenResponse {
-  /** Parses the JSON text of a token response; throws an Error explaining what is wrong. */
-  static parse(json: string): TokenResponse;
+  /** Parses the JSON text (or object) of a token response; throws an Error explaining what is wrong. */
+  static parse(json: string | TokenResponseJson): TokenResponse;
   /** MQTT username, `<user>@<org>`. */
   readonly username: string;
   /** MQTT password: the `tkn_` token. Treat as a secret. */
@@ -38,7 +38,7 @@ export class TokenResponse {
   refreshInMs(nowMs: number): number;
   /** Whether the token has expired at `nowMs`. */
   isExpired(nowMs: number): boolean;
-  /** Releases the WebAssembly memory held by this object. */
+  /** Kept for compatibility (earlier versions held WebAssembly memory): does nothing. */
   free(): void;
 }
 

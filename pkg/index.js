@@ -1,26 +1,70 @@
 // @cloudsignal/client — ESM entry. Loads the WebAssembly module once (top-level await), then
 // exposes CloudSignalClient: an MQTT 5 client over WebSocket that fetches and refreshes its own
 // tokens. Works with bundlers (Vite, webpack 5, esbuild) and <script type="module">.
-import init, { Client, TokenResponse, version } from './wasm/cloudsignal_client.js';
+import init, { Client, version } from './wasm/cloudsignal_client.js';
 
 await init({ module_or_path: new URL('./wasm/cloudsignal_client_bg.wasm', import.meta.url) });
 
-export { TokenResponse, version };
+export { version };
+
+function need(cond, what) {
+  if (!cond) throw new Error(`not a CloudSignal token response: ${what}`);
+}
 
 /**
- * Parses a token response (the JSON your backend or the CloudSignal worker returns) and
- * returns when to refresh it, in milliseconds since the epoch.
+ * A token response (the JSON your backend or the CloudSignal worker returns), checked. Times
+ * are milliseconds since the epoch.
+ */
+export class TokenResponse {
+  /** Parses JSON text (or takes the parsed object); throws an Error that says what is wrong. */
+  static parse(json) {
+    let v;
+    try {
+      v = typeof json === 'string' ? JSON.parse(json) : json;
+    } catch (e) {
+      throw new Error(`not a CloudSignal token response: ${e.message}`);
+    }
+    need(v && typeof v === 'object', 'not an object');
+    const c = v.mqtt_credentials;
+    need(c && typeof c === 'object', 'missing mqtt_credentials');
+    need(typeof c.username === 'string', 'missing field `username`');
+    need(typeof c.password === 'string', 'missing field `password`');
+    need(Number.isSafeInteger(v.expires_at) && v.expires_at >= 0, 'expires_at must be Unix seconds');
+    need(Number.isSafeInteger(v.refresh_at) && v.refresh_at >= 0, 'refresh_at must be Unix seconds');
+    need(v.acl && Array.isArray(v.acl.pub) && Array.isArray(v.acl.sub), 'acl must be {pub: [...], sub: [...]}');
+    need(v.broker && typeof v.broker.wss_url === 'string', 'missing broker.wss_url');
+    return new TokenResponse(v);
+  }
+
+  #v;
+  constructor(v) { this.#v = v; }
+  /** MQTT username, `<user>@<org>`. */
+  get username() { return this.#v.mqtt_credentials.username; }
+  /** MQTT password: the `tkn_` token. Treat as a secret. */
+  get password() { return this.#v.mqtt_credentials.password; }
+  get expiresAt() { return this.#v.expires_at * 1000; }
+  get refreshAt() { return this.#v.refresh_at * 1000; }
+  get aclJson() { return JSON.stringify({ pub: this.#v.acl.pub, sub: this.#v.acl.sub }); }
+  get wssUrl() { return this.#v.broker.wss_url; }
+  refreshInMs(nowMs) { return Math.max(0, this.refreshAt - nowMs); }
+  isExpired(nowMs) { return nowMs >= this.expiresAt; }
+  /** Kept for compatibility: nothing to release. */
+  free() {}
+}
+
+/**
+ * When to refresh a token response (JSON text or object), in milliseconds since the epoch.
  * @param {string | object} response
  * @returns {number}
  */
 export function refreshAt(response) {
-  const json = typeof response === 'string' ? response : JSON.stringify(response);
-  const parsed = TokenResponse.parse(json);
-  try {
-    return parsed.refreshAt;
-  } finally {
-    parsed.free();
-  }
+  return TokenResponse.parse(response).refreshAt;
+}
+
+/** What the WebAssembly client reads from a token. */
+function normalize(value) {
+  const t = TokenResponse.parse(value);
+  return { username: t.username, password: t.password, expiresAt: t.expiresAt, refreshAt: t.refreshAt, wssUrl: t.wssUrl };
 }
 
 /** An error from the token endpoint that retrying will not fix (401/403: signed out, revoked). */
@@ -71,8 +115,9 @@ export class CloudSignalClient extends EventTarget {
     const { tokenUrl, headers, getToken, url, clientId, keepAlive, sessionExpiry, maxQueued, protocolVersion } = options;
     if (!getToken && !tokenUrl) throw new TypeError('CloudSignalClient needs tokenUrl or getToken');
     if (getToken && tokenUrl) throw new TypeError('give either tokenUrl or getToken, not both');
+    const source = getToken ?? urlTokenSource(tokenUrl, headers);
     this.#client = new Client({
-      getToken: getToken ?? urlTokenSource(tokenUrl, headers),
+      getToken: async () => normalize(await source()),
       emit: (type, detail) => this.dispatchEvent(new CustomEvent(type, { detail })),
       clientId: clientId ?? randomClientId(),
       url, keepAlive, sessionExpiry, maxQueued, protocolVersion,

@@ -9,9 +9,8 @@
 use cloudsignal_core::client::{
     Backoff, ClientConfig, ClientEvent, ClientSession, CloseKind, RefreshPlan,
 };
-use cloudsignal_core::exchange::TokenResponse;
 use cloudsignal_core::mqtt::{Protocol, QoS, ReasonCode};
-use js_sys::{Date, Function, Math, Object, Promise, Reflect, Uint8Array, JSON};
+use js_sys::{Date, Function, Math, Object, Promise, Reflect, Uint8Array};
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::closure::Closure;
@@ -47,6 +46,16 @@ struct Timers {
     reconnect: Option<i32>,
 }
 
+/// A token response, normalized by `pkg/index.js` (`{username, password, expiresAt,
+/// refreshAt, wssUrl}`, times in ms since the epoch).
+struct Token {
+    username: String,
+    password: String,
+    expires_at: u64,
+    refresh_at: u64,
+    wss_url: String,
+}
+
 struct Inner {
     session: ClientSession,
     get_token: Function,
@@ -55,7 +64,7 @@ struct Inner {
     ws: Option<WebSocket>,
     handlers: Vec<Closure<dyn FnMut(JsValue)>>,
     generation: u32,
-    token: Option<TokenResponse>,
+    token: Option<Token>,
     plan: Option<RefreshPlan>,
     reconnect: Backoff,
     refresh_backoff: Backoff,
@@ -118,10 +127,10 @@ impl Inner {
         if let Some(t) = &self.token {
             #[allow(clippy::cast_precision_loss)]
             {
-                set(&d, "expiresAt", t.expires_at.secs() as f64 * 1000.0);
-                set(&d, "refreshAt", t.refresh_at.secs() as f64 * 1000.0);
+                set(&d, "expiresAt", t.expires_at as f64);
+                set(&d, "refreshAt", t.refresh_at as f64);
             }
-            set(&d, "username", t.mqtt_credentials.username.as_str());
+            set(&d, "username", t.username.as_str());
         }
         set(&d, "via", via);
         d
@@ -331,10 +340,7 @@ fn open_socket(this: &Shared) {
     let opened = {
         let mut inner = this.borrow_mut();
         let Some(token) = &inner.token else { return };
-        let url = inner
-            .url
-            .clone()
-            .unwrap_or_else(|| token.broker.wss_url.clone());
+        let url = inner.url.clone().unwrap_or_else(|| token.wss_url.clone());
         inner.close_socket();
         let generation = inner.generation;
         match WebSocket::new_with_str(&url, "mqtt") {
@@ -345,10 +351,7 @@ fn open_socket(this: &Shared) {
                     let (user, pass) = {
                         let inner = this.borrow();
                         match &inner.token {
-                            Some(t) => (
-                                t.mqtt_credentials.username.clone(),
-                                t.mqtt_credentials.password.clone(),
-                            ),
+                            Some(t) => (t.username.clone(), t.password.clone()),
                             None => return,
                         }
                     };
@@ -404,16 +407,33 @@ fn handler(
     }) as Box<dyn FnMut(JsValue)>)
 }
 
-/// Parses what `getToken()` resolved to: a token response object or its JSON text.
-fn parse_token(value: &JsValue) -> Result<TokenResponse, String> {
-    let json = match value.as_string() {
-        Some(s) => s,
-        None => JSON::stringify(value)
+/// Reads the normalized token `pkg/index.js` resolves to.
+fn parse_token(value: &JsValue) -> Result<Token, String> {
+    let text = |k: &str| {
+        Reflect::get(value, &JsValue::from_str(k))
             .ok()
-            .and_then(|s| s.as_string())
-            .ok_or("getToken() resolved to something that is not JSON")?,
+            .and_then(|v| v.as_string())
+            .ok_or_else(|| format!("token: {k} missing"))
     };
-    TokenResponse::from_json(&json).map_err(|e| format!("not a CloudSignal token response: {e}"))
+    let time = |k: &str| {
+        Reflect::get(value, &JsValue::from_str(k))
+            .ok()
+            .and_then(|v| v.as_f64())
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .map(|t| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let ms = t as u64;
+                ms
+            })
+            .ok_or_else(|| format!("token: {k} missing"))
+    };
+    Ok(Token {
+        username: text("username")?,
+        password: text("password")?,
+        expires_at: time("expiresAt")?,
+        refresh_at: time("refreshAt")?,
+        wss_url: text("wssUrl")?,
+    })
 }
 
 fn fetch_token(this: &Shared, purpose: Purpose) {
@@ -454,14 +474,11 @@ fn error_message(e: &JsValue) -> String {
         .unwrap_or_else(|| "getToken() failed".to_owned())
 }
 
-fn on_token(this: &Shared, token: TokenResponse, purpose: Purpose) {
+fn on_token(this: &Shared, token: Token, purpose: Purpose) {
     let reauthed = {
         let mut inner = this.borrow_mut();
-        inner.plan = Some(RefreshPlan::new(
-            token.refresh_at.secs() * 1000,
-            token.expires_at.secs() * 1000,
-        ));
-        let password = token.mqtt_credentials.password.clone();
+        inner.plan = Some(RefreshPlan::new(token.refresh_at, token.expires_at));
+        let password = token.password.clone();
         inner.token = Some(token);
         inner.refresh_backoff.reset();
         let d = inner.token_detail("fetch");
@@ -577,8 +594,9 @@ pub struct Client {
 
 #[wasm_bindgen]
 impl Client {
-    /// `options`: `{clientId, getToken: () => Promise<TokenResponse | string>, emit: (type,
-    /// detail) => void, url?, keepAlive?, sessionExpiry?, maxQueued?, protocolVersion?: 4 | 5}`.
+    /// `options`: `{clientId, getToken: () => Promise<{username, password, expiresAt,
+    /// refreshAt, wssUrl}>, emit: (type, detail) => void, url?, keepAlive?, sessionExpiry?,
+    /// maxQueued?, protocolVersion?: 4 | 5}`.
     #[wasm_bindgen(constructor)]
     pub fn new(options: &JsValue) -> Result<Client, JsError> {
         let get =
