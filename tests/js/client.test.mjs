@@ -1,5 +1,5 @@
-// @cloudsignal/client end to end, every process real and on loopback: a page in Chromium signs
-// in at a Supabase stand-in, exchanges the JWT at the worker (workerd), connects over WSS to
+// @cloudsignal/client end to end, every process real and on loopback: the demo app (www/, built
+// by Vite against the npm-packed package) in Chromium signs in at a Supabase stand-in, exchanges the JWT at the worker (workerd), connects over WSS to
 // `cloudsignal serve`; a backend publishes at QoS 1 over MQTTS with an sk_ key (mqtt.js). With a
 // 20-second token the page lives through refreshes over AUTH without a reconnect or a lost or
 // duplicated message, survives a broker restart by itself, and ends in a fatal "revoked" state
@@ -89,7 +89,7 @@ async function openPage(query) {
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.errors = errors;
-  await page.goto(`${site.url}/tests/js/fixtures/client.html?worker=${encodeURIComponent(worker.url)}&${query}`);
+  await page.goto(`${site.url}/www/dist/index.html?worker=${encodeURIComponent(worker.url)}&autostart&${query}`);
   return page;
 }
 const read = (page) => page.evaluate(() => (window.log ? JSON.parse(JSON.stringify(window.log)) : null));
@@ -155,7 +155,8 @@ test('refreshes over AUTH with no reconnect and no lost or duplicated QoS 1 mess
   log = await read(page);
   assert.equal(log.fetched.length, fetchedAtFatal, 'no token fetched after the fatal close');
   assert.equal(log.states.length, statesAtFatal, 'no reconnect attempt after the fatal close');
-  assert.match(await page.textContent('#state'), /fatal: .*0x98/);
+  assert.match(await page.textContent('#state'), /fatal: Administrative action/);
+  assert.match(await page.textContent('#reason'), /0x98/);
   assert.deepEqual(page.errors, []);
   pub.end(true);
   pub2.end(true);
@@ -169,6 +170,7 @@ test("a page subscribing to another user's topic is refused with 0x87 and keeps 
   assert.equal(log.subErrors[0].reason, 0x87);
   assert.equal(log.subErrors[0].reasonName, 'Not authorized');
   assert.equal(log.states.at(-1).state, 'connected', 'a refused subscription does not close the connection');
+  assert.match(await page.textContent('#suberror'), /Not authorized \(0x87\)/);
   await page.close();
 });
 

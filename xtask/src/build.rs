@@ -1,4 +1,5 @@
-//! Builds the two wasm artifacts: the browser package (`pkg/`) and the worker bundle.
+//! Builds the wasm artifacts: the browser package (`pkg/`), the demo app built with Vite
+//! against that package as packed by npm (`www/dist`), and the worker bundle.
 
 use crate::bootstrap::{wasm_target_dir, WasmToolchain};
 use crate::util::{note, root, run, step};
@@ -10,7 +11,67 @@ use std::process::Command;
 /// Builds everything.
 pub(crate) fn all(wasm: &WasmToolchain) -> Result<()> {
     pkg(wasm)?;
+    demo()?;
     worker(wasm)
+}
+
+/// `npm pack`s `pkg/`, installs the tarball into `www/` like any app would, and builds the
+/// demo with Vite: proof that the published package works in a fresh Vite app.
+pub(crate) fn demo() -> Result<()> {
+    step("build www/ (npm pack pkg/ → npm install in www/ → vite build)");
+    if up_to_date(
+        &root().join("www/dist/index.html"),
+        &[
+            "pkg/index.js",
+            "pkg/index.d.ts",
+            "pkg/package.json",
+            "pkg/wasm",
+            "www/src",
+            "www/index.html",
+            "www/vite.config.js",
+            "www/package.json",
+        ],
+    ) {
+        note("www/dist is newer than its sources: skipped");
+        return Ok(());
+    }
+    let npm_dir = root().join("target/npm");
+    fs::create_dir_all(&npm_dir)?;
+    run(Command::new("npm")
+        .current_dir(root())
+        .args(["pack", "./pkg", "--silent", "--pack-destination"])
+        .arg(&npm_dir))?;
+    // a fresh install of the tarball (same version number, new contents)
+    let installed = root().join("www/node_modules/@cloudsignal");
+    if installed.exists() {
+        fs::remove_dir_all(&installed)?;
+    }
+    run(Command::new("npm").current_dir(root().join("www")).args([
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--no-package-lock",
+        "--silent",
+    ]))?;
+    run(Command::new(root().join("node_modules/.bin/vite"))
+        .current_dir(root().join("www"))
+        .args(["build", "--logLevel", "warn"]))?;
+    let assets = root().join("www/dist/assets");
+    let mut total = 0;
+    for entry in fs::read_dir(&assets)? {
+        let path = entry?.path();
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("js" | "wasm")
+        ) {
+            total += gzip_size(&path)?;
+        }
+    }
+    note(&format!(
+        "demo app (gzip -9, package + app code): {:.1} KB",
+        total as f64 / 1024.0
+    ));
+    Ok(())
 }
 
 fn gzip_size(path: &Path) -> Result<usize> {
@@ -74,7 +135,7 @@ pub(crate) fn pkg(wasm: &WasmToolchain) -> Result<()> {
 /// Builds the worker the way `wrangler deploy` does (its `[build]` command runs worker-build),
 /// as a dry run: this proves `wrangler.toml` deploys as is, and reports the upload size.
 pub(crate) fn worker(wasm: &WasmToolchain) -> Result<()> {
-    step("build worker/ (npx wrangler deploy --dry-run: worker-build --profile wasm-release)");
+    step("build worker/ (npx wrangler deploy --dry-run: worker-build --profile worker-release)");
     if up_to_date(
         &root().join("worker/build/index_bg.wasm"),
         &[

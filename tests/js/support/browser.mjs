@@ -6,7 +6,7 @@ import { join, normalize, extname } from 'node:path';
 import { ROOT } from './env.mjs';
 
 const TYPES = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html', '.json': 'application/json' };
-const SERVED = ['pkg/', 'tests/js/fixtures/'];
+const SERVED = ['pkg/', 'tests/js/fixtures/', 'www/dist/'];
 
 /** A static file server for pkg/ and the test fixtures only; `routes` adds handlers by path. */
 export async function startStaticServer(routes = {}) {
