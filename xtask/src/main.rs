@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo xtask test        # install what is missing, then run every test suite
-//! cargo xtask dev         # run the token-exchange worker locally (workerd) with dev secrets
+//! cargo xtask dev         # run the broker, the worker (workerd) and the demo app with dev secrets
 //! cargo xtask bootstrap   # only install/check toolchains and test peers
 //! cargo xtask build       # build pkg/ (browser package) and worker/build (worker bundle)
 //! ```
@@ -24,7 +24,8 @@ const USAGE: &str = "usage: cargo xtask <test|dev|bootstrap|build>
 
   test       bootstrap, then: fmt + clippy, native tests, core tests in wasm32 (headless
              Chromium), build pkg/ and the worker, end-to-end tests in workerd and Chromium
-  dev        run the token-exchange worker on http://127.0.0.1:8787 with generated dev secrets
+  dev        run the broker, the token-exchange worker (http://127.0.0.1:8787) and the demo app
+             (http://127.0.0.1:5173/www/dist/) with generated dev secrets
   bootstrap  install or check: wasm32 std, wasm-bindgen CLI, worker-build, npm packages,
              Chromium + chromedriver, Mosquitto
   build      build pkg/ and worker/build";
@@ -147,14 +148,14 @@ fn test() -> Result<()> {
 
 fn dev() -> Result<()> {
     let tools = bootstrap::all()?;
-    build::worker(&tools.wasm)?;
+    build::all(&tools.wasm)?;
     run(Command::new("cargo").current_dir(root()).args([
         "build",
         "--quiet",
         "-p",
         "cloudsignal-cli",
     ]))?;
-    step("starting the worker in workerd on http://127.0.0.1:8787 (Ctrl-C to stop)");
+    step("starting the broker, the worker (http://127.0.0.1:8787) and the demo app (http://127.0.0.1:5173/www/dist/) (Ctrl-C to stop)");
     run(Command::new("node")
         .current_dir(root())
         .arg("tests/js/support/dev.mjs"))

@@ -9,7 +9,7 @@ const TYPES = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'a
 const SERVED = ['pkg/', 'tests/js/fixtures/', 'www/dist/'];
 
 /** A static file server for pkg/ and the test fixtures only; `routes` adds handlers by path. */
-export async function startStaticServer(routes = {}) {
+export async function startStaticServer(routes = {}, { port = 0 } = {}) {
   const server = createServer(async (req, res) => {
     const route = routes[new URL(req.url, 'http://x').pathname];
     if (route) {
@@ -28,7 +28,7 @@ export async function startStaticServer(routes = {}) {
       res.writeHead(404).end();
     }
   });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise((r) => server.listen(port, '127.0.0.1', r));
   return { url: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => server.close(r)) };
 }
 

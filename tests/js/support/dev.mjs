@@ -6,6 +6,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { ROOT, ORG, CLI, cli, jose, startWorker } from './env.mjs';
+import { startStaticServer } from './browser.mjs';
 
 const DEV = join(ROOT, '.dev');
 const PORT = Number(process.env.CLOUDSIGNAL_DEV_PORT ?? 8787);
@@ -49,11 +50,22 @@ broker.on('exit', (code) => {
 });
 
 // A Supabase-shaped access token signed with the dev secret, as supabase-js would hold.
-const now = Math.floor(Date.now() / 1000);
-const sample = await new jose.SignJWT({
-  iss: 'http://127.0.0.1:54321/auth/v1', aud: 'authenticated', sub: randomUUID(), role: 'authenticated',
-  email: 'dev@example.com', iat: now, exp: now + 3600,
-}).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).sign(new TextEncoder().encode(secret));
+const supabaseToken = (sub) => {
+  const now = Math.floor(Date.now() / 1000);
+  return new jose.SignJWT({
+    iss: 'http://127.0.0.1:54321/auth/v1', aud: 'authenticated', sub, role: 'authenticated',
+    email: 'dev@example.com', iat: now, exp: now + 3600,
+  }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).sign(new TextEncoder().encode(secret));
+};
+const sample = await supabaseToken(randomUUID());
+
+// The demo app (www/dist, built by `cargo xtask build`) with a sign-in stand-in at /idp/token.
+const demo = await startStaticServer({
+  '/idp/token': async (req, res) => {
+    const sub = new URL(req.url, 'http://x').searchParams.get('sub') || randomUUID();
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: await supabaseToken(sub), sub }));
+  },
+}, { port: 5173 });
 
 console.log(`
 CloudSignal is running:
@@ -62,6 +74,7 @@ CloudSignal is running:
   control plane   http://127.0.0.1:8080   (API keys, POST /v1/tokens, revocation; admin key in ${join(DEV, 'data', 'admin.key')})
   signing key     ${keyFile} (kid dev-1, mode 0600)
   Supabase        HS256 secret in ${secretFile} (issuer: any .../auth/v1)
+  demo app        ${demo.url}/www/dist/index.html   (sign in, watch the token refresh; publish to users/<id>/notifications)
 
 Get MQTT credentials for a signed-in Supabase user, then use them:
   RESP=$(curl -s -X POST ${url}/v1/token -H 'Authorization: Bearer ${sample}')
@@ -75,6 +88,7 @@ Press Ctrl-C to stop.`);
 const stop = async () => {
   broker.kill('SIGTERM');
   await mf.dispose();
+  await demo.close();
   process.exit(0);
 };
 process.on('SIGINT', stop);

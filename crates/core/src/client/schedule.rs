@@ -108,7 +108,8 @@ impl RefreshPlan {
 mod tests {
     use super::*;
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn backoff_grows_caps_and_jitters_within_half() {
         let mut b = Backoff::new(500, 8_000);
         let lows: Vec<Millis> = (0..6).map(|_| b.next_delay(0.0)).collect();
@@ -123,7 +124,8 @@ mod tests {
         }
     }
 
-    #[test]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     fn refresh_retries_never_let_the_token_lapse() {
         let plan = RefreshPlan::new(10_000, 20_000);
         assert_eq!(plan.due(0), 10_000);

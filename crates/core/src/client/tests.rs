@@ -1,5 +1,6 @@
 //! The client against core's real server session, byte for byte, in memory: the same state
-//! machine the broker runs, so these are protocol conversations, not mocks of one.
+//! machine the broker runs, so these are protocol conversations, not mocks of one. They run
+//! natively and, in wasm32, in headless Chromium: the browser package's logic on its target.
 #![allow(clippy::unwrap_used)]
 
 use super::*;
@@ -119,7 +120,8 @@ fn message(topic: &str, payload: &[u8], qos: QoS) -> ClientEvent {
     }
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn connect_subscribe_and_round_trip_every_qos() {
     let mut p = Pair::v5();
     assert_eq!(
@@ -179,7 +181,8 @@ fn connect_subscribe_and_round_trip_every_qos() {
     );
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn reauthentication_over_the_open_connection() {
     let mut p = Pair::v5();
     p.connect(None);
@@ -217,7 +220,8 @@ fn reauthentication_over_the_open_connection() {
     assert!(!v3.client.reauthenticate("tkn_new", T));
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn a_resumed_session_gets_unacknowledged_publishes_again_with_dup() {
     let mut p = Pair::v5();
     p.connect(None);
@@ -269,7 +273,8 @@ fn a_resumed_session_gets_unacknowledged_publishes_again_with_dup() {
     assert_eq!(p.client.pending_publishes(), 0);
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn a_fresh_session_resubscribes_and_replays_as_new_publishes() {
     let mut p = Pair::v5();
     p.connect(None);
@@ -320,7 +325,8 @@ fn a_fresh_session_resubscribes_and_replays_as_new_publishes() {
     );
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn the_offline_queue_is_bounded() {
     let mut c = ClientSession::new(ClientConfig {
         max_queued: 2,
@@ -342,7 +348,8 @@ fn the_offline_queue_is_bounded() {
     ));
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn receive_maximum_limits_publishes_in_flight() {
     let mut p = Pair::new(
         ClientConfig::new("c"),
@@ -372,7 +379,8 @@ fn receive_maximum_limits_publishes_in_flight() {
     assert_eq!(p.client.pending_publishes(), 5);
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn keep_alive_pings_and_detects_a_dead_connection() {
     let mut p = Pair::new(
         ClientConfig {
@@ -404,7 +412,8 @@ fn keep_alive_pings_and_detects_a_dead_connection() {
     );
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn server_reasons_are_classified() {
     assert_eq!(
         close_kind(ReasonCode(0xA0)),
@@ -436,7 +445,8 @@ fn server_reasons_are_classified() {
     assert!(!p.client.is_connected());
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn a_refused_subscription_is_reported_and_forgotten() {
     let mut p = Pair::v5();
     p.connect(None);
@@ -487,7 +497,8 @@ fn publish_bytes(
     out
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn inbound_topic_aliases_and_exactly_once() {
     let mut p = Pair::v5();
     p.connect(None);
@@ -538,7 +549,8 @@ fn inbound_topic_aliases_and_exactly_once() {
     ));
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn split_and_coalesced_bytes_decode_the_same() {
     let mut p = Pair::v5();
     p.connect(None);
@@ -556,7 +568,8 @@ fn split_and_coalesced_bytes_decode_the_same() {
     );
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn a_refused_connect_is_fatal_or_retryable_by_reason() {
     let mut c = ClientSession::new(ClientConfig::new("c"));
     c.connect("u", "p", T);
