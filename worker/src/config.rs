@@ -124,6 +124,15 @@ impl Origins {
 /// The minimum length of `CLOUDSIGNAL_ADMIN_SECRET` (e.g. `openssl rand -hex 32`).
 const MIN_ADMIN_SECRET: usize = 32;
 
+/// Two variables that are set together or not at all.
+fn both(env: &Env, a: &str, b: &str) -> Result<Option<(String, String)>, String> {
+    match (get(env, a), get(env, b)) {
+        (Some(x), Some(y)) => Ok(Some((x, y))),
+        (None, None) => Ok(None),
+        _ => Err(format!("{a} and {b} go together")),
+    }
+}
+
 /// Identity providers: `CLOUDSIGNAL_PROVIDERS` (JSON) plus the per-provider shortcuts
 /// (`SUPABASE_URL`, `FIREBASE_PROJECT_ID`, `AUTH0_DOMAIN`, `CLERK_ISSUER`, `OIDC_ISSUER`…).
 fn providers(env: &Env, origins: &Origins) -> Result<IdpVerifier, String> {
@@ -161,14 +170,12 @@ fn providers(env: &Env, origins: &Origins) -> Result<IdpVerifier, String> {
             role_claims: None,
         }));
     }
-    match (get(env, "AUTH0_DOMAIN"), get(env, "AUTH0_AUDIENCE")) {
-        (Some(domain), Some(audience)) => list.push(ProviderConfig::Auth0(Auth0Config {
+    if let Some((domain, audience)) = both(env, "AUTH0_DOMAIN", "AUTH0_AUDIENCE")? {
+        list.push(ProviderConfig::Auth0(Auth0Config {
             domain,
             audience,
             role_claims: None,
-        })),
-        (None, None) => {}
-        _ => return Err("AUTH0_DOMAIN and AUTH0_AUDIENCE go together".into()),
+        }));
     }
     if let Some(issuer) = get(env, "CLERK_ISSUER") {
         let authorized_parties = match get(env, "CLERK_AUTHORIZED_PARTIES") {
@@ -185,16 +192,14 @@ fn providers(env: &Env, origins: &Origins) -> Result<IdpVerifier, String> {
             role_claims: None,
         }));
     }
-    match (get(env, "OIDC_ISSUER"), get(env, "OIDC_AUDIENCE")) {
-        (Some(issuer), Some(audience)) => list.push(ProviderConfig::Oidc(OidcConfig {
+    if let Some((issuer, audience)) = both(env, "OIDC_ISSUER", "OIDC_AUDIENCE")? {
+        list.push(ProviderConfig::Oidc(OidcConfig {
             issuer,
             audience,
             algorithms: None,
             jwks_url: None,
             role_claims: None,
-        })),
-        (None, None) => {}
-        _ => return Err("OIDC_ISSUER and OIDC_AUDIENCE go together".into()),
+        }));
     }
     if cfg.providers.is_empty() {
         return Err(

@@ -17,12 +17,7 @@ pub(crate) fn preflight(req: &Request, origins: &Origins, methods: &str) -> Resu
         return http::error(400, "invalid_request", "a preflight needs an Origin header");
     };
     if !origins.allows(&origin) {
-        http::log("cors", &[("outcome", "refused"), ("origin", &origin)]);
-        return http::error(
-            403,
-            "origin_not_allowed",
-            "this origin may not call the worker",
-        );
+        return refuse(&origin);
     }
     let mut resp = Response::empty()?.with_status(204);
     let h = resp.headers_mut();
@@ -34,6 +29,16 @@ pub(crate) fn preflight(req: &Request, origins: &Origins, methods: &str) -> Resu
     h.set("access-control-max-age", "600")?;
     allow(&mut resp, &origin)?;
     Ok(resp)
+}
+
+/// 403 for an origin not in the allowlist (logged).
+pub(crate) fn refuse(origin: &str) -> Result<Response> {
+    http::log("cors", &[("outcome", "refused"), ("origin", origin)]);
+    http::error(
+        403,
+        "origin_not_allowed",
+        "this origin may not call the worker",
+    )
 }
 
 /// Lets `origin` read `resp`.

@@ -75,12 +75,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let origin = cors::origin(&req);
     if let Some(o) = &origin {
         if !cfg.origins.allows(o) {
-            http::log("cors", &[("outcome", "refused"), ("origin", o)]);
-            return http::error(
-                403,
-                "origin_not_allowed",
-                "this origin may not call the worker",
-            );
+            return cors::refuse(o);
         }
     }
     let mut resp = match (path.as_str(), method) {

@@ -46,9 +46,17 @@ fn verify(name: &str) -> Result<Identity, IdpError> {
     verify_with(&verifier(), &tv::get(name), tv::t0())
 }
 
-fn refused(name: &str, want: &str) {
-    let got = format!("{:?}", verify(name).unwrap_err());
+/// Asserts that `v` refuses the vector `name` with an error whose Debug form contains `want`.
+pub(super) fn assert_refused(v: &IdpVerifier, name: &str, want: &str) {
+    let got = format!(
+        "{:?}",
+        verify_with(v, &tv::get(name), tv::t0()).unwrap_err()
+    );
     assert!(got.contains(want), "{name}: expected {want}, got {got}");
+}
+
+fn refused(name: &str, want: &str) {
+    assert_refused(&verifier(), name, want);
 }
 
 both_targets_test! {
