@@ -79,7 +79,13 @@ pub(crate) fn run_all() -> Result<()> {
             for line in tail.iter().rev() {
                 eprintln!("    {line}");
             }
-            eprintln!("    fuzz {target}: FAILED (input saved under fuzz/artifacts/{target}/)");
+            // a crash leaves its input; a build failure (or the like) leaves none
+            let crashed = log.contains("Test unit written to");
+            if crashed {
+                eprintln!("    fuzz {target}: FAILED (input saved under fuzz/artifacts/{target}/)");
+            } else {
+                eprintln!("    fuzz {target}: FAILED (did not run; see the output above)");
+            }
             count(false);
             failed.push(target.to_owned());
         }
