@@ -10,6 +10,7 @@
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout)]
 
+mod adapter;
 mod bootstrap;
 mod build;
 mod fuzz;
@@ -115,6 +116,7 @@ fn test() -> Result<()> {
         .env("CHROMEDRIVER", &tools.chromedriver)
         .env("WASM_BINDGEN_TEST_TIMEOUT", "300");
     run_tests(&mut wasm_test)?;
+    adapter::run_with_broker(&tools)?;
 
     build::all(&tools.wasm)?;
 
