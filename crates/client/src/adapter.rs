@@ -705,7 +705,13 @@ impl Client {
         if connected {
             fetch_token(&self.inner, Purpose::Refresh);
         } else {
-            self.inner.borrow_mut().plan = None;
+            {
+                // not connected yet: drop any attempt with the old token and start over
+                let mut inner = self.inner.borrow_mut();
+                inner.close_socket();
+                inner.plan = None;
+                clear(&mut inner.timers.reconnect);
+            }
             start(&self.inner);
         }
     }

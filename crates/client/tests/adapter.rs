@@ -196,3 +196,50 @@ async fn a_transient_token_error_is_retried_with_backoff() {
     assert!(count(&log, "token-error") >= 2);
     c.disconnect();
 }
+
+#[wasm_bindgen_test]
+async fn mqtt_3_1_1_refreshes_by_reconnecting_into_its_session() {
+    assert!(
+        URL.is_some(),
+        "no broker: run these tests through `cargo xtask test`, which starts one"
+    );
+    let fetches = Rc::new(RefCell::new(0));
+    let n = fetches.clone();
+    let get_token = Closure::wrap(Box::new(move || {
+        *n.borrow_mut() += 1;
+        let refresh = if *n.borrow() == 1 { 1_000.0 } else { 300_000.0 };
+        Promise::resolve(&JsValue::from(token(refresh)))
+    }) as Box<dyn FnMut() -> Promise>);
+    let f: Function = get_token.as_ref().unchecked_ref::<Function>().clone();
+    let (c, log, _emit) = client(&f, &[("protocolVersion", JsValue::from(4))]);
+    let topic = format!("users/{}/v311", user());
+    c.subscribe(&topic, 1).unwrap();
+    c.connect();
+    until(&log, "the subscription", |l| count(l, "subscribed") == 1).await;
+    // no AUTH in 3.1.1: the refresh reconnects with the new token, resuming the session
+    until(&log, "the second connection", |_| {
+        *fetches.borrow() == 2 && c.state() == "connected"
+    })
+    .await;
+    let connected: Vec<bool> = log
+        .borrow()
+        .iter()
+        .filter(|(k, d)| {
+            k == "state" && field(d, "state").as_string().as_deref() == Some("connected")
+        })
+        .map(|(_, d)| field(d, "sessionPresent").as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        connected,
+        [false, true],
+        "the second connection resumed the session"
+    );
+    assert_eq!(
+        count(&log, "token"),
+        0,
+        "no AUTH re-authentication in 3.1.1"
+    );
+    c.publish(&topic, b"after the swap", 1, false).unwrap();
+    until(&log, "the message", |l| count(l, "message") == 1).await;
+    c.disconnect();
+}

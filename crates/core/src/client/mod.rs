@@ -464,6 +464,33 @@ impl ClientSession {
             return;
         }
         self.inbuf.extend_from_slice(bytes);
+        if self.state == State::Connecting && self.protocol == Protocol::V5 {
+            if let [0x20, 0x02, _, code, ..] = self.inbuf[..] {
+                // a two-byte CONNACK is MQTT 3.1.1's: that broker does not speak 5
+                // [MQTT-3.1.2-2] (return code 1, "unacceptable protocol version") or refuses
+                // us for another reason, given in 3.1.1's return codes
+                self.inbuf.clear();
+                let reason = match code {
+                    1 => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                    2 => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    3 => ReasonCode::SERVER_UNAVAILABLE,
+                    4 => ReasonCode::BAD_USERNAME_OR_PASSWORD,
+                    5 => ReasonCode::NOT_AUTHORIZED,
+                    _ => ReasonCode::PROTOCOL_ERROR,
+                };
+                let kind = if code == 1 {
+                    CloseKind::Retry
+                } else {
+                    close_kind(reason)
+                };
+                self.close(
+                    Some(reason),
+                    Some("the broker answered in MQTT 3.1.1".into()),
+                    kind,
+                );
+                return;
+            }
+        }
         let mut used_total = 0;
         loop {
             let buf = &self.inbuf[used_total..];

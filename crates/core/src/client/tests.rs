@@ -591,3 +591,42 @@ fn a_refused_connect_is_fatal_or_retryable_by_reason() {
     ));
     let _ = Message::clone; // the server's message type is what the broker routes
 }
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn a_3_1_1_broker_refusing_version_5_means_fall_back() {
+    let mut c = ClientSession::new(ClientConfig::new("c"));
+    c.connect("u", "p", T);
+    c.take_outgoing();
+    // CONNACK, return code 1: unacceptable protocol version [MQTT-3.1.2-2]
+    c.handle_bytes(&[0x20, 0x02, 0x00, 0x01], T);
+    assert!(matches!(
+        c.poll_event(),
+        Some(ClientEvent::Disconnected {
+            reason: Some(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
+            kind: CloseKind::Retry,
+            ..
+        })
+    ));
+    // the adapter then speaks 3.1.1, and a 3.1.1 CONNACK is a success
+    c.set_protocol(Protocol::V311);
+    c.connect("u", "p", T);
+    assert_eq!(c.take_outgoing()[8], 4, "protocol level 4");
+    c.handle_bytes(&[0x20, 0x02, 0x00, 0x00], T);
+    assert!(matches!(
+        c.poll_event(),
+        Some(ClientEvent::Connected { .. })
+    ));
+    // a 3.1.1 "bad user name or password" to a v5 CONNECT is fatal, not a fallback
+    let mut d = ClientSession::new(ClientConfig::new("d"));
+    d.connect("u", "p", T);
+    d.handle_bytes(&[0x20, 0x02, 0x00, 0x04], T);
+    assert!(matches!(
+        d.poll_event(),
+        Some(ClientEvent::Disconnected {
+            reason: Some(ReasonCode::BAD_USERNAME_OR_PASSWORD),
+            kind: CloseKind::Fatal,
+            ..
+        })
+    ));
+}
