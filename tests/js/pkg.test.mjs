@@ -66,3 +66,70 @@ test('a malformed token response throws an Error that says why', async () => {
   });
   assert.match(message, /not a CloudSignal token response: missing field `username`/);
 });
+
+test('attachSupabase follows the session: refreshed → new token, signed out → disconnect, signed in → connect', async () => {
+  const result = await page.evaluate(async () => {
+    const m = await import('/pkg/index.js');
+    // a supabase-js v2 stand-in: the two calls the helpers make
+    let listener;
+    const supabase = {
+      auth: {
+        onAuthStateChange(cb) { listener = cb; return { data: { subscription: { unsubscribe() { listener = null; } } } }; },
+        async getSession() { return { data: { session: { access_token: 'sb-access-token' } } }; },
+      },
+    };
+    const headers = await m.supabaseHeaders(supabase)();
+    const calls = [];
+    const token = () => ({
+      mqtt_credentials: { username: 'u1@org_k7xm4pqr2n5t', password: 'tkn_x' },
+      expires_at: Math.floor(Date.now() / 1000) + 600, refresh_at: Math.floor(Date.now() / 1000) + 540,
+      acl: { pub: [], sub: [] }, broker: { wss_url: 'ws://127.0.0.1:9/mqtt', mqtts_url: 'mqtts://127.0.0.1:9' },
+    });
+    const client = new m.CloudSignalClient({ getToken: async () => { calls.push(Date.now()); return token(); } });
+    const states = [];
+    client.on('state', (d) => states.push(d.state));
+    const detach = m.attachSupabase(client, supabase);
+    const tick = () => new Promise((r) => setTimeout(r, 100));
+    listener('SIGNED_IN', {});
+    await tick();
+    const afterSignIn = calls.length;
+    listener('TOKEN_REFRESHED', {});
+    await tick();
+    const afterRefresh = calls.length;
+    listener('SIGNED_OUT', null);
+    await tick();
+    const stateAfterSignOut = client.state;
+    listener('SIGNED_IN', {});
+    await tick();
+    const afterSecondSignIn = calls.length;
+    detach();
+    client.disconnect();
+    return { headers, afterSignIn, afterRefresh, stateAfterSignOut, afterSecondSignIn, detached: listener === null, states };
+  });
+  assert.deepEqual(result.headers, { authorization: 'Bearer sb-access-token' });
+  assert.equal(result.afterSignIn, 1, 'signed in: credentials fetched');
+  assert.equal(result.afterRefresh, 2, 'Supabase refreshed its session: a new MQTT token');
+  assert.equal(result.stateAfterSignOut, 'closed', 'signed out: disconnected');
+  assert.equal(result.afterSecondSignIn, 3, 'signed in again: connects with a new token');
+  assert.ok(result.detached);
+});
+
+test('CloudSignalClient refuses bad options and bad topics with clear errors', async () => {
+  const errors = await page.evaluate(async () => {
+    const m = await import('/pkg/index.js');
+    const out = [];
+    const attempt = (f) => { try { f(); out.push(null); } catch (e) { out.push(String(e.message)); } };
+    attempt(() => new m.CloudSignalClient({}));
+    attempt(() => new m.CloudSignalClient({ tokenUrl: '/t', getToken: async () => ({}) }));
+    const c = new m.CloudSignalClient({ getToken: async () => new Promise(() => {}) });
+    attempt(() => c.subscribe('a/#/b'));
+    attempt(() => c.publish('a/+', 'x'));
+    attempt(() => c.publish('a', 'x', { qos: 3 }));
+    return out;
+  });
+  assert.match(errors[0], /needs tokenUrl or getToken/);
+  assert.match(errors[1], /either tokenUrl or getToken/);
+  assert.match(errors[2], /invalid topic/);
+  assert.match(errors[3], /invalid topic/);
+  assert.match(errors[4], /qos must be 0, 1 or 2/);
+});

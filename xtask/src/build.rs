@@ -40,7 +40,8 @@ pub(crate) fn demo() -> Result<()> {
     run(Command::new("npm")
         .current_dir(root())
         .args(["pack", "./pkg", "--silent", "--pack-destination"])
-        .arg(&npm_dir))?;
+        .arg(&npm_dir)
+        .stdout(std::process::Stdio::null()))?;
     // a fresh install of the tarball (same version number, new contents)
     let installed = root().join("www/node_modules/@cloudsignal");
     if installed.exists() {

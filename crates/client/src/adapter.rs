@@ -716,7 +716,8 @@ impl Client {
         }
     }
 
-    /// Disconnects cleanly (ends the server session) and stops reconnecting.
+    /// Disconnects cleanly (ends the server session), forgets the token and stops
+    /// reconnecting.
     pub fn disconnect(&self) {
         {
             let mut inner = self.inner.borrow_mut();
@@ -729,6 +730,10 @@ impl Client {
             inner.close_socket();
             clear(&mut inner.timers.refresh);
             clear(&mut inner.timers.reconnect);
+            // the credentials belong to the session that ended (a sign-out, say): the next
+            // connect() fetches new ones
+            inner.token = None;
+            inner.plan = None;
             inner.set_state("closed", Object::new());
         }
         flush_emits(&self.inner);
