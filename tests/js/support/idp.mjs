@@ -17,6 +17,14 @@ export const OIDC_AUDIENCE = 'cloudsignal-app';
 
 /** Claim shapes, from each provider's documentation of its tokens. */
 const SHAPES = {
+  supabase: (base) => ({
+    issuer: `${base}/auth/v1`, jwksPath: '/auth/v1/.well-known/jwks.json',
+    claims: () => ({
+      iss: `${base}/auth/v1`, aud: 'authenticated', sub: crypto.randomUUID(), role: 'authenticated',
+      email: 'alice@example.com', app_metadata: { provider: 'email', roles: ['editor'] }, user_metadata: {},
+      iat: now() - 5, exp: now() + 3600, session_id: crypto.randomUUID(), is_anonymous: false,
+    }),
+  }),
   firebase: (base) => {
     const uid = Array.from(crypto.getRandomValues(new Uint8Array(21)), (b) => 'abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789'[b % 57]).join('').padEnd(28, 'x');
     return {
@@ -55,7 +63,7 @@ const SHAPES = {
 };
 
 /**
- * A provider of `kind` (firebase, auth0, clerk, oidc) on loopback. Returns { url, issuer,
+ * A provider of `kind` (supabase, firebase, auth0, clerk, oidc) on loopback. Returns { url, issuer,
  * jwksUrl, server, mint(over, {alg, kid, key, header}), rotate(), retire(kid), keys }.
  */
 export async function identityProvider(kind, { maxAge = 600 } = {}) {
