@@ -500,19 +500,31 @@ fn on_token(this: &Shared, token: Token, purpose: Purpose) {
         (Purpose::Refresh, _) => {
             // no re-authentication here (MQTT 3.1.1, or offline): reconnect with the new
             // token, resuming the session
-            let connected = {
+            enum Next {
+                Swap,
+                Open,
+                Later,
+            }
+            let next = {
                 let mut inner = this.borrow_mut();
-                let connected = inner.session.is_connected();
-                if connected {
+                if inner.session.is_connected() {
                     inner.swap = true;
                     inner.session.connection_lost(now());
+                    Next::Swap
+                } else if inner.ws.is_none() && !inner.stopped {
+                    // offline (a reconnect may have found this fetch in flight and waited):
+                    // connect now with the new token
+                    clear(&mut inner.timers.reconnect);
+                    Next::Open
+                } else {
+                    // a connection attempt is under way with a still-valid token
+                    Next::Later
                 }
-                connected
             };
-            if connected {
-                drive(this);
-            } else {
-                schedule_refresh(this);
+            match next {
+                Next::Swap => drive(this),
+                Next::Open => open_socket(this),
+                Next::Later => schedule_refresh(this),
             }
         }
     }
