@@ -132,6 +132,10 @@ pub(crate) struct ServeArgs {
     /// File holding the project's legacy HS256 JWT secret (if it still signs with one).
     #[arg(long, env = "CLOUDSIGNAL_SUPABASE_JWT_SECRET_FILE")]
     supabase_jwt_secret_file: Option<PathBuf>,
+    /// Identity providers for POST /v1/token/exchange, as the worker's CLOUDSIGNAL_PROVIDERS
+    /// JSON (Supabase, Firebase, Auth0, Clerk, OIDC; see worker/README.md), or @<file>.
+    #[arg(long, env = "CLOUDSIGNAL_PROVIDERS")]
+    providers: Option<String>,
     /// Role → ACL mapping for exchanged tokens (JSON, the worker's CLOUDSIGNAL_ROLE_MAP).
     /// Default: every user gets users/{user}/#.
     #[arg(long, env = "CLOUDSIGNAL_ROLE_MAP")]
@@ -329,15 +333,23 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     })
 }
 
-/// `POST /v1/token/exchange`'s identity providers, from the Supabase flags.
+/// `POST /v1/token/exchange`'s identity providers, from `--providers` and the Supabase flags.
 fn native_exchange(
     args: &ServeArgs,
 ) -> Result<Option<std::sync::Arc<cloudsignal_control::exchange::NativeExchange>>> {
     use cloudsignal_core::exchange::RoleMap;
-    use cloudsignal_core::idp::{IdpVerifier, SupabaseConfig};
-    if args.supabase_url.is_none() && args.supabase_jwt_secret_file.is_none() {
-        return Ok(None);
-    }
+    use cloudsignal_core::idp::{ProviderConfig, ProvidersConfig, SupabaseConfig};
+    let mut cfg = match &args.providers {
+        Some(v) => {
+            let json = match v.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --providers file {path}"))?,
+                None => v.clone(),
+            };
+            ProvidersConfig::from_json(&json).context("--providers")?
+        }
+        None => ProvidersConfig::default(),
+    };
     let secret = match &args.supabase_jwt_secret_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -347,26 +359,40 @@ fn native_exchange(
         ),
         None => None,
     };
-    let profile = SupabaseConfig::new(args.supabase_url.as_deref(), secret.as_deref())
-        .profile()
-        .context("Supabase exchange configuration")?;
+    let has_supabase = cfg
+        .providers
+        .iter()
+        .any(|p| matches!(p, ProviderConfig::Supabase(_)));
+    if !has_supabase && (args.supabase_url.is_some() || secret.is_some()) {
+        cfg.providers
+            .push(ProviderConfig::Supabase(SupabaseConfig::new(
+                args.supabase_url.as_deref(),
+                None,
+            )));
+    }
+    if let Some(secret) = secret {
+        if let Some(ProviderConfig::Supabase(s)) = cfg
+            .providers
+            .iter_mut()
+            .find(|p| matches!(p, ProviderConfig::Supabase(_)))
+        {
+            s.jwt_secret = Some(secret);
+        }
+    }
+    if cfg.providers.is_empty() {
+        return Ok(None);
+    }
+    let idp = cfg
+        .verifier()
+        .context("identity providers for POST /v1/token/exchange")?;
     let role_map = match &args.role_map {
         Some(json) => RoleMap::from_json(json).context("--role-map")?,
         None => RoleMap::default(),
     };
-    info!(
-        supabase = args
-            .supabase_url
-            .as_deref()
-            .unwrap_or("(HS256 secret only)"),
-        "POST /v1/token/exchange enabled"
-    );
+    let names: Vec<&str> = idp.profiles().iter().map(|p| p.provider().name()).collect();
+    info!(providers = ?names, "POST /v1/token/exchange enabled");
     Ok(Some(std::sync::Arc::new(
-        cloudsignal_control::exchange::NativeExchange::new(
-            IdpVerifier::new(vec![profile]),
-            role_map,
-            args.exchange_ttl,
-        ),
+        cloudsignal_control::exchange::NativeExchange::new(idp, role_map, args.exchange_ttl),
     )))
 }
 

@@ -513,15 +513,12 @@ async fn exchange_token(
     let key = match x.idp.static_key(&pending) {
         Some(k) => k.clone(),
         None => {
-            let url = x
-                .idp
-                .jwks_url(&pending)
-                .ok_or_else(|| invalid("no key for this token".into()))?
-                .to_owned();
+            let source = crate::exchange::Source::of(x.idp.key_source(&pending))
+                .ok_or_else(|| invalid("no key for this token".into()))?;
             let (kid, alg) = (pending.kid().map(str::to_owned), pending.alg());
             let x2 = x.clone();
             tokio::task::spawn_blocking(move || {
-                crate::exchange::jwks_key(&x2, &url, kid.as_deref(), alg)
+                crate::exchange::jwks_key(&x2, &source, kid.as_deref(), alg)
             })
             .await
             .map_err(Problem::internal)?
