@@ -5,7 +5,7 @@ use cloudsignal_core::exchange::{
 };
 use cloudsignal_core::idp::{
     Auth0Config, ClerkConfig, FirebaseConfig, IdpVerifier, OidcConfig, ProviderConfig,
-    ProvidersConfig, SupabaseConfig,
+    ProvidersConfig,
 };
 use cloudsignal_core::ids::OrgId;
 use cloudsignal_core::jwks_cache::JwksPolicy;
@@ -142,27 +142,11 @@ fn providers(env: &Env, origins: &Origins) -> Result<IdpVerifier, String> {
         }
         None => ProvidersConfig::default(),
     };
+    cfg.add_supabase(
+        get(env, "SUPABASE_URL").as_deref(),
+        get(env, "SUPABASE_JWT_SECRET"),
+    );
     let list = &mut cfg.providers;
-    let supabase_url = get(env, "SUPABASE_URL");
-    let supabase_secret = get(env, "SUPABASE_JWT_SECRET");
-    let has_supabase = list
-        .iter()
-        .any(|p| matches!(p, ProviderConfig::Supabase(_)));
-    if !has_supabase && (supabase_url.is_some() || supabase_secret.is_some()) {
-        list.push(ProviderConfig::Supabase(SupabaseConfig::new(
-            supabase_url.as_deref(),
-            None,
-        )));
-    }
-    if let Some(secret) = supabase_secret {
-        // the legacy secret belongs to the (one) Supabase project
-        if let Some(ProviderConfig::Supabase(s)) = list
-            .iter_mut()
-            .find(|p| matches!(p, ProviderConfig::Supabase(_)))
-        {
-            s.jwt_secret = Some(secret);
-        }
-    }
     if let Some(project_id) = get(env, "FIREBASE_PROJECT_ID") {
         list.push(ProviderConfig::Firebase(FirebaseConfig {
             project_id,

@@ -338,7 +338,7 @@ fn native_exchange(
     args: &ServeArgs,
 ) -> Result<Option<std::sync::Arc<cloudsignal_control::exchange::NativeExchange>>> {
     use cloudsignal_core::exchange::RoleMap;
-    use cloudsignal_core::idp::{ProviderConfig, ProvidersConfig, SupabaseConfig};
+    use cloudsignal_core::idp::ProvidersConfig;
     let mut cfg = match &args.providers {
         Some(v) => {
             let json = match v.strip_prefix('@') {
@@ -359,26 +359,7 @@ fn native_exchange(
         ),
         None => None,
     };
-    let has_supabase = cfg
-        .providers
-        .iter()
-        .any(|p| matches!(p, ProviderConfig::Supabase(_)));
-    if !has_supabase && (args.supabase_url.is_some() || secret.is_some()) {
-        cfg.providers
-            .push(ProviderConfig::Supabase(SupabaseConfig::new(
-                args.supabase_url.as_deref(),
-                None,
-            )));
-    }
-    if let Some(secret) = secret {
-        if let Some(ProviderConfig::Supabase(s)) = cfg
-            .providers
-            .iter_mut()
-            .find(|p| matches!(p, ProviderConfig::Supabase(_)))
-        {
-            s.jwt_secret = Some(secret);
-        }
-    }
+    cfg.add_supabase(args.supabase_url.as_deref(), secret);
     if cfg.providers.is_empty() {
         return Ok(None);
     }

@@ -45,6 +45,25 @@ fn token(refresh_in_ms: f64) -> Object {
 }
 
 type Log = Rc<RefCell<Vec<(String, JsValue)>>>;
+type Source = Closure<dyn FnMut() -> Promise>;
+
+/// A token source whose first token asks for a refresh after `first_refresh_ms` and later ones
+/// much later; counts its calls. Keep the closure alive while the client runs.
+fn refreshing_source(first_refresh_ms: f64) -> (Function, Rc<RefCell<u32>>, Source) {
+    let fetches = Rc::new(RefCell::new(0));
+    let n = fetches.clone();
+    let source = Closure::wrap(Box::new(move || {
+        *n.borrow_mut() += 1;
+        let refresh = if *n.borrow() == 1 {
+            first_refresh_ms
+        } else {
+            300_000.0
+        };
+        Promise::resolve(&JsValue::from(token(refresh)))
+    }) as Box<dyn FnMut() -> Promise>);
+    let f = source.as_ref().unchecked_ref::<Function>().clone();
+    (f, fetches, source)
+}
 type Emit = Closure<dyn FnMut(String, JsValue)>;
 
 fn client(get_token: &Function, extra: &[(&str, JsValue)]) -> (Client, Log, Emit) {
@@ -92,15 +111,7 @@ async fn binary_frames_both_ways_and_a_refresh_over_auth() {
         URL.is_some(),
         "no broker: run these tests through `cargo xtask test`, which starts one"
     );
-    let fetches = Rc::new(RefCell::new(0));
-    let n = fetches.clone();
-    let get_token = Closure::wrap(Box::new(move || {
-        *n.borrow_mut() += 1;
-        // the first token asks for a refresh after 1.5 s; later ones much later
-        let refresh = if *n.borrow() == 1 { 1_500.0 } else { 300_000.0 };
-        Promise::resolve(&JsValue::from(token(refresh)))
-    }) as Box<dyn FnMut() -> Promise>);
-    let f: Function = get_token.as_ref().unchecked_ref::<Function>().clone();
+    let (f, fetches, _source) = refreshing_source(1_500.0);
     let (c, log, _emit) = client(&f, &[("keepAlive", JsValue::from(1))]);
     let topic = format!("users/{}/adapter", user());
     c.subscribe(&topic, 1).unwrap();
@@ -203,14 +214,7 @@ async fn mqtt_3_1_1_refreshes_by_reconnecting_into_its_session() {
         URL.is_some(),
         "no broker: run these tests through `cargo xtask test`, which starts one"
     );
-    let fetches = Rc::new(RefCell::new(0));
-    let n = fetches.clone();
-    let get_token = Closure::wrap(Box::new(move || {
-        *n.borrow_mut() += 1;
-        let refresh = if *n.borrow() == 1 { 1_000.0 } else { 300_000.0 };
-        Promise::resolve(&JsValue::from(token(refresh)))
-    }) as Box<dyn FnMut() -> Promise>);
-    let f: Function = get_token.as_ref().unchecked_ref::<Function>().clone();
+    let (f, fetches, _source) = refreshing_source(1_000.0);
     let (c, log, _emit) = client(&f, &[("protocolVersion", JsValue::from(4))]);
     let topic = format!("users/{}/v311", user());
     c.subscribe(&topic, 1).unwrap();

@@ -63,6 +63,23 @@ impl ProvidersConfig {
         Ok(Self { providers })
     }
 
+    /// Adds the Supabase shortcut settings (`SUPABASE_URL`, the legacy `SUPABASE_JWT_SECRET`):
+    /// a Supabase profile for `url` unless the document already has one, and the secret given
+    /// to that (one) Supabase project. Nothing is added when both are `None`.
+    pub fn add_supabase(&mut self, url: Option<&str>, jwt_secret: Option<String>) {
+        let is_supabase = |p: &ProviderConfig| matches!(p, ProviderConfig::Supabase(_));
+        if !self.providers.iter().any(is_supabase) && (url.is_some() || jwt_secret.is_some()) {
+            self.providers
+                .push(ProviderConfig::Supabase(SupabaseConfig::new(url, None)));
+        }
+        if let (Some(secret), Some(ProviderConfig::Supabase(s))) = (
+            jwt_secret,
+            self.providers.iter_mut().find(|p| is_supabase(p)),
+        ) {
+            s.jwt_secret = Some(secret);
+        }
+    }
+
     /// The verifier for all providers. At least one is needed, and two may not claim the
     /// same issuer (the token's `iss` must select exactly one profile).
     pub fn verifier(&self) -> Result<IdpVerifier, IdpError> {

@@ -192,3 +192,26 @@ both_targets_test! {
         assert!(verify_with(&v, &tv::get("supa_es256"), tv::t0()).is_ok());
     }
 }
+
+both_targets_test! {
+    fn supabase_shortcuts_add_a_profile_or_complete_the_configured_one() {
+        let mut none = ProvidersConfig::default();
+        none.add_supabase(None, None);
+        assert!(none.providers.is_empty());
+        let mut secret_only = ProvidersConfig::default();
+        secret_only.add_supabase(None, Some(tv::get("supabase_secret")));
+        let v = secret_only.verifier().unwrap();
+        assert!(verify_with(&v, &tv::get("supa_hs256"), tv::t0()).is_ok());
+        // a Supabase entry in the JSON gets the secret; no second profile appears
+        let mut from_json = ProvidersConfig::from_json(&format!(
+            r#"[{{"provider": "supabase", "url": "{}"}}]"#,
+            tv::get("supabase_url")
+        ))
+        .unwrap();
+        from_json.add_supabase(Some("https://ignored.supabase.co"), Some(tv::get("supabase_secret")));
+        assert_eq!(from_json.providers.len(), 1);
+        let v = from_json.verifier().unwrap();
+        assert!(verify_with(&v, &tv::get("supa_hs256"), tv::t0()).is_ok());
+        assert!(verify_with(&v, &tv::get("supa_es256"), tv::t0()).is_ok());
+    }
+}
