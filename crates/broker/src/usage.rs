@@ -32,8 +32,8 @@ impl Subject {
     }
 }
 
-/// Counters for one subject.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counters for one subject (serialized flat: the usage API's fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     /// Successful CONNECTs.
     pub connects: u64,
@@ -53,6 +53,16 @@ impl Counters {
     /// Whether all counters are zero.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Adds `other` to these counters.
+    pub fn add(&mut self, other: &Counters) {
+        self.connects += other.connects;
+        self.auth_failures += other.auth_failures;
+        self.published += other.published;
+        self.published_bytes += other.published_bytes;
+        self.delivered += other.delivered;
+        self.delivered_bytes += other.delivered_bytes;
     }
 }
 

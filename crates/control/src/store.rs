@@ -183,12 +183,14 @@ fn usage_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::usage::Usage
         day: r.get(0)?,
         subject_kind: r.get(1)?,
         subject: r.get(2)?,
-        connects: count(r.get(3)?),
-        auth_failures: count(r.get(4)?),
-        published: count(r.get(5)?),
-        published_bytes: count(r.get(6)?),
-        delivered: count(r.get(7)?),
-        delivered_bytes: count(r.get(8)?),
+        counts: cloudsignal_broker::usage::Counters {
+            connects: count(r.get(3)?),
+            auth_failures: count(r.get(4)?),
+            published: count(r.get(5)?),
+            published_bytes: count(r.get(6)?),
+            delivered: count(r.get(7)?),
+            delivered_bytes: count(r.get(8)?),
+        },
         last_used: r.get::<_, Option<i64>>(9)?.map(count),
         last_ip: r.get(10)?,
     })
@@ -352,12 +354,12 @@ impl Store for SqliteStore {
                     r.day,
                     r.subject_kind,
                     r.subject,
-                    big(r.connects),
-                    big(r.auth_failures),
-                    big(r.published),
-                    big(r.published_bytes),
-                    big(r.delivered),
-                    big(r.delivered_bytes),
+                    big(r.counts.connects),
+                    big(r.counts.auth_failures),
+                    big(r.counts.published),
+                    big(r.counts.published_bytes),
+                    big(r.counts.delivered),
+                    big(r.counts.delivered_bytes),
                     r.last_used.map(big),
                     r.last_ip
                 ],
@@ -457,7 +459,10 @@ mod tests {
             day: "2026-11-30".into(),
             subject_kind: "user".into(),
             subject: "alice@org_aaaaaaaaaaaa".into(),
-            connects: 2,
+            counts: cloudsignal_broker::usage::Counters {
+                connects: 2,
+                ..Default::default()
+            },
             ..Default::default()
         }])
         .unwrap();

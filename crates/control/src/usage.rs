@@ -24,18 +24,9 @@ pub struct UsageRow {
     pub subject_kind: String,
     /// Key id or `<user>@<org>`.
     pub subject: String,
-    /// Successful CONNECTs.
-    pub connects: u64,
-    /// Refused CONNECTs.
-    pub auth_failures: u64,
-    /// Messages published.
-    pub published: u64,
-    /// Bytes published.
-    pub published_bytes: u64,
-    /// Messages delivered.
-    pub delivered: u64,
-    /// Bytes delivered.
-    pub delivered_bytes: u64,
+    /// Connects, refusals, messages and bytes both ways.
+    #[serde(flatten)]
+    pub counts: Counters,
     /// Last activity (Unix seconds).
     pub last_used: Option<u64>,
     /// Last peer address.
@@ -83,12 +74,7 @@ impl UsageBook {
                     subject: name,
                     ..UsageRow::default()
                 });
-            row.connects += c.connects;
-            row.auth_failures += c.auth_failures;
-            row.published += c.published;
-            row.published_bytes += c.published_bytes;
-            row.delivered += c.delivered;
-            row.delivered_bytes += c.delivered_bytes;
+            row.counts.add(c);
             row.last_used = Some(now.secs());
             row.last_ip = Some(peer.to_string());
         }
