@@ -3,27 +3,14 @@
 // which enforces the token's ACL.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { createServer as httpServer } from 'node:http';
 import { promisify } from 'node:util';
-import { createServer } from 'node:net';
-import { ORG, ISSUER, CLI, cli, tempDir, writeTemp, supabaseProject, startWorker, freePort } from './support/env.mjs';
+import { ORG, ISSUER, cli, tempDir, writeTemp, supabaseProject, startWorker, startServe, freePort } from './support/env.mjs';
 
 const exec = promisify(execFile);
 let project, worker, broker, port;
 
-
-async function waitForPort(p) {
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise((r) => {
-      const s = createServer();
-      s.once('error', () => r(true));
-      s.listen(p, '127.0.0.1', () => s.close(() => r(false)));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`broker did not listen on ${p}`);
-}
 
 before(async () => {
   project = await supabaseProject();
@@ -32,14 +19,12 @@ before(async () => {
   const jwks = await (await fetch(`${worker.url}/.well-known/jwks.json`)).text();
   const jwksFile = writeTemp(tempDir(), 'jwks.json', jwks);
   port = await freePort();
-  broker = spawn(CLI, ['serve', '--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${port}`, '--ws-addr', 'off', '--issuer', ISSUER, '--issuer-jwks', jwksFile], { stdio: ['ignore', 'ignore', 'pipe'] });
-  broker.logs = '';
-  broker.stderr.on('data', (d) => { broker.logs += d; });
-  await waitForPort(port);
+  broker = await startServe(['--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${port}`, '--ws-addr', 'off', '--issuer', ISSUER,
+    '--issuer-jwks', jwksFile], { ports: [port] });
 });
 
 after(async () => {
-  broker?.kill('SIGTERM');
+  await broker?.stop();
   await worker?.mf.dispose();
   await project?.jwksServer.close();
 });
@@ -79,23 +64,37 @@ test("the token's ACL is enforced: another user's topics are refused", async () 
   assert.ok(!broker.logs.includes(bob.password), 'tokens never reach the broker log');
 });
 
-test('cloudsignal serve can trust the worker by JWKS URL', async () => {
+test('cloudsignal serve trusts the worker by JWKS URL; a slow JWKS host neither delays the listeners nor refuses an early CONNECT', async () => {
+  // the worker's JWKS behind a gate: requests are held until the test opens it
+  let open;
+  const gate = new Promise((r) => { open = r; });
+  let requests = 0;
+  const proxy = httpServer(async (req, res) => {
+    requests++;
+    await gate;
+    const upstream = await fetch(`${worker.url}${req.url}`);
+    res.writeHead(upstream.status, { 'content-type': 'application/json' }).end(await upstream.text());
+  });
+  await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
   const p = await freePort();
-  const b = spawn(CLI, ['serve', '--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${p}`, '--ws-addr', 'off', '--issuer', ISSUER,
-    '--issuer-jwks', `${worker.url}/.well-known/jwks.json`], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let logs = '';
-  b.stderr.on('data', (d) => { logs += d; });
+  const b = await startServe(['--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${p}`, '--ws-addr', 'off', '--issuer', ISSUER,
+    '--issuer-jwks', `http://127.0.0.1:${proxy.address().port}/.well-known/jwks.json`, '--issuer-revocations', 'off'], { ports: [p] });
   try {
-    await waitForPort(p);
-    assert.match(logs, /issuer keys loaded/);
+    assert.doesNotMatch(b.logs, /issuer keys loaded/, 'listening before the JWKS answered');
     const c = await credentials();
-    const sub = exec('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(p), '-V', 'mqttv5', '-u', c.username, '-P', c.password,
-      '-t', `users/${c.sub}/x`, '-C', '1'], { timeout: 10_000 });
+    const args = ['-h', '127.0.0.1', '-p', String(p), '-V', 'mqttv5', '-u', c.username, '-P', c.password, '-t', `users/${c.sub}/x`];
+    // a CONNECT while the start-up fetch is in flight waits for it instead of being refused
+    const sub = exec('mosquitto_sub', [...args, '-C', '1'], { timeout: 10_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(requests, 1, 'the waiting CONNECT does not start a second fetch');
+    open();
     await new Promise((r) => setTimeout(r, 400));
-    await exec('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(p), '-V', 'mqttv5', '-u', c.username, '-P', c.password,
-      '-t', `users/${c.sub}/x`, '-m', 'via jwks url'], { timeout: 10_000 });
+    await exec('mosquitto_pub', [...args, '-m', 'via jwks url'], { timeout: 10_000 });
     assert.equal((await sub).stdout, 'via jwks url\n');
+    assert.match(b.logs, /issuer keys loaded/);
+    assert.equal(requests, 1);
   } finally {
-    b.kill('SIGTERM');
+    await b.stop();
+    proxy.close();
   }
 });

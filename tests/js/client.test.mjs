@@ -6,34 +6,22 @@
 // without retrying when the user's tokens are revoked.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { connect as tcpConnect } from 'node:net';
+import { execFileSync } from 'node:child_process';
 import mqtt from 'mqtt';
-import { ORG, ISSUER, CLI, cli, tempDir, supabaseProject, startWorker, freePort } from './support/env.mjs';
+import { ORG, ISSUER, CLI, cli, tempDir, supabaseProject, startWorker, startServe, freePort } from './support/env.mjs';
 import { startStaticServer, launchChromium } from './support/browser.mjs';
 
 const ADMIN = 'admin-secret-for-client-tests-0123456789';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let project, worker, site, browser, dir, ports, broker, sk, controlOrg;
 
-const portOpen = (port) => new Promise((r) => {
-  const s = tcpConnect(port, '127.0.0.1', () => { s.destroy(); r(true); });
-  s.on('error', () => r(false));
-});
-
-async function startBroker() {
-  const args = ['serve', '--data-dir', `${dir}/data`, '--control-addr', `127.0.0.1:${ports.control}`,
+function startBroker() {
+  return startServe(['--data-dir', `${dir}/data`, '--control-addr', `127.0.0.1:${ports.control}`,
     '--mqtt-addr', `127.0.0.1:${ports.mqtt}`, '--ws-addr', 'off', '--tls-addr', `127.0.0.1:${ports.tls}`,
     '--wss-addr', `127.0.0.1:${ports.wss}`, '--tls-cert', `${dir}/cert.pem`, '--tls-key', `${dir}/key.pem`,
-    '--issuer', ISSUER, '--issuer-jwks', `${worker.url}/.well-known/jwks.json`, '--revocation-poll', '1'];
-  const proc = spawn(CLI, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, CLOUDSIGNAL_LOG: 'info' } });
-  proc.logs = '';
-  proc.stderr.on('data', (d) => { proc.logs += d; });
-  for (let i = 0; i < 200 && !(await portOpen(ports.wss) && await portOpen(ports.control)); i++) await sleep(25);
-  return proc;
+    '--issuer', ISSUER, '--issuer-jwks', `${worker.url}/.well-known/jwks.json`, '--revocation-poll', '1'],
+  { ports: [ports.wss, ports.control, ports.tls], env: { CLOUDSIGNAL_LOG: 'info' } });
 }
-
-const stopBroker = (proc) => new Promise((r) => { proc.once('exit', r); proc.kill('SIGTERM'); });
 
 before(async () => {
   dir = tempDir();
@@ -67,7 +55,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  if (broker?.exitCode === null) await stopBroker(broker);
+  await broker?.stop();
   await worker?.mf.dispose();
   await site?.close();
   await project?.jwksServer.close();
@@ -130,7 +118,7 @@ test('refreshes over AUTH with no reconnect and no lost or duplicated QoS 1 mess
   console.log(`# ${sent.length} QoS 1 messages over ${log.tokens.length} AUTH refreshes, 0 lost, 0 duplicated, 0 reconnects`);
 
   // the network is cut: the broker restarts; the page recovers by itself
-  await stopBroker(broker);
+  await broker.stop();
   await until(page, (l) => l.states.at(-1).state === 'reconnecting', 'reconnecting');
   broker = await startBroker();
   const restarted = Date.now();

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
-import { ORG, ISSUER, CLI, cli, tempDir, supabaseProject, startWorker, freePort } from './support/env.mjs';
+import { ORG, ISSUER, cli, tempDir, supabaseProject, startWorker, startServe, freePort } from './support/env.mjs';
 import { APP_ORIGIN } from './support/idp.mjs';
 
 const ADMIN = 'admin-secret-for-tests-0123456789abcdef';
@@ -192,13 +192,10 @@ test('GET /v1/revocations: the feed in order, with a cursor; revoke is 501 witho
 test("a revocation posted to the worker reaches cloudsignal serve through the feed and closes that user's live session", async () => {
   const w = await startWorker({ ...base(), CLOUDSIGNAL_ADMIN_SECRET: ADMIN }, { kv: true });
   const port = await freePort();
-  const broker = spawn(CLI, ['serve', '--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${port}`, '--ws-addr', 'off',
-    '--issuer', ISSUER, '--issuer-jwks', `${w.url}/.well-known/jwks.json`, '--revocation-poll', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let logs = '';
-  broker.stderr.on('data', (d) => { logs += d; });
+  const broker = await startServe(['--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${port}`, '--ws-addr', 'off',
+    '--issuer', ISSUER, '--issuer-jwks', `${w.url}/.well-known/jwks.json`, '--revocation-poll', '1'], { ports: [port] });
   const subs = [];
   try {
-    for (let i = 0; i < 100 && !/listening/.test(logs); i++) await sleep(50);
     const creds = async () => {
       const { jwt, claims } = await mint();
       const body = await (await exchange(w, jwt)).json();
@@ -224,7 +221,7 @@ test("a revocation posted to the worker reaches cloudsignal serve through the fe
     const code = await Promise.race([a.exited, sleep(10_000).then(() => 'still connected')]);
     assert.notEqual(code, 'still connected', 'the revoked session was closed');
     const elapsed = Date.now() - t0;
-    assert.match(logs, /revo/i);
+    assert.match(broker.logs, /revo/i);
     // bob is untouched and still receives
     await new Promise((r, j) => execFile('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv5', '-u', bob.username,
       '-P', bob.password, '-t', `users/${bob.sub}/x`, '-m', 'still here', '-q', '1'], (e) => (e ? j(e) : r())));
@@ -237,7 +234,7 @@ test("a revocation posted to the worker reaches cloudsignal serve through the fe
     console.log(`# revocation via the worker's feed closed the session after ${elapsed} ms (poll 1 s)`);
   } finally {
     for (const s of subs) s.kill('SIGTERM');
-    broker.kill('SIGTERM');
+    await broker.stop();
     await w.mf.dispose();
   }
 });

@@ -3,18 +3,11 @@
 // (--providers), keys from each provider's JWKS (OIDC by discovery), on real sockets.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { connect } from 'node:net';
-import { CLI, tempDir, freePort } from './support/env.mjs';
+import { tempDir, freePort, startServe } from './support/env.mjs';
 import { identityProvider, FIREBASE_PROJECT, AUTH0_AUDIENCE, OIDC_AUDIENCE } from './support/idp.mjs';
 
 const idps = {};
 let broker, api, dir;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const open = (port) => new Promise((r) => {
-  const s = connect(port, '127.0.0.1', () => { s.destroy(); r(true); });
-  s.on('error', () => r(false));
-});
 
 before(async () => {
   for (const kind of ['firebase', 'auth0', 'oidc']) idps[kind] = await identityProvider(kind);
@@ -26,15 +19,12 @@ before(async () => {
     { provider: 'auth0', domain: idps.auth0.url, audience: AUTH0_AUDIENCE },
     { provider: 'oidc', issuer: idps.oidc.issuer, audience: OIDC_AUDIENCE },
   ]);
-  broker = spawn(CLI, ['serve', '--data-dir', dir, '--control-addr', `127.0.0.1:${port}`, '--mqtt-addr', '127.0.0.1:0',
-    '--ws-addr', 'off', '--providers', providers], { stdio: ['ignore', 'ignore', 'pipe'] });
-  broker.logs = '';
-  broker.stderr.on('data', (d) => { broker.logs += d; });
-  for (let i = 0; i < 200 && !(await open(port)); i++) await sleep(25);
+  broker = await startServe(['--data-dir', dir, '--control-addr', `127.0.0.1:${port}`, '--mqtt-addr', '127.0.0.1:0',
+    '--ws-addr', 'off', '--providers', providers], { ports: [port] });
 });
 
 after(async () => {
-  broker?.kill('SIGTERM');
+  await broker?.stop();
   for (const idp of Object.values(idps)) await idp.close();
 });
 

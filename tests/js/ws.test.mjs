@@ -7,7 +7,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import mqtt from 'mqtt';
-import { ORG, ISSUER, CLI, cli, tempDir, writeTemp, freePort } from './support/env.mjs';
+import { ORG, ISSUER, cli, tempDir, writeTemp, freePort, startServe } from './support/env.mjs';
 
 let broker, wsPort, wssPort, tlsPort, mqttPort, keyFile, ca;
 
@@ -24,16 +24,13 @@ before(async () => {
   ca = `${dir}/tls-cert.pem`;
   [wsPort, wssPort, tlsPort] = [await freePort(), await freePort(), await freePort()];
   mqttPort = await freePort();
-  broker = spawn(CLI, ['serve', '--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${mqttPort}`, '--ws-addr', `127.0.0.1:${wsPort}`,
+  broker = await startServe(['--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${mqttPort}`, '--ws-addr', `127.0.0.1:${wsPort}`,
     '--tls-addr', `127.0.0.1:${tlsPort}`, '--wss-addr', `127.0.0.1:${wssPort}`, '--tls-cert', ca, '--tls-key', `${dir}/tls-key.pem`,
     '--ws-allowed-origins', 'https://app.example,http://localhost:5173', '--issuer', ISSUER, '--issuer-jwks', jwksFile],
-  { stdio: ['ignore', 'ignore', 'pipe'] });
-  broker.logs = '';
-  broker.stderr.on('data', (d) => { broker.logs += d; });
-  for (let i = 0; i < 100 && !broker.logs.includes('WebSocket over TLS'); i++) await new Promise((r) => setTimeout(r, 50));
+  { ports: [mqttPort, wsPort, tlsPort, wssPort] });
 });
 
-after(() => broker?.kill('SIGTERM'));
+after(() => broker?.stop());
 
 async function token(user) {
   const r = await cli('token', 'issue', '--key', keyFile, '--issuer', ISSUER, '--user', user, '--org', ORG, '--ttl', '600',

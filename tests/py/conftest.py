@@ -40,7 +40,7 @@ class Broker:
             stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "CLOUDSIGNAL_LOG": "info"},
         )
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # a loaded CI machine is slow, never wrong
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
@@ -107,7 +107,7 @@ class ControlBroker:
             stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "CLOUDSIGNAL_LOG": "info"},
         )
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # a loaded CI machine is slow, never wrong
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.api_port), timeout=0.2).close()

@@ -3,6 +3,8 @@
 //! Keys are fetched at start-up, refreshed when they are due (honouring `Cache-Control:
 //! max-age` within core's bounds), and refetched when a token names an unknown `kid` (a key
 //! rotation at the issuer), at most once per 30 s; on failure the last good set stays trusted.
+//! The start-up fetch does not hold the listeners back: a CONNECT that needs a key while a
+//! fetch is in flight waits for that fetch instead of being refused.
 
 use cloudsignal_core::jwks_cache::{parse_max_age, JwksCache, JwksPolicy, Lookup};
 use cloudsignal_core::jws::{Inspected, DEFAULT_MAX_TOKEN_LEN};
@@ -22,6 +24,8 @@ pub struct RemoteIssuer {
     issuer: String,
     url: String,
     cache: Mutex<JwksCache>,
+    /// Held for the whole of a fetch, so a token waiting on a key can wait for it to land.
+    in_flight: tokio::sync::Mutex<()>,
 }
 
 impl RemoteIssuer {
@@ -31,6 +35,7 @@ impl RemoteIssuer {
             issuer: issuer.to_owned(),
             url: url.to_owned(),
             cache: Mutex::new(JwksCache::new(JwksPolicy::default())),
+            in_flight: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -52,31 +57,44 @@ impl RemoteIssuer {
             })
             .map(|i| i.kid().map(str::to_owned));
         let Some(kid) = kid else { return };
-        let fetch = match self.cache.lock() {
+        let (guard, known) = match self.cache.lock() {
             Ok(mut cache) => {
-                let due = cache.refresh_due(now)
-                    || matches!(cache.lookup(kid.as_deref(), Alg::EdDSA, now), Lookup::Fetch);
-                if due {
+                let lookup = cache.lookup(kid.as_deref(), Alg::EdDSA, now);
+                let known = matches!(lookup, Lookup::Key(_));
+                let due = cache.refresh_due(now) || matches!(lookup, Lookup::Fetch);
+                // the fetch is ours only if no other one is in flight
+                let guard = due.then(|| self.in_flight.try_lock().ok()).flatten();
+                if guard.is_some() {
                     cache.fetch_started(now);
                 }
-                due
+                (guard, known)
             }
-            Err(_) => false,
+            Err(_) => (None, true),
         };
-        if fetch {
-            self.fetch(tokens, now).await;
+        match guard {
+            Some(guard) => self.fetch(guard, tokens, now).await,
+            // another fetch (the start-up one, or another connection's) may bring this key
+            None if !known => drop(self.in_flight.lock().await),
+            None => {}
         }
     }
 
     /// Fetches the JWKS now (start-up) and installs the keys.
     pub async fn refresh(&self, tokens: &Arc<RwLock<TokenVerifier>>, now: UnixTime) {
+        let guard = self.in_flight.lock().await;
         if let Ok(mut cache) = self.cache.lock() {
             cache.fetch_started(now);
         }
-        self.fetch(tokens, now).await;
+        self.fetch(guard, tokens, now).await;
     }
 
-    async fn fetch(&self, tokens: &Arc<RwLock<TokenVerifier>>, now: UnixTime) {
+    /// Fetches and installs the keys; `_in_flight` is held until they are installed.
+    async fn fetch(
+        &self,
+        _in_flight: tokio::sync::MutexGuard<'_, ()>,
+        tokens: &Arc<RwLock<TokenVerifier>>,
+        now: UnixTime,
+    ) {
         let url = self.url.clone();
         let result = tokio::task::spawn_blocking(move || http_get(&url, 1 << 20))
             .await

@@ -295,8 +295,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         );
-        config.auth.load_remote_keys(now).await;
+        // listeners first: an issuer that is slow or down must not keep the broker from
+        // starting (a CONNECT needing its keys waits for this fetch; see broker::jwks)
+        let auth = config.auth.clone();
         let broker = Broker::bind(config).await?;
+        tokio::spawn(async move { auth.load_remote_keys(now).await });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;

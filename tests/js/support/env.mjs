@@ -2,8 +2,8 @@
 import * as jose from 'jose';
 import { Miniflare } from 'miniflare';
 import { createServer } from 'node:http';
-import { createServer as createTcpServer } from 'node:net';
-import { execFile } from 'node:child_process';
+import { createServer as createTcpServer, createConnection } from 'node:net';
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -135,3 +135,35 @@ export async function startWorker(bindings, { port = 0, kv = false, ratelimits, 
 }
 
 export { jose };
+
+const connectable = (port) => new Promise((r) => {
+  const s = createConnection(port, '127.0.0.1', () => { s.destroy(); r(true); });
+  s.on('error', () => r(false));
+});
+
+/**
+ * Starts `cloudsignal serve ...args` and resolves once every port in `ports` accepts
+ * connections. The process gets `.logs` (its stderr so far) and `.stop()` (SIGTERM, resolves on
+ * exit). Rejects with the broker's log if it exits first or has not listened within a minute
+ * (a loaded CI machine is slow, never wrong).
+ */
+export async function startServe(args, { ports, env = {} }) {
+  const proc = spawn(CLI, ['serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  proc.logs = '';
+  proc.stderr.on('data', (d) => { proc.logs += d; });
+  proc.exited = new Promise((r) => proc.once('exit', (code) => r(code ?? 'signal')));
+  proc.stop = () => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM'); return proc.exited; };
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const open = await Promise.all(ports.map(connectable));
+    if (open.every(Boolean)) return proc;
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      throw new Error(`cloudsignal serve exited (${proc.exitCode ?? proc.signalCode}) before listening:\n${proc.logs}`);
+    }
+    if (Date.now() > deadline) {
+      proc.kill('SIGTERM');
+      throw new Error(`cloudsignal serve did not listen on ${ports.join(', ')} within 60 s:\n${proc.logs}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
