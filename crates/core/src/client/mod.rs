@@ -22,6 +22,7 @@
 mod schedule;
 #[cfg(test)]
 mod tests;
+mod vecmap;
 
 pub use schedule::{Backoff, RefreshPlan};
 
@@ -31,7 +32,8 @@ use crate::mqtt::{
 };
 use crate::session::Millis;
 use crate::topic::{SubscriptionFilter, TopicName};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+use vecmap::VecMap;
 
 /// The AUTH method CloudSignal brokers accept for token re-authentication.
 pub const TOKEN_AUTH_METHOD: &str = "cloudsignal-token";
@@ -192,17 +194,17 @@ pub struct ClientSession {
     inbuf: Vec<u8>,
     events: VecDeque<ClientEvent>,
     next_id: u16,
-    /// QoS 1/2 publishes sent and not yet complete, by packet id (in send order by id).
-    inflight: BTreeMap<u16, Outgoing>,
+    /// QoS 1/2 publishes sent and not yet complete, by packet id, in send order.
+    inflight: VecMap<u16, Outgoing>,
     /// Waiting for a connection or for flow-control room.
     queue: VecDeque<Outgoing>,
     /// Inbound QoS 2 ids awaiting PUBREL (exactly-once).
-    awaiting_pubrel: HashSet<u16>,
+    awaiting_pubrel: Vec<u16>,
     /// Subscriptions asked for: filter → QoS.
-    subscriptions: BTreeMap<String, QoS>,
-    pending_subs: HashMap<u16, Vec<String>>,
-    pending_unsubs: HashMap<u16, Vec<String>>,
-    aliases: HashMap<u16, String>,
+    subscriptions: VecMap<String, QoS>,
+    pending_subs: VecMap<u16, Vec<String>>,
+    pending_unsubs: VecMap<u16, Vec<String>>,
+    aliases: VecMap<u16, String>,
     server_receive_max: u16,
     keep_alive_ms: Millis,
     last_sent: Millis,
@@ -222,13 +224,13 @@ impl ClientSession {
             inbuf: Vec::new(),
             events: VecDeque::new(),
             next_id: 0,
-            inflight: BTreeMap::new(),
+            inflight: VecMap::default(),
             queue: VecDeque::new(),
-            awaiting_pubrel: HashSet::new(),
-            subscriptions: BTreeMap::new(),
-            pending_subs: HashMap::new(),
-            pending_unsubs: HashMap::new(),
-            aliases: HashMap::new(),
+            awaiting_pubrel: Vec::new(),
+            subscriptions: VecMap::default(),
+            pending_subs: VecMap::default(),
+            pending_unsubs: VecMap::default(),
+            aliases: VecMap::default(),
             server_receive_max: u16::MAX,
             keep_alive_ms: 0,
             last_sent: 0,
@@ -667,7 +669,7 @@ impl ClientSession {
                 }
             }
             OwnedPacket::Pubrel(id) => {
-                self.awaiting_pubrel.remove(&id);
+                self.awaiting_pubrel.retain(|&a| a != id);
                 self.send_ack(AckKind::Pubcomp, id, now);
             }
             OwnedPacket::Pubcomp(id, reason) => self.complete(id, reason, now),
@@ -763,8 +765,9 @@ impl ClientSession {
             // a fresh session: the server knows nothing; our unacknowledged messages are
             // still ours to deliver, first, as new publishes; subscriptions are asked again
             self.awaiting_pubrel.clear();
-            let unacked: Vec<Outgoing> = std::mem::take(&mut self.inflight)
-                .into_values()
+            let unacked: Vec<Outgoing> = self
+                .inflight
+                .drain_values()
                 .map(|mut m| {
                     m.released = false;
                     m
@@ -822,7 +825,20 @@ impl ClientSession {
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 // delivered once: a resent PUBLISH with an id awaiting PUBREL is not new
-                let first = self.awaiting_pubrel.insert(id);
+                let first = !self.awaiting_pubrel.contains(&id);
+                if first {
+                    if self.protocol == Protocol::V5
+                        && self.awaiting_pubrel.len() >= usize::from(self.config.receive_maximum)
+                    {
+                        // [MQTT-3.3.4-9]: no more unacknowledged QoS 2 than our Receive Maximum
+                        return self.protocol_error(
+                            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                            "more QoS 2 publishes in flight than the Receive Maximum",
+                            now,
+                        );
+                    }
+                    self.awaiting_pubrel.push(id);
+                }
                 self.send_ack(AckKind::Pubrec, id, now);
                 first
             }

@@ -551,6 +551,34 @@ fn inbound_topic_aliases_and_exactly_once() {
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn a_server_over_our_receive_maximum_is_disconnected_with_0x93() {
+    let mut config = ClientConfig::new("rm");
+    config.receive_maximum = 2;
+    let mut p = Pair::new(config, ServerConfig::default());
+    p.connect(None);
+    for id in [1, 2, 2] {
+        // the third is a resend of id 2 (not new): still within the window
+        p.client.handle_bytes(
+            &publish_bytes("q", None, QoS::ExactlyOnce, Some(id), id == 2, b"x"),
+            T,
+        );
+    }
+    assert_eq!(p.events().len(), 2, "two messages, no disconnect");
+    p.client.handle_bytes(
+        &publish_bytes("q", None, QoS::ExactlyOnce, Some(3), false, b"x"),
+        T,
+    );
+    assert!(matches!(
+        p.events().as_slice(),
+        [ClientEvent::Disconnected {
+            reason: Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+            ..
+        }]
+    ));
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn split_and_coalesced_bytes_decode_the_same() {
     let mut p = Pair::v5();
     p.connect(None);
