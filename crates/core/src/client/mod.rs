@@ -27,8 +27,8 @@ mod vecmap;
 pub use schedule::{Backoff, RefreshPlan};
 
 use crate::mqtt::{
-    self, Ack, Connect, Packet, PacketId, Properties, Protocol, Publish, QoS, ReasonCode,
-    ReasonPacket, SubAck, Subscribe, SubscriptionOptions, Unsubscribe,
+    self, Ack, Connect, DecodeError, Packet, PacketId, Properties, Protocol, Publish, QoS,
+    ReasonCode, ReasonPacket, SubAck, Subscribe, SubscriptionOptions, Unsubscribe,
 };
 use crate::session::Millis;
 use crate::topic::{SubscriptionFilter, TopicName};
@@ -496,7 +496,8 @@ impl ClientSession {
         let mut used_total = 0;
         loop {
             let buf = &self.inbuf[used_total..];
-            let decoded = mqtt::decode(buf, self.protocol, self.config.max_packet_size as usize);
+            let decoded =
+                mqtt::decode_from_server(buf, self.protocol, self.config.max_packet_size as usize);
             match decoded {
                 Ok(Some((packet, used))) => {
                     let owned = OwnedPacket::from(packet);
@@ -509,7 +510,11 @@ impl ClientSession {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.protocol_error(ReasonCode::MALFORMED_PACKET, &e.to_string(), now);
+                    let reason = match e {
+                        DecodeError::UnexpectedPacketType(_) => ReasonCode::PROTOCOL_ERROR,
+                        _ => ReasonCode::MALFORMED_PACKET,
+                    };
+                    self.protocol_error(reason, &e.to_string(), now);
                     return;
                 }
             }

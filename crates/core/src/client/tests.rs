@@ -551,6 +551,21 @@ fn inbound_topic_aliases_and_exactly_once() {
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn a_packet_only_clients_send_is_a_protocol_error() {
+    let mut p = Pair::v5();
+    p.connect(None);
+    p.client.handle_bytes(&[0xc0, 0], T); // PINGREQ
+    assert!(matches!(
+        p.events().as_slice(),
+        [ClientEvent::Disconnected {
+            reason: Some(ReasonCode::PROTOCOL_ERROR),
+            ..
+        }]
+    ));
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn a_server_over_our_receive_maximum_is_disconnected_with_0x93() {
     let mut config = ClientConfig::new("rm");
     config.receive_maximum = 2;

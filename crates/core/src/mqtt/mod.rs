@@ -41,6 +41,11 @@ pub enum DecodeError {
     /// Packet type 0 or 15 (v3.1.1: 15 is reserved; v5: AUTH is 15) [MQTT-2.1.2].
     #[error("reserved packet type {0}")]
     ReservedPacketType(u8),
+    /// A packet type that never travels in this direction: a client receiving CONNECT,
+    /// SUBSCRIBE, UNSUBSCRIBE or PINGREQ, which only clients send [MQTT-2.1.2] (protocol
+    /// error, 0x82).
+    #[error("packet type {0} is only ever sent by clients [MQTT-2.1.2]")]
+    UnexpectedPacketType(u8),
     /// Fixed-header flags other than those the packet type requires [MQTT-2.1.3-1].
     #[error("invalid fixed header flags for packet type {0} [MQTT-2.1.3-1]")]
     InvalidFlags(u8),
@@ -165,6 +170,26 @@ pub fn decode<'a>(
     protocol: Protocol,
     max_packet_size: usize,
 ) -> Result<Option<(Packet<'a>, usize)>, DecodeError> {
+    decode_with(buf, max_packet_size, |h, r| Packet::decode(h, r, protocol))
+}
+
+/// [`decode`] for a client: packets only clients send are refused
+/// ([`Packet::decode_from_server`]).
+pub fn decode_from_server<'a>(
+    buf: &'a [u8],
+    protocol: Protocol,
+    max_packet_size: usize,
+) -> Result<Option<(Packet<'a>, usize)>, DecodeError> {
+    decode_with(buf, max_packet_size, |h, r| {
+        Packet::decode_from_server(h, r, protocol)
+    })
+}
+
+fn decode_with<'a>(
+    buf: &'a [u8],
+    max_packet_size: usize,
+    body: impl FnOnce(FixedHeader, Reader<'a>) -> Result<Packet<'a>, DecodeError>,
+) -> Result<Option<(Packet<'a>, usize)>, DecodeError> {
     let Some(header) = FixedHeader::parse(buf, max_packet_size)? else {
         return Ok(None);
     };
@@ -172,8 +197,7 @@ pub fn decode<'a>(
     if buf.len() < len {
         return Ok(None);
     }
-    let body = Reader::new(&buf[header.header_len..len]);
-    Packet::decode(header, body, protocol).map(|p| Some((p, len)))
+    body(header, Reader::new(&buf[header.header_len..len])).map(|p| Some((p, len)))
 }
 
 #[cfg(test)]

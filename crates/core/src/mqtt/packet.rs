@@ -234,13 +234,32 @@ impl<'a> Packet<'a> {
         }
     }
 
-    /// Decodes the body of a packet whose fixed header is `h`. For CONNECT, `protocol` is
-    /// ignored: the packet declares its own level.
-    pub fn decode(
+    /// Decodes the body of a packet whose fixed header is `h`, of any type. For CONNECT,
+    /// `protocol` is ignored: the packet declares its own level.
+    pub fn decode(h: FixedHeader, r: Reader<'a>, protocol: Protocol) -> Result<Self, DecodeError> {
+        Self::decode_as::<true>(h, r, protocol)
+    }
+
+    /// Decodes a packet a client received: CONNECT, SUBSCRIBE, UNSUBSCRIBE and PINGREQ only
+    /// ever travel to a server and are refused with [`DecodeError::UnexpectedPacketType`]. A
+    /// client build then carries no decoder for them (the browser package is smaller).
+    pub fn decode_from_server(
+        h: FixedHeader,
+        r: Reader<'a>,
+        protocol: Protocol,
+    ) -> Result<Self, DecodeError> {
+        Self::decode_as::<false>(h, r, protocol)
+    }
+
+    /// The decoder; `CLIENT_PACKETS` says whether packets only clients send are accepted.
+    fn decode_as<const CLIENT_PACKETS: bool>(
         h: FixedHeader,
         mut r: Reader<'a>,
         protocol: Protocol,
     ) -> Result<Self, DecodeError> {
+        if !CLIENT_PACKETS && matches!(h.packet_type, 1 | 8 | 10 | 12) {
+            return Err(DecodeError::UnexpectedPacketType(h.packet_type));
+        }
         let v5 = protocol == Protocol::V5;
         let expected_flags = match h.packet_type {
             3 => h.flags, // PUBLISH flags are checked below
@@ -251,7 +270,9 @@ impl<'a> Packet<'a> {
             return Err(DecodeError::InvalidFlags(h.packet_type));
         }
         match h.packet_type {
-            1 => Connect::decode(&mut r).and_then(|c| finish(&r, Self::Connect(c))),
+            1 if CLIENT_PACKETS => {
+                Connect::decode(&mut r).and_then(|c| finish(&r, Self::Connect(c)))
+            }
             2 => {
                 let ack_flags = r.u8()?;
                 if ack_flags & 0xfe != 0 {
@@ -330,7 +351,7 @@ impl<'a> Packet<'a> {
                     _ => Self::Pubcomp(ack),
                 })
             }
-            8 => {
+            8 if CLIENT_PACKETS => {
                 let packet_id = packet_id(&mut r)?;
                 let properties = if v5 {
                     Properties::decode(&mut r, Ctx::Subscribe)?
@@ -400,7 +421,7 @@ impl<'a> Packet<'a> {
                     Self::Unsuback(ack)
                 })
             }
-            10 => {
+            10 if CLIENT_PACKETS => {
                 let packet_id = packet_id(&mut r)?;
                 let properties = if v5 {
                     Properties::decode(&mut r, Ctx::Unsubscribe)?
@@ -420,7 +441,7 @@ impl<'a> Packet<'a> {
                     filters,
                 }))
             }
-            12 => finish(&r, Self::Pingreq),
+            12 if CLIENT_PACKETS => finish(&r, Self::Pingreq),
             13 => finish(&r, Self::Pingresp),
             14 | 15 => {
                 if h.packet_type == 15 && !v5 {
@@ -449,6 +470,7 @@ impl<'a> Packet<'a> {
                     Self::Auth(p)
                 })
             }
+            1 | 8 | 10 | 12 => Err(DecodeError::UnexpectedPacketType(h.packet_type)),
             other => Err(DecodeError::ReservedPacketType(other)),
         }
     }

@@ -257,6 +257,32 @@ fn err(bytes: &[u8], protocol: Protocol) -> DecodeError {
 }
 
 both_targets_test! {
+    fn a_client_refuses_packets_only_clients_send() {
+        use super::decode_from_server;
+        let mut connect = Vec::new();
+        every_packet(true)[0].encode(Protocol::V5, &mut connect);
+        let pingreq = [0xc0, 0];
+        let subscribe = [0x82, 6, 0, 1, 0, 1, b'a', 0];
+        let unsubscribe = [0xa2, 5, 0, 1, 0, 1, b'a'];
+        for (bytes, kind) in [(&connect[..], 1), (&subscribe, 8), (&unsubscribe, 10), (&pingreq, 12)] {
+            let protocol = if kind == 1 { Protocol::V5 } else { Protocol::V311 };
+            assert_eq!(
+                decode_from_server(bytes, protocol, MAX).unwrap_err(),
+                DecodeError::UnexpectedPacketType(kind)
+            );
+            assert!(decode(bytes, protocol, MAX).is_ok(), "a server decodes type {kind}");
+        }
+        // what servers send decodes the same either way
+        for bytes in [&[0xd0u8, 0][..], &[0x20, 2, 0, 0], &[0x40, 2, 0, 7], &[0x90, 3, 0, 1, 1]] {
+            assert_eq!(
+                decode_from_server(bytes, Protocol::V311, MAX),
+                decode(bytes, Protocol::V311, MAX)
+            );
+        }
+    }
+}
+
+both_targets_test! {
     fn malformed_packets_are_refused_with_the_rule() {
         use DecodeError::*;
         // five-byte remaining length
