@@ -14,6 +14,8 @@
 //! Flow control: no more QoS 1/2 publishes in flight than the server's Receive Maximum
 //! [MQTT-4.9.0-2]. Inbound: QoS 2 delivered exactly once (ids awaiting PUBREL), topic
 //! aliases resolved (up to [`ClientConfig::topic_alias_maximum`]), keep-alive PINGREQs.
+//! Outbound: a topic published again on the same connection goes as its topic alias alone,
+//! within the server's Topic Alias Maximum.
 //!
 //! Token refresh: [`ClientSession::reauthenticate`] sends MQTT 5 AUTH (Re-authenticate 0x19,
 //! method `cloudsignal-token`) on the open connection; when that is impossible (MQTT 3.1.1)
@@ -54,6 +56,9 @@ pub struct ClientConfig {
     pub receive_maximum: u16,
     /// Topic aliases the server may use towards us. Default 32.
     pub topic_alias_maximum: u16,
+    /// Send repeated topics as topic aliases, as many as the server's Topic Alias Maximum
+    /// allows (v5). Default true.
+    pub outbound_topic_aliases: bool,
     /// Largest packet accepted from the server. Default 1 MiB.
     pub max_packet_size: u32,
     /// Publishes kept while offline (or over the server's flow-control window). Default 1000.
@@ -70,6 +75,7 @@ impl ClientConfig {
             session_expiry: 300,
             receive_maximum: 64,
             topic_alias_maximum: 32,
+            outbound_topic_aliases: true,
             max_packet_size: 1 << 20,
             max_queued: 1000,
         }
@@ -205,6 +211,10 @@ pub struct ClientSession {
     pending_subs: VecMap<u16, Vec<String>>,
     pending_unsubs: VecMap<u16, Vec<String>>,
     aliases: VecMap<u16, String>,
+    /// Topic aliases we assigned on this connection: topic → alias.
+    out_aliases: VecMap<String, u16>,
+    /// The server's Topic Alias Maximum on this connection (0: no aliases).
+    server_alias_max: u16,
     server_receive_max: u16,
     keep_alive_ms: Millis,
     last_sent: Millis,
@@ -231,6 +241,8 @@ impl ClientSession {
             pending_subs: VecMap::default(),
             pending_unsubs: VecMap::default(),
             aliases: VecMap::default(),
+            out_aliases: VecMap::default(),
+            server_alias_max: 0,
             server_receive_max: u16::MAX,
             keep_alive_ms: 0,
             last_sent: 0,
@@ -575,18 +587,38 @@ impl ClientSession {
     }
 
     fn send_publish(&mut self, id: Option<PacketId>, m: &Outgoing, dup: bool, now: Millis) {
+        let (send_topic, topic_alias) = self.outbound_alias(&m.topic);
         self.send(
             &Packet::Publish(Publish {
                 dup,
                 qos: m.qos,
                 retain: m.retain,
-                topic: &m.topic,
+                topic: if send_topic { &m.topic } else { "" },
                 packet_id: id,
-                properties: Properties::default(),
+                properties: Properties {
+                    topic_alias,
+                    ..Properties::default()
+                },
                 payload: &m.payload,
             }),
             now,
         );
+    }
+
+    /// Whether to send the topic name, and the alias to send with it: a topic seen on this
+    /// connection goes as its alias alone; the first ones get aliases while the server's Topic
+    /// Alias Maximum allows [MQTT-3.3.2-9]; the rest go as names.
+    fn outbound_alias(&mut self, topic: &str) -> (bool, Option<u16>) {
+        if let Some(&alias) = self.out_aliases.get(topic) {
+            return (false, Some(alias));
+        }
+        match u16::try_from(self.out_aliases.len() + 1) {
+            Ok(alias) if alias <= self.server_alias_max => {
+                self.out_aliases.insert(topic.to_owned(), alias);
+                (true, Some(alias))
+            }
+            _ => (true, None),
+        }
     }
 
     fn send_subscribe(&mut self, filters: Vec<(String, QoS)>, now: Millis) {
@@ -643,20 +675,7 @@ impl ClientSession {
 
     fn on_packet(&mut self, packet: OwnedPacket, now: Millis) {
         match packet {
-            OwnedPacket::Connack {
-                session_present,
-                reason,
-                receive_maximum,
-                server_keep_alive,
-                reason_string,
-            } => self.on_connack(
-                session_present,
-                reason,
-                receive_maximum,
-                server_keep_alive,
-                reason_string,
-                now,
-            ),
+            OwnedPacket::Connack(c) => self.on_connack(c, now),
             _ if self.state != State::Connected => {
                 self.protocol_error(ReasonCode::PROTOCOL_ERROR, "packet before CONNACK", now)
             }
@@ -725,15 +744,15 @@ impl ClientSession {
         }
     }
 
-    fn on_connack(
-        &mut self,
-        session_present: bool,
-        reason: ReasonCode,
-        receive_maximum: Option<u16>,
-        server_keep_alive: Option<u16>,
-        reason_string: Option<String>,
-        now: Millis,
-    ) {
+    fn on_connack(&mut self, c: OwnedConnack, now: Millis) {
+        let OwnedConnack {
+            session_present,
+            reason,
+            receive_maximum,
+            server_keep_alive,
+            topic_alias_maximum,
+            reason_string,
+        } = c;
         if self.state != State::Connecting {
             self.protocol_error(ReasonCode::PROTOCOL_ERROR, "second CONNACK", now);
             return;
@@ -744,6 +763,12 @@ impl ClientSession {
         }
         self.state = State::Connected;
         self.server_receive_max = receive_maximum.unwrap_or(u16::MAX).max(1);
+        // topic aliases are per connection [MQTT-3.3.2-7]; none unless the server allows them
+        self.out_aliases.clear();
+        self.server_alias_max = match self.protocol {
+            Protocol::V5 if self.config.outbound_topic_aliases => topic_alias_maximum.unwrap_or(0),
+            _ => 0,
+        };
         self.keep_alive_ms =
             Millis::from(server_keep_alive.unwrap_or(self.config.keep_alive)) * 1000;
         let resumed = session_present && self.has_session;
@@ -912,16 +937,21 @@ struct OwnedPublish {
     packet_id: Option<u16>,
 }
 
+/// What the client uses of a CONNACK.
+#[derive(Debug)]
+struct OwnedConnack {
+    session_present: bool,
+    reason: ReasonCode,
+    receive_maximum: Option<u16>,
+    server_keep_alive: Option<u16>,
+    topic_alias_maximum: Option<u16>,
+    reason_string: Option<String>,
+}
+
 /// The parts of server packets the client uses, owned (the input buffer is reused).
 #[derive(Debug)]
 enum OwnedPacket {
-    Connack {
-        session_present: bool,
-        reason: ReasonCode,
-        receive_maximum: Option<u16>,
-        server_keep_alive: Option<u16>,
-        reason_string: Option<String>,
-    },
+    Connack(OwnedConnack),
     Publish(OwnedPublish),
     Puback(u16, ReasonCode),
     Pubrec(u16, ReasonCode),
@@ -939,13 +969,14 @@ impl From<Packet<'_>> for OwnedPacket {
     fn from(p: Packet<'_>) -> Self {
         let reason_string = |props: &Properties<'_>| props.reason_string.map(str::to_owned);
         match p {
-            Packet::Connack(c) => Self::Connack {
+            Packet::Connack(c) => Self::Connack(OwnedConnack {
                 session_present: c.session_present,
                 reason: c.reason,
                 receive_maximum: c.properties.receive_maximum,
                 server_keep_alive: c.properties.server_keep_alive,
+                topic_alias_maximum: c.properties.topic_alias_maximum,
                 reason_string: reason_string(&c.properties),
-            },
+            }),
             Packet::Publish(p) => Self::Publish(OwnedPublish {
                 topic: p.topic.to_owned(),
                 alias: p.properties.topic_alias,

@@ -663,3 +663,99 @@ fn a_3_1_1_broker_refusing_version_5_means_fall_back() {
         })
     ));
 }
+
+/// The topic and alias of each PUBLISH in `bytes`.
+fn topics_on_the_wire(mut bytes: &[u8]) -> Vec<(String, Option<u16>)> {
+    let mut out = Vec::new();
+    while let Some((packet, used)) = mqtt::decode(bytes, Protocol::V5, 1 << 20).unwrap() {
+        if let Packet::Publish(p) = packet {
+            out.push((p.topic.to_owned(), p.properties.topic_alias));
+        }
+        bytes = &bytes[used..];
+    }
+    out
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn repeated_topics_go_as_topic_aliases_within_the_servers_maximum() {
+    let server = ServerConfig {
+        topic_alias_maximum: 2,
+        ..ServerConfig::default()
+    };
+    let mut p = Pair::new(ClientConfig::new("ta"), server);
+    p.echo = false;
+    p.connect(None);
+    let topics = ["u/a", "u/a", "u/b", "u/c", "u/c", "u/b", "u/a"];
+    for t in topics {
+        p.client
+            .publish(t, b"x", QoS::AtMostOnce, false, T)
+            .unwrap();
+    }
+    let wire = p.client.take_outgoing();
+    let alias = |t: &str, a| (t.to_owned(), Some(a));
+    let name = |t: &str| (t.to_owned(), None);
+    assert_eq!(
+        topics_on_the_wire(&wire),
+        [
+            alias("u/a", 1),
+            alias("", 1),
+            alias("u/b", 2),
+            name("u/c"), // over the server's maximum of 2
+            name("u/c"),
+            alias("", 2),
+            alias("", 1),
+        ]
+    );
+    // the server resolves every alias back to its topic
+    p.server.handle_bytes(&wire, T);
+    let resolved: Vec<String> = std::iter::from_fn(|| p.server.poll_event())
+        .filter_map(|e| match e {
+            Event::Publish { message, .. } => Some(message.topic.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resolved, topics);
+
+    // aliases do not outlive the connection [MQTT-3.3.2-7]: a resend names its topic again
+    p.client.connection_lost(T);
+    p.events();
+    p.new_connection();
+    p.client.connect("alice@org_k7xm4pqr2n5t", "tkn_x", T);
+    let mut resumed = None;
+    p.run(&mut resumed);
+    p.client
+        .publish("u/a", b"y", QoS::AtMostOnce, false, T)
+        .unwrap();
+    assert_eq!(
+        topics_on_the_wire(&p.client.take_outgoing()),
+        [alias("u/a", 1)]
+    );
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn no_topic_aliases_when_the_server_or_the_config_allows_none() {
+    for (server_max, ours) in [(0, true), (32, false)] {
+        let server = ServerConfig {
+            topic_alias_maximum: server_max,
+            ..ServerConfig::default()
+        };
+        let config = ClientConfig {
+            outbound_topic_aliases: ours,
+            ..ClientConfig::new("ta")
+        };
+        let mut p = Pair::new(config, server);
+        p.connect(None);
+        for _ in 0..2 {
+            p.client
+                .publish("u/a", b"x", QoS::AtMostOnce, false, T)
+                .unwrap();
+        }
+        let wire = p.client.take_outgoing();
+        assert_eq!(
+            topics_on_the_wire(&wire),
+            [("u/a".to_owned(), None), ("u/a".to_owned(), None)]
+        );
+    }
+}
