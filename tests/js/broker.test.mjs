@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createServer as httpServer } from 'node:http';
 import { promisify } from 'node:util';
-import { ORG, ISSUER, cli, tempDir, writeTemp, supabaseProject, startWorker, startServe, freePort } from './support/env.mjs';
+import { ORG, ISSUER, cli, tempDir, writeTemp, supabaseProject, startWorker, startServe, mosquittoSub, freePort } from './support/env.mjs';
 
 const exec = promisify(execFile);
 let project, worker, broker, port;
@@ -43,11 +43,13 @@ const mqtt = (bin, c, ...args) =>
 
 test('a tkn_ from the worker authenticates mosquitto clients at cloudsignal serve', async () => {
   const c = await credentials();
-  const sub = mqtt('mosquitto_sub', c, '-t', `users/${c.sub}/notifications`, '-C', '1', '-q', '1');
-  await new Promise((r) => setTimeout(r, 400));
+  const sub = mosquittoSub(['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv5', '-u', c.username, '-P', c.password,
+    '-t', `users/${c.sub}/notifications`, '-C', '1', '-q', '1']);
+  await sub.subscribed;
   const pub = await mqtt('mosquitto_pub', c, '-t', `users/${c.sub}/notifications`, '-m', 'hello from the edge', '-q', '1');
   assert.equal(pub.stderr ?? '', '');
-  assert.equal((await sub).stdout, 'hello from the edge\n');
+  assert.equal(await sub.exited, 0);
+  assert.deepEqual(sub.messages(), ['hello from the edge']);
 });
 
 test("the token's ACL is enforced: another user's topics are refused", async () => {
@@ -84,13 +86,14 @@ test('cloudsignal serve trusts the worker by JWKS URL; a slow JWKS host neither 
     const c = await credentials();
     const args = ['-h', '127.0.0.1', '-p', String(p), '-V', 'mqttv5', '-u', c.username, '-P', c.password, '-t', `users/${c.sub}/x`];
     // a CONNECT while the start-up fetch is in flight waits for it instead of being refused
-    const sub = exec('mosquitto_sub', [...args, '-C', '1'], { timeout: 10_000 });
+    const sub = mosquittoSub([...args, '-C', '1']);
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(requests, 1, 'the waiting CONNECT does not start a second fetch');
     open();
-    await new Promise((r) => setTimeout(r, 400));
+    await sub.subscribed;
     await exec('mosquitto_pub', [...args, '-m', 'via jwks url'], { timeout: 10_000 });
-    assert.equal((await sub).stdout, 'via jwks url\n');
+    assert.equal(await sub.exited, 0);
+    assert.deepEqual(sub.messages(), ['via jwks url']);
     assert.match(b.logs, /issuer keys loaded/);
     assert.equal(requests, 1);
   } finally {

@@ -4,8 +4,8 @@
 // `cloudsignal serve` closing a revoked user's live session because of it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
-import { ORG, ISSUER, cli, tempDir, supabaseProject, startWorker, startServe, freePort } from './support/env.mjs';
+import { execFile } from 'node:child_process';
+import { ORG, ISSUER, cli, tempDir, supabaseProject, startWorker, startServe, mosquittoSub, freePort } from './support/env.mjs';
 import { APP_ORIGIN } from './support/idp.mjs';
 
 const ADMIN = 'admin-secret-for-tests-0123456789abcdef';
@@ -204,18 +204,14 @@ test("a revocation posted to the worker reaches cloudsignal serve through the fe
     const alice = await creds();
     const bob = await creds();
     const listen = (c) => {
-      const p = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv5', '-u', c.username, '-P', c.password,
-        '-t', `users/${c.sub}/#`, '-v'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      p.out = '';
-      p.stdout.on('data', (d) => { p.out += d; });
-      p.stderr.on('data', (d) => { p.out += d; });
-      p.exited = new Promise((r) => p.on('exit', (code) => r(code)));
+      const p = mosquittoSub(['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv5', '-u', c.username, '-P', c.password,
+        '-t', `users/${c.sub}/#`, '-v']);
       subs.push(p);
       return p;
     };
     const a = listen(alice);
     const b = listen(bob);
-    await sleep(500);
+    await Promise.all([a.subscribed, b.subscribed]);
     const t0 = Date.now();
     assert.equal((await revoke(w, { user: alice.sub })).status, 201);
     const code = await Promise.race([a.exited, sleep(10_000).then(() => 'still connected')]);
@@ -225,7 +221,7 @@ test("a revocation posted to the worker reaches cloudsignal serve through the fe
     // bob is untouched and still receives
     await new Promise((r, j) => execFile('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv5', '-u', bob.username,
       '-P', bob.password, '-t', `users/${bob.sub}/x`, '-m', 'still here', '-q', '1'], (e) => (e ? j(e) : r())));
-    for (let i = 0; i < 40 && !b.out.includes('still here'); i++) await sleep(50);
+    for (let i = 0; i < 200 && !b.out.includes('still here'); i++) await sleep(50);
     assert.match(b.out, /still here/);
     // alice's token no longer connects
     const again = await new Promise((r) => execFile('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv5',

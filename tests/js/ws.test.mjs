@@ -3,11 +3,11 @@
 // paths / and /mqtt only, origin allowlist.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import mqtt from 'mqtt';
-import { ORG, ISSUER, cli, tempDir, writeTemp, freePort, startServe } from './support/env.mjs';
+import { ORG, ISSUER, cli, tempDir, writeTemp, freePort, startServe, mosquittoSub } from './support/env.mjs';
 
 let broker, wsPort, wssPort, tlsPort, mqttPort, keyFile, ca;
 
@@ -91,11 +91,9 @@ test('WebSocket upgrades: mqtt subprotocol required, known paths only, origin al
 test('MQTTS with mosquitto clients (TLS 1.3, certificate checked against its CA)', async () => {
   const tok = await token('dave');
   const common = ['-h', '127.0.0.1', '-p', String(tlsPort), '--cafile', ca, '-u', `dave@${ORG}`, '-P', tok];
-  const sub = spawn('mosquitto_sub', [...common, '-V', 'mqttv5', '-t', 'users/dave/x', '-C', '1']);
-  let out = '';
-  sub.stdout.on('data', (d) => { out += d; });
-  await new Promise((r) => setTimeout(r, 400));
+  const sub = mosquittoSub([...common, '-V', 'mqttv5', '-t', 'users/dave/x', '-C', '1']);
+  await sub.subscribed;
   execFileSync('mosquitto_pub', [...common, '-V', 'mqttv311', '-t', 'users/dave/x', '-m', 'over tls', '-q', '1']);
-  await new Promise((r) => sub.on('exit', r));
-  assert.equal(out, 'over tls\n');
+  assert.equal(await sub.exited, 0);
+  assert.deepEqual(sub.messages(), ['over tls']);
 });

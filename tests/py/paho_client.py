@@ -2,6 +2,7 @@
 
 import queue
 import socket
+import time
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -10,6 +11,18 @@ from paho.mqtt.properties import Properties
 
 V311, V5 = mqtt.MQTTv311, mqtt.MQTTv5
 TIMEOUT = 5
+
+
+def eventually(check, timeout=30):
+    """Polls `check()` until it returns something truthy (returned) or `timeout` seconds pass
+    (then the last value is returned, for the caller's assertion): a deadline, not a timing
+    assumption, so a loaded machine is slower but never wrong."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
 
 
 class Client:

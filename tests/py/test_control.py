@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import BIN, ControlBroker
-from paho_client import TIMEOUT, V311, V5, Client
+from paho_client import TIMEOUT, V311, V5, Client, eventually
 
 
 def token_client(control, user, protocol=V5, **kw):
@@ -297,9 +297,13 @@ def test_usage_counts_what_the_test_sent(control):
     bad = key_client(control, forged_secret(rk["key"]), service="meter", connect=False)
     bad.connect()
     bad.c.loop_stop()
-    time.sleep(0.5)
-    status, usage, _ = control.api("GET", f"/v1/keys/{rk['id']}/usage")
-    assert status == 200, usage
+    # the refused CONNECT is counted once the broker has answered it
+    def usage_with_the_failure():
+        status, usage, _ = control.api("GET", f"/v1/keys/{rk['id']}/usage")
+        days = usage.get("days") if status == 200 else None
+        return usage if days and days[0]["auth_failures"] >= 1 else None
+    usage = eventually(usage_with_the_failure)
+    assert usage, "the refused CONNECT was never counted"
     [today] = usage["days"]
     assert (today["connects"], today["auth_failures"], today["published"], today["published_bytes"], today["delivered"], today["delivered_bytes"]) == (1, 1, 7, 35, 7, 35), today
     assert usage["last_ip"] == "127.0.0.1" and usage["last_used"] is not None

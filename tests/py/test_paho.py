@@ -2,13 +2,12 @@
 QoS 0/1/2, retained messages, wills, a persistent session resumed after reconnect, shared
 subscriptions, and the ACL's reason codes."""
 
-import time
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
-from paho_client import TIMEOUT, V311, V5, Client
+from paho_client import TIMEOUT, V311, V5, Client, eventually
 
 
 @pytest.mark.parametrize("protocol", [V311, V5], ids=["v311", "v5"])
@@ -84,7 +83,7 @@ def test_shared_subscription_splits_the_stream(broker):
     pub = Client(broker, "erin", V5)
     for n in range(10):
         pub.publish("users/erin/jobs", f"job {n}".encode(), qos=1)
-    time.sleep(0.5)
+    eventually(lambda: sum(m.messages.qsize() for m in members) >= 10)
     counts = [m.messages.qsize() for m in members]
     assert sum(counts) == 10 and all(c > 0 for c in counts), counts
     for c in members + [pub]:

@@ -167,3 +167,28 @@ export async function startServe(args, { ports, env = {} }) {
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+const MOSQUITTO_DEBUG = /^(Client |Subscribed \(mid|Warning: )/;
+
+/**
+ * `mosquitto_sub -d ...args`: `.subscribed` resolves once its SUBACK has arrived (so a publish
+ * after it cannot be missed, however slow the machine) and rejects if it exits first (or after
+ * 30 s);
+ * `.messages()` are the payload lines so far; `.exited` resolves to the exit code.
+ */
+export function mosquittoSub(args) {
+  // line-buffered: its stdout is a pipe here, and the SUBACK line must arrive when it happens
+  const p = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-d', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  p.out = '';
+  p.exited = new Promise((r) => p.once('exit', (code) => r(code ?? 'signal')));
+  p.subscribed = new Promise((resolve, reject) => {
+    const seen = () => { if (/^Subscribed \(mid/m.test(p.out)) resolve(); };
+    p.stdout.on('data', (d) => { p.out += d; seen(); });
+    p.stderr.on('data', (d) => { p.out += d; });
+    p.exited.then((code) => reject(new Error(`mosquitto_sub exited (${code}) before subscribing:\n${p.out}`)));
+    setTimeout(() => reject(new Error(`mosquitto_sub not subscribed after 30 s:\n${p.out}`)), 30_000).unref();
+  });
+  p.subscribed.catch(() => {}); // observed by whoever awaits it
+  p.messages = () => p.out.split('\n').filter((l) => l && !MOSQUITTO_DEBUG.test(l));
+  return p;
+}
