@@ -1,6 +1,6 @@
 // The worker's production concerns in workerd: CORS allowlist and preflight, per-address and
 // per-user rate limits (Cloudflare's rate-limiting bindings), JWKS shared by isolates through
-// the Cache API, and revocation in KV: POST /v1/revoke, the feed brokers poll, and a running
+// the Cache API, a role map kept in KV, and revocation in KV: POST /v1/revoke, the feed brokers poll, and a running
 // `cloudsignal serve` closing a revoked user's live session because of it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +23,37 @@ const base = () => ({ CLOUDSIGNAL_SIGNING_KEY: signingKey, CLOUDSIGNAL_ISSUER: I
 const exchange = (w, jwt, headers = {}) =>
   fetch(`${w.url}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${jwt}`, ...headers } });
 const mint = (over = {}) => project.mint(over, { alg: 'ES256', kid: 'es-1' });
+
+test('a role map kept in KV applies without a redeploy; a broken one fails closed; without it the var applies', async () => {
+  const varMap = { roles: { editor: { pub: ['posts/#'], sub: ['posts/#'] } } };
+  const w = await startWorker({ ...base(), CLOUDSIGNAL_ROLE_MAP: JSON.stringify(varMap), CLOUDSIGNAL_ROLE_MAP_TTL: '0' }, { kv: true });
+  try {
+    const config = await w.mf.getKVNamespace('CONFIG');
+    const acl = async () => {
+      const res = await exchange(w, (await mint({ app_metadata: { roles: ['editor'] } })).jwt);
+      return { status: res.status, body: await res.json() };
+    };
+    let r = await acl();
+    assert.equal(r.status, 200);
+    assert.ok(r.body.acl.pub.includes('posts/#'), 'no key in KV: the var applies');
+
+    await config.put('role-map', JSON.stringify({ roles: { editor: { pub: ['drafts/#'], sub: ['drafts/#'] } } }));
+    r = await acl();
+    assert.ok(r.body.acl.pub.includes('drafts/#') && !r.body.acl.pub.includes('posts/#'), JSON.stringify(r.body.acl));
+
+    await config.put('role-map', '{"roles": {"editor": ');
+    r = await acl();
+    assert.equal(r.status, 500);
+    assert.equal(r.body.error, 'server_misconfigured');
+    assert.match(w.logs.join(''), /KV CONFIG key role-map/);
+
+    await config.delete('role-map');
+    r = await acl();
+    assert.ok(r.body.acl.pub.includes('posts/#'), 'key removed: the var applies again');
+  } finally {
+    await w.mf.dispose();
+  }
+});
 
 test('CORS: allowed origins get a preflight and readable responses; others are refused before any token is read', async () => {
   const w = await startWorker({ ...base(), CLOUDSIGNAL_ALLOWED_ORIGINS: `${APP_ORIGIN}, http://localhost:5173` });

@@ -25,6 +25,8 @@ pub(crate) struct Config {
     pub(crate) admin_secret: Option<String>,
     /// JWKS caching rules (`CLOUDSIGNAL_JWKS_MIN_TTL`, `…_MAX_TTL`, `…_REFETCH_INTERVAL`).
     pub(crate) jwks_policy: JwksPolicy,
+    /// Seconds an isolate keeps the role map read from KV (`CLOUDSIGNAL_ROLE_MAP_TTL`).
+    pub(crate) role_map_ttl: u64,
 }
 
 /// An optional whole number of seconds within bounds.
@@ -260,6 +262,7 @@ impl Config {
             origins,
             admin_secret: admin_secret.map(|s| s.trim().to_owned()),
             jwks_policy: jwks_policy(env)?,
+            role_map_ttl: seconds(env, "CLOUDSIGNAL_ROLE_MAP_TTL", 60, 0..=3600)?,
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::keys::{now, resolve, KeyFailure};
+use crate::roles::{self, RoleMapError};
 use crate::{http, limits, revoke};
 use cloudsignal_core::idp::IdpError;
 use cloudsignal_core::jws::JwsError;
@@ -146,14 +147,36 @@ pub(crate) async fn handle(req: Request, env: &Env, cfg: &Config) -> Result<Resp
             );
         }
     }
+    let stored_roles = match roles::current(env, cfg).await {
+        Ok(map) => map,
+        Err(RoleMapError::Invalid(e)) => {
+            http::log("config_error", &[("reason", &e)]);
+            return http::error(
+                500,
+                "server_misconfigured",
+                "the worker is not configured; see its logs",
+            );
+        }
+        Err(RoleMapError::Unavailable) => {
+            return http::error(
+                503,
+                "storage_unavailable",
+                "the role map could not be read; retry",
+            )
+        }
+    };
+    let role_map = stored_roles.as_deref().unwrap_or(&cfg.policy.role_map);
     let mut jti = [0u8; 16];
     if getrandom::getrandom(&mut jti).is_err() {
         return http::error(500, "internal_error", "no randomness available");
     }
-    match cfg
-        .policy
-        .exchange(&identity, now(), Jti::from_random(jti), &cfg.signing_key)
-    {
+    match cfg.policy.exchange_with_roles(
+        role_map,
+        &identity,
+        now(),
+        Jti::from_random(jti),
+        &cfg.signing_key,
+    ) {
         Ok(resp) => {
             http::log(
                 "exchange",

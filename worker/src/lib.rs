@@ -19,6 +19,7 @@ mod http;
 mod keys;
 mod limits;
 mod revoke;
+mod roles;
 
 use config::Config;
 use std::cell::RefCell;

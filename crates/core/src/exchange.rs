@@ -210,7 +210,20 @@ impl ExchangePolicy {
         jti: Jti,
         key: &SigningKey,
     ) -> Result<TokenResponse, ExchangeError> {
-        let grant = self.role_map.grant(&identity.all_roles())?;
+        self.exchange_with_roles(&self.role_map, identity, now, jti, key)
+    }
+
+    /// [`ExchangePolicy::exchange`] with another role map than the configured one (one kept
+    /// in storage and changed without a redeploy).
+    pub fn exchange_with_roles(
+        &self,
+        role_map: &RoleMap,
+        identity: &Identity,
+        now: UnixTime,
+        jti: Jti,
+        key: &SigningKey,
+    ) -> Result<TokenResponse, ExchangeError> {
+        let grant = role_map.grant(&identity.all_roles())?;
         let acl = grant.resolve_identity(identity.subject.as_str(), self.org.as_str())?;
         let ttl = self.ttl.clamp(MIN_TTL, MAX_TTL);
         let claims = TokenClaims::new(

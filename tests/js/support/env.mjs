@@ -106,7 +106,7 @@ export async function supabaseProject() {
 }
 
 /** Starts the built worker (worker/build) in workerd via Miniflare; returns { url, mf, logs }.
- * `kv: true` binds a REVOCATIONS namespace; `ratelimits` binds EXCHANGE_*_LIMITER; `cachePersist`
+ * `kv: true` binds the REVOCATIONS and CONFIG namespaces (`mf.getKVNamespace(name)`); `ratelimits` binds EXCHANGE_*_LIMITER; `cachePersist`
  * keeps the Cache API across instances (a fresh isolate in the same location). */
 export async function startWorker(bindings, { port = 0, kv = false, ratelimits, cachePersist } = {}) {
   const logs = [];
@@ -125,7 +125,7 @@ export async function startWorker(bindings, { port = 0, kv = false, ratelimits, 
       modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
       compatibilityDate: '2026-04-01',
       bindings,
-      ...(kv ? { kvNamespaces: ['REVOCATIONS'] } : {}),
+      ...(kv ? { kvNamespaces: ['REVOCATIONS', 'CONFIG'] } : {}),
       ...(ratelimits ? { ratelimits } : {}),
     }],
     ...(cachePersist ? { cachePersist } : {}),
