@@ -92,7 +92,8 @@ pub(crate) fn run_with_broker(tools: &Tools) -> Result<()> {
             .spawn()
             .context("starting cloudsignal serve")?,
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // a loaded CI machine is slow, never wrong: a minute to listen
+    let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
             bail!("cloudsignal serve did not open its WebSocket port");

@@ -136,6 +136,30 @@ async fn binary_frames_both_ways_and_a_refresh_over_auth() {
         count(l, "delivered") == 1
     })
     .await;
+    // the same topic again goes as a topic alias (the broker allows them): the broker resolves
+    // it and the echo carries the topic name
+    c.publish(&topic, b"again", 1, false).unwrap();
+    c.publish(&topic, b"and again", 0, false).unwrap();
+    until(&log, "the aliased echoes", |l| count(l, "message") == 3).await;
+    let echoes: Vec<(String, Vec<u8>)> = log
+        .borrow()
+        .iter()
+        .filter(|(k, _)| k == "message")
+        .skip(1)
+        .map(|(_, d)| {
+            (
+                field(d, "topic").as_string().unwrap(),
+                js_sys::Uint8Array::new(&field(d, "payload")).to_vec(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        echoes,
+        [
+            (topic.clone(), b"again".to_vec()),
+            (topic.clone(), b"and again".to_vec())
+        ]
+    );
     // refresh timer → getToken → AUTH on the open connection
     until(&log, "a refresh over AUTH", |l| count(l, "token") == 1).await;
     assert_eq!(
