@@ -118,12 +118,7 @@ pub(crate) async fn handle(req: Request, env: &Env, cfg: &Config) -> Result<Resp
     let identity = match cfg.idp.verify(pending, &key, now()) {
         Ok(id) => id,
         Err(IdpError::Config(e)) => {
-            http::log("config_error", &[("reason", &e)]);
-            return http::error(
-                500,
-                "server_misconfigured",
-                "the worker is not configured; see its logs",
-            );
+            return http::misconfigured(&e);
         }
         Err(e) => return refused(401, "invalid_token", &e.to_string(), provider),
     };
@@ -150,12 +145,7 @@ pub(crate) async fn handle(req: Request, env: &Env, cfg: &Config) -> Result<Resp
     let stored_roles = match roles::current(env, cfg).await {
         Ok(map) => map,
         Err(RoleMapError::Invalid(e)) => {
-            http::log("config_error", &[("reason", &e)]);
-            return http::error(
-                500,
-                "server_misconfigured",
-                "the worker is not configured; see its logs",
-            );
+            return http::misconfigured(&e);
         }
         Err(RoleMapError::Unavailable) => {
             return http::error(

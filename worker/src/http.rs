@@ -29,6 +29,17 @@ pub(crate) fn error(status: u16, code: &str, description: &str) -> Result<Respon
     Ok(resp)
 }
 
+/// 500 `server_misconfigured`: the reason goes to the log (it may name a variable or a KV
+/// key), never to the client.
+pub(crate) fn misconfigured(reason: &str) -> Result<Response> {
+    log("config_error", &[("reason", reason)]);
+    error(
+        500,
+        "server_misconfigured",
+        "the worker is not configured; see its logs",
+    )
+}
+
 /// One JSON log line.
 pub(crate) fn log(event: &str, fields: &[(&str, &str)]) {
     let mut obj = serde_json::Map::new();

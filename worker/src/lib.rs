@@ -62,12 +62,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let cfg = match config(&env) {
         Ok(c) => c,
         Err(e) => {
-            http::log("config_error", &[("reason", &e)]);
-            return http::error(
-                500,
-                "server_misconfigured",
-                "the worker is not configured; see its logs",
-            );
+            return http::misconfigured(&e);
         }
     };
     if method == Method::Options {
