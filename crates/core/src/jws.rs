@@ -264,6 +264,13 @@ impl<'a> Inspected<'a> {
         }
     }
 
+    /// The JWS signing input and the decoded signature, for a signature check made outside
+    /// this crate (the worker asks the runtime's WebCrypto, native code, for ES256 and RS256);
+    /// its outcome goes to [`Inspected::verify_checked`].
+    pub fn signed_parts(&self) -> (&[u8], &[u8]) {
+        (self.signing_input.as_bytes(), &self.signature)
+    }
+
     /// Verifies the signature with `key` and the registered claims with `validation`.
     pub fn verify(
         self,
@@ -272,6 +279,34 @@ impl<'a> Inspected<'a> {
         now: UnixTime,
     ) -> Result<VerifiedJwt, JwsError> {
         self.verify_signature(key)?;
+        self.verify_claims(validation, now)
+    }
+
+    /// [`Inspected::verify`] for a signature already checked by the caller over
+    /// [`Inspected::signed_parts`] with `key`: `signature_valid` is that check's outcome. The
+    /// key is still pinned to the header's algorithm here, and every claim is checked.
+    pub fn verify_checked(
+        self,
+        key: &KeyEntry,
+        signature_valid: bool,
+        validation: &Validation,
+        now: UnixTime,
+    ) -> Result<VerifiedJwt, JwsError> {
+        if key.alg() != self.alg {
+            return Err(JwsError::UnknownKey(self.kid.clone()));
+        }
+        if !signature_valid {
+            return Err(JwsError::BadSignature);
+        }
+        self.verify_claims(validation, now)
+    }
+
+    /// The claims half of verification, once the signature is known good.
+    fn verify_claims(
+        self,
+        validation: &Validation,
+        now: UnixTime,
+    ) -> Result<VerifiedJwt, JwsError> {
         let mut claims = match self.claims.into_inner() {
             Some(parsed) => parsed?,
             None => parse_object(&self.payload, "payload")?,

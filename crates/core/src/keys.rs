@@ -166,6 +166,12 @@ impl KeyEntry {
     pub fn key(&self) -> &VerifyingKey {
         &self.key
     }
+
+    /// The public key as a JWK (`kty`, curve or modulus, …), to import it elsewhere (WebCrypto);
+    /// `None` for HS256 secrets, which are never published.
+    pub fn public_jwk(&self) -> Option<Value> {
+        self.key.public_jwk()
+    }
 }
 
 /// A set of trusted keys (one issuer's JWKS, or configured secrets).

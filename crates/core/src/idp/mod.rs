@@ -30,7 +30,7 @@ pub use providers::{Auth0Config, ClerkConfig, FirebaseConfig, OidcConfig, FIREBA
 pub use supabase::SupabaseConfig;
 
 use crate::ids::UserId;
-use crate::jws::{Inspected, JwsError, Validation, DEFAULT_MAX_TOKEN_LEN};
+use crate::jws::{Inspected, JwsError, Validation, VerifiedJwt, DEFAULT_MAX_TOKEN_LEN};
 use crate::keys::{Alg, KeyEntry, KeySet};
 use crate::time::UnixTime;
 
@@ -331,6 +331,38 @@ impl IdpVerifier {
         key: &KeyEntry,
         now: UnixTime,
     ) -> Result<Identity, IdpError> {
+        self.finish(pending, now, |inspected, validation| {
+            inspected.verify(key, validation, now)
+        })
+    }
+
+    /// The signing input and signature of this token, for a signature check made elsewhere
+    /// (see [`IdpVerifier::verify_checked`]).
+    pub fn signed_parts<'p>(&self, pending: &'p Pending<'_>) -> (&'p [u8], &'p [u8]) {
+        pending.inspected.signed_parts()
+    }
+
+    /// [`IdpVerifier::verify`] with the signature already checked over
+    /// [`IdpVerifier::signed_parts`] with `key` by the caller (`signature_valid`); everything
+    /// else (the key's algorithm, every claim, the profile's rules) is checked here.
+    pub fn verify_checked(
+        &self,
+        pending: Pending<'_>,
+        key: &KeyEntry,
+        signature_valid: bool,
+        now: UnixTime,
+    ) -> Result<Identity, IdpError> {
+        self.finish(pending, now, |inspected, validation| {
+            inspected.verify_checked(key, signature_valid, validation, now)
+        })
+    }
+
+    fn finish(
+        &self,
+        pending: Pending<'_>,
+        now: UnixTime,
+        verify: impl FnOnce(Inspected<'_>, &Validation) -> Result<VerifiedJwt, JwsError>,
+    ) -> Result<Identity, IdpError> {
         let profile = &self.profiles[pending.profile];
         let mut validation = profile.validation.clone();
         if validation.issuer.is_none() {
@@ -340,7 +372,7 @@ impl IdpVerifier {
                 .unverified_claim("iss")
                 .and_then(|v| v.as_str().map(str::to_owned));
         }
-        let jwt = pending.inspected.verify(key, &validation, now)?;
+        let jwt = verify(pending.inspected, &validation)?;
         claims::identity(profile, &jwt, now)
     }
 }

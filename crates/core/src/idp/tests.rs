@@ -215,3 +215,54 @@ both_targets_test! {
         assert!(verify_with(&v, &tv::get("supa_es256"), tv::t0()).is_ok());
     }
 }
+
+/// The JWKS key a vector names, as an adapter's cache would hand it over.
+fn jwks_key(token: &str) -> KeyEntry {
+    let v = verifier();
+    let pending = v.inspect(token).unwrap();
+    let (keys, _) = KeySet::from_jwks_json(&tv::get("jwks")).unwrap();
+    keys.find(pending.kid(), pending.alg()).unwrap().clone()
+}
+
+both_targets_test! {
+    fn a_signature_checked_elsewhere_still_gets_every_other_check() {
+        let v = verifier();
+        for name in ["supa_es256", "supa_rs256"] {
+            let token = tv::get(name);
+            let key = jwks_key(&token);
+            // the parts an outside verifier (WebCrypto) checks are what core itself checks
+            let pending = v.inspect(&token).unwrap();
+            let (input, signature) = v.signed_parts(&pending);
+            assert!(key.key().verify_raw(input, signature), "{name}");
+            let checked = v.verify_checked(pending, &key, true, tv::t0()).unwrap();
+            assert_eq!(checked, verify(name).unwrap(), "{name}: same identity as core's own check");
+            // a failed outside check is a bad signature
+            let pending = v.inspect(&token).unwrap();
+            let err = v.verify_checked(pending, &key, false, tv::t0()).unwrap_err();
+            assert!(format!("{err:?}").contains("BadSignature"), "{name}: {err:?}");
+        }
+        // claims are still checked: an expired token with a good signature is refused
+        let expired = tv::get("supa_expired");
+        let key = jwks_key(&expired);
+        let err = v.verify_checked(v.inspect(&expired).unwrap(), &key, true, tv::t0()).unwrap_err();
+        assert!(format!("{err:?}").contains("Expired"), "{err:?}");
+        // and the key stays pinned to the header's algorithm
+        let rs_key = jwks_key(&tv::get("supa_rs256"));
+        let es = tv::get("supa_es256");
+        let err = v.verify_checked(v.inspect(&es).unwrap(), &rs_key, true, tv::t0()).unwrap_err();
+        assert!(format!("{err:?}").contains("UnknownKey"), "{err:?}");
+    }
+}
+
+both_targets_test! {
+    fn public_jwks_round_trip_for_outside_verifiers() {
+        let key = jwks_key(&tv::get("supa_es256"));
+        let jwk = key.public_jwk().unwrap();
+        assert_eq!(jwk["kty"], "EC");
+        assert_eq!(jwk["crv"], "P-256");
+        let rsa = jwks_key(&tv::get("supa_rs256")).public_jwk().unwrap();
+        assert_eq!(rsa["kty"], "RSA");
+        assert!(rsa["n"].is_string() && rsa["e"].is_string());
+        assert!(KeyEntry::new(None, crate::keys::VerifyingKey::hs256(&[7; 32]).unwrap()).public_jwk().is_none());
+    }
+}
