@@ -19,10 +19,13 @@ const ROLE_MAP = JSON.stringify({
 const idps = {};
 const KINDS = ['supabase', 'firebase', 'auth0', 'clerk', 'oidc'];
 let worker;
+/** Keys no provider publishes, to forge signatures under a provider's kid. */
+const FOREIGN = {};
 const now = () => Math.floor(Date.now() / 1000);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 before(async () => {
+  for (const alg of ['RS256', 'ES256']) FOREIGN[alg] = await jose.generateKeyPair(alg);
   for (const kind of KINDS) idps[kind] = await identityProvider(kind);
   const key = (await cli('keygen', '--kid', 'providers-1')).stdout.trim();
   worker = await startWorker({
@@ -91,7 +94,10 @@ for (const kind of KINDS) {
       unknownKid: await idp.mint({}, { kid: `${kind}-404` }),
       hsRsConfusion: await idp.mint({}, { alg: 'HS256', kid: rsa.kid, key: pem }),
       algNone: { jwt: new jose.UnsecuredJWT(base).encode() },
+      // the provider's kid, someone else's key: WebCrypto checks the signature and says no
+      foreignRsaKey: await idp.mint({}, { alg: 'RS256', key: FOREIGN.RS256.privateKey }),
     };
+    if (kind === 'supabase' || kind === 'oidc') cases.foreignEcKey = await idp.mint({}, { alg: 'ES256', key: FOREIGN.ES256.privateKey });
     if (kind === 'firebase') cases.authTimeInFuture = await idp.mint({ auth_time: now() + 600 });
     if (kind === 'clerk') cases.noAzp = await idp.mint({ azp: undefined });
     // each is refused for its own reason, not by accident
@@ -100,6 +106,7 @@ for (const kind of KINDS) {
       expired: /expired/, futureNbf: /not yet valid/, unknownKid: new RegExp(`no trusted key for kid "${kind}-404"`),
       hsRsConfusion: /algorithm "HS256" is not allowed/, algNone: /algorithm "none" is not allowed/,
       authTimeInFuture: /"auth_time".*future/, noAzp: /"azp".*missing/,
+      foreignRsaKey: /signature does not verify/, foreignEcKey: /signature does not verify/,
     };
     for (const [name, { jwt }] of Object.entries(cases)) {
       const res = await exchange(jwt);
@@ -136,4 +143,9 @@ test('exchange logs name the provider and never carry tokens', async () => {
     assert.match(logs, new RegExp(`"outcome":"ok".*"provider":"${kind}"|"provider":"${kind}".*"outcome":"ok"`), kind);
   }
   assert.ok(!/eyJ[\w-]{10,}\.eyJ/.test(logs), 'no JWT in the logs');
+  // every token here is RS256 or ES256: the runtime's WebCrypto checked each signature
+  const ok = logs.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
+    .filter((e) => e.event === 'exchange' && e.outcome === 'ok');
+  assert.ok(ok.length >= KINDS.length);
+  assert.deepEqual([...new Set(ok.map((e) => e.signature))], ['webcrypto']);
 });

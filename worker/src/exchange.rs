@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::keys::{now, resolve, KeyFailure};
 use crate::roles::{self, RoleMapError};
-use crate::{http, limits, revoke};
+use crate::{http, limits, revoke, webcrypto};
 use cloudsignal_core::idp::IdpError;
 use cloudsignal_core::jws::JwsError;
 use cloudsignal_core::token::Jti;
@@ -115,7 +115,13 @@ pub(crate) async fn handle(req: Request, env: &Env, cfg: &Config) -> Result<Resp
             }
         },
     };
-    let identity = match cfg.idp.verify(pending, &key, now()) {
+    let (signing_input, signature) = cfg.idp.signed_parts(&pending);
+    let checked = webcrypto::verify(&key, signing_input, signature).await;
+    let verified = match checked {
+        Some(valid) => cfg.idp.verify_checked(pending, &key, valid, now()),
+        None => cfg.idp.verify(pending, &key, now()),
+    };
+    let identity = match verified {
         Ok(id) => id,
         Err(IdpError::Config(e)) => {
             return http::misconfigured(&e);
@@ -174,6 +180,15 @@ pub(crate) async fn handle(req: Request, env: &Env, cfg: &Config) -> Result<Resp
                     ("outcome", "ok"),
                     ("provider", identity.provider.name()),
                     ("sub", identity.subject.as_str()),
+                    // who checked the signature: the runtime's WebCrypto, or core in wasm
+                    (
+                        "signature",
+                        if checked.is_some() {
+                            "webcrypto"
+                        } else {
+                            "wasm"
+                        },
+                    ),
                 ],
             );
             let mut r = http::json(200, &resp)?;

@@ -20,6 +20,7 @@ mod keys;
 mod limits;
 mod revoke;
 mod roles;
+mod webcrypto;
 
 use config::Config;
 use std::cell::RefCell;
