@@ -7,8 +7,14 @@ use cloudsignal_core::mqtt::QoS;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, rest)) = data.split_first() else { return };
-    let config = ClientConfig { max_packet_size: 4096, max_queued: 8, ..ClientConfig::new("fuzz") };
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
+    let config = ClientConfig {
+        max_packet_size: 4096,
+        max_queued: 8,
+        ..ClientConfig::new("fuzz")
+    };
     let mut c = ClientSession::new(config);
     let _ = c.subscribe("users/fuzz/#", QoS::ExactlyOnce, 0);
     let _ = c.publish("users/fuzz/a", b"x", QoS::AtLeastOnce, false, 0);

@@ -8,7 +8,9 @@ use cloudsignal_core::idp::{jwks_uri_from_discovery, ProvidersConfig};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(cfg) = ProvidersConfig::from_json(text) {
         let _ = cfg.verifier();
     }

@@ -5,7 +5,9 @@ use cloudsignal_core::keys::KeySet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok((keys, _skipped)) = KeySet::from_jwks_json(s) {
         let _ = keys.keys().len();
     }

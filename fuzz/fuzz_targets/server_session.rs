@@ -7,8 +7,13 @@ use cloudsignal_core::session::{Event, ServerConfig, ServerSession};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cut, rest)) = data.split_first() else { return };
-    let config = ServerConfig { max_packet_size: 4096, ..ServerConfig::default() };
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
+    let config = ServerConfig {
+        max_packet_size: 4096,
+        ..ServerConfig::default()
+    };
     let mut s = ServerSession::new(config, 0);
     let step = usize::from(cut).max(1);
     let mut now = 0;
@@ -18,14 +23,28 @@ fuzz_target!(|data: &[u8]| {
         while let Some(event) = s.poll_event() {
             match event {
                 Event::Connect(_) => s.accept(now, None, None, true, 30),
-                Event::Publish { packet_id: Some(id), message } => {
+                Event::Publish {
+                    packet_id: Some(id),
+                    message,
+                } => {
                     s.ack_publish(id, message.qos, ReasonCode::SUCCESS);
                     if message.qos == QoS::AtMostOnce {
                         unreachable!("QoS 0 PUBLISH with a packet id");
                     }
                 }
-                Event::Subscribe { packet_id, filters, .. } => {
-                    let reasons = filters.iter().map(|(f, o)| if f.is_ok() { ReasonCode(o.qos as u8) } else { ReasonCode::TOPIC_FILTER_INVALID }).collect();
+                Event::Subscribe {
+                    packet_id, filters, ..
+                } => {
+                    let reasons = filters
+                        .iter()
+                        .map(|(f, o)| {
+                            if f.is_ok() {
+                                ReasonCode(o.qos as u8)
+                            } else {
+                                ReasonCode::TOPIC_FILTER_INVALID
+                            }
+                        })
+                        .collect();
                     s.ack_subscribe(packet_id, reasons);
                 }
                 Event::Unsubscribe { packet_id, filters } => {

@@ -5,7 +5,9 @@ use cloudsignal_core::topic::{SubscriptionFilter, TopicFilter, TopicName};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(t) = TopicName::parse(s) {
         let f = TopicFilter::parse(s).expect("a topic name is a valid filter");
         assert!(f.matches(&t));

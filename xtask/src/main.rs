@@ -73,6 +73,14 @@ fn test() -> Result<()> {
     run(Command::new("cargo")
         .current_dir(&root)
         .args(["fmt", "--all", "--", "--check"]))?;
+    // the fuzz crate is its own workspace (nightly, cargo-fuzz): formatted all the same
+    run(Command::new("cargo").current_dir(&root).args([
+        "fmt",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--",
+        "--check",
+    ]))?;
     run(Command::new("cargo").current_dir(&root).args([
         "clippy",
         "--workspace",
