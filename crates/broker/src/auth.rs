@@ -124,7 +124,8 @@ impl Authenticator {
         self.revocations.clone()
     }
 
-    /// Loads remote keys now (at start-up); failures are logged and retried on demand.
+    /// Loads remote keys now (at start-up, in the background: a CONNECT needing them waits for
+    /// the fetch in flight); failures are logged and retried on demand.
     pub async fn load_remote_keys(&self, now: UnixTime) {
         for r in &self.remote {
             r.refresh(&self.tokens, now).await;

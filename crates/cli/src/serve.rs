@@ -43,7 +43,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CLOUDSIGNAL_TRUSTED_ISSUER", requires = "issuer_jwks")]
     issuer: Option<String>,
     /// JWKS of that issuer: an http(s) URL (e.g. <worker>/.well-known/jwks.json, fetched at
-    /// start, refreshed when due and on an unknown kid) or a file.
+    /// start without delaying the listeners, refreshed when due and on an unknown kid) or a
+    /// file.
     #[arg(long, env = "CLOUDSIGNAL_ISSUER_JWKS", requires = "issuer")]
     issuer_jwks: Option<String>,
     /// That issuer's revocation feed (polled every --revocation-poll seconds). Default: the
