@@ -16,7 +16,6 @@ use std::rc::{Rc, Weak};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{BinaryType, MessageEvent, WebSocket};
 
 type Shared = Rc<RefCell<Inner>>;
@@ -446,14 +445,7 @@ fn fetch_token(this: &Shared, purpose: Purpose) {
         inner.get_token.clone()
     };
     let this = this.clone();
-    spawn_local(async move {
-        let result = match get_token.call0(&JsValue::NULL) {
-            Ok(v) => match v.dyn_into::<Promise>() {
-                Ok(p) => JsFuture::from(p).await,
-                Err(v) => Ok(v),
-            },
-            Err(e) => Err(e),
-        };
+    let settled = move |result: Result<JsValue, JsValue>| {
         this.borrow_mut().fetching = false;
         match result
             .map_err(|e| (e.clone(), error_message(&e)))
@@ -463,7 +455,31 @@ fn fetch_token(this: &Shared, purpose: Purpose) {
             Err((err, message)) => on_token_error(&this, &err, &message, purpose),
         }
         flush_emits(&this);
+    };
+    match get_token.call0(&JsValue::NULL) {
+        Ok(value) => when_settled(&value, settled),
+        Err(e) => settled(Err(e)),
+    }
+}
+
+/// Calls `f` once `value` (a promise or a plain value) settles, with its value or its
+/// rejection. Through `Promise.allSettled`, which never rejects, so the one callback always
+/// runs (and is freed) however the promise ends; no async runtime is needed for it.
+fn when_settled(value: &JsValue, f: impl FnOnce(Result<JsValue, JsValue>) + 'static) {
+    let all = Promise::all_settled(&js_sys::Array::of1(value));
+    let callback = Closure::once_into_js(move |results: JsValue| {
+        let outcome = Reflect::get(&results, &JsValue::from(0)).unwrap_or(JsValue::UNDEFINED);
+        let field =
+            |k: &str| Reflect::get(&outcome, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
+        if field("status").as_string().as_deref() == Some("fulfilled") {
+            f(Ok(field("value")));
+        } else {
+            f(Err(field("reason")));
+        }
     });
+    if let Ok(then) = Reflect::get(&all, &JsValue::from_str("then")) {
+        let _ = then.unchecked_ref::<Function>().call1(&all, &callback);
+    }
 }
 
 fn error_message(e: &JsValue) -> String {
