@@ -1,6 +1,7 @@
 //! Makes sure every tool the build and the tests need is present, installing what is missing.
 //! Idempotent: on a prepared machine each check costs milliseconds.
 
+use crate::tools::{Row, ToolRoot};
 use crate::util::{note, on_path, output, root, run, step};
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -52,17 +53,17 @@ pub(crate) struct Tools {
     pub(crate) python: PathBuf,
 }
 
-/// Runs every bootstrap step.
-pub(crate) fn all() -> Result<Tools> {
+/// Runs every bootstrap step, installing cargo tools where `tools` says.
+pub(crate) fn all(tools: &ToolRoot) -> Result<Tools> {
     step("bootstrap: toolchains and test peers");
     let wasm = wasm_target()?;
-    wasm_bindgen_cli()?;
-    worker_build()?;
+    wasm_bindgen_cli(tools)?;
+    worker_build(tools)?;
     npm_packages()?;
     let chromedriver = chromium()?;
     debian_peers()?;
     let python = python_packages()?;
-    cargo_fuzz()?;
+    cargo_fuzz(tools)?;
     Ok(Tools {
         wasm,
         chromedriver,
@@ -228,28 +229,23 @@ pub(crate) fn locked_wasm_bindgen() -> Result<String> {
     bail!("wasm-bindgen is not in Cargo.lock")
 }
 
-fn cargo_install(krate: &str, version: &str) -> Result<()> {
-    note(&format!(
-        "cargo install {krate} --version {version} (a few minutes, once)"
-    ));
-    run(Command::new("cargo")
-        .args(["install", "--locked", krate, "--version", version])
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTUP_TOOLCHAIN"))
-}
-
-fn wasm_bindgen_cli() -> Result<()> {
+fn wasm_bindgen_cli(tools: &ToolRoot) -> Result<()> {
     let want = locked_wasm_bindgen()?;
-    let have = output(Command::new("wasm-bindgen").arg("--version"));
+    let have = tools.version("wasm-bindgen", &["--version"]);
     if have.as_deref() == Some(&format!("wasm-bindgen {want}")) {
         note(&format!("wasm-bindgen CLI {want} (matches Cargo.lock)"));
         return Ok(());
     }
-    cargo_install("wasm-bindgen-cli", &want)
+    tools.cargo_install("wasm-bindgen-cli", &want)?;
+    // both binaries come from the one crate; a missing runner means a broken install
+    if tools.installed("wasm-bindgen-test-runner").is_none() {
+        bail!("wasm-bindgen-cli installed without wasm-bindgen-test-runner");
+    }
+    Ok(())
 }
 
-fn worker_build() -> Result<()> {
-    let have = output(Command::new("worker-build").arg("--version"));
+fn worker_build(tools: &ToolRoot) -> Result<()> {
+    let have = tools.version("worker-build", &["--version"]);
     if have
         .as_deref()
         .is_some_and(|v| v.ends_with(WORKER_BUILD_VERSION))
@@ -257,7 +253,7 @@ fn worker_build() -> Result<()> {
         note(&format!("worker-build {WORKER_BUILD_VERSION}"));
         return Ok(());
     }
-    cargo_install("worker-build", WORKER_BUILD_VERSION)
+    tools.cargo_install("worker-build", WORKER_BUILD_VERSION)
 }
 
 fn npm_packages() -> Result<()> {
@@ -354,12 +350,42 @@ fn python_packages() -> Result<PathBuf> {
     Ok(python)
 }
 
-fn cargo_fuzz() -> Result<()> {
+fn cargo_fuzz(tools: &ToolRoot) -> Result<()> {
     let want = crate::fuzz::CARGO_FUZZ_VERSION;
-    let have = output(Command::new("cargo").args(["fuzz", "--version"]));
+    let have = tools.version("cargo-fuzz", &["fuzz", "--version"]);
     if have.as_deref().is_some_and(|v| v.ends_with(want)) {
         note(&format!("cargo-fuzz {want}"));
         return Ok(());
     }
-    cargo_install("cargo-fuzz", want)
+    tools.cargo_install("cargo-fuzz", want)
+}
+
+/// The doctor's row for the wasm32 standard library (never installs anything).
+pub(crate) fn wasm_std_row() -> Row {
+    let (version, path, origin) = if default_has_wasm32() {
+        (
+            "wasm32-unknown-unknown".to_owned(),
+            output(Command::new("rustc").args(["--print", "target-libdir", "--target", WASM]))
+                .unwrap_or_default(),
+            "rustup target add".to_owned(),
+        )
+    } else if debian_toolchain_ready() {
+        (
+            output(Command::new("/usr/bin/rustc").arg("--version")).unwrap_or_default(),
+            "/usr/lib/rustlib/wasm32-unknown-unknown/lib".to_owned(),
+            format!("built from Debian rust-web-src (rustup link '{DEBIAN_TOOLCHAIN}')"),
+        )
+    } else {
+        (
+            "MISSING".to_owned(),
+            "-".to_owned(),
+            "the bootstrap adds it (rustup, or Debian's rustc-web)".to_owned(),
+        )
+    };
+    Row {
+        tool: "wasm32 std".into(),
+        version,
+        path,
+        origin,
+    }
 }

@@ -14,6 +14,7 @@ mod adapter;
 mod bootstrap;
 mod build;
 mod fuzz;
+mod tools;
 mod util;
 
 use anyhow::{bail, Result};
@@ -21,24 +22,42 @@ use std::process::Command;
 use std::time::Instant;
 use util::{root, run, run_tests, step, totals};
 
-const USAGE: &str = "usage: cargo xtask <test|dev|bootstrap|build>
+const USAGE: &str = "usage: cargo xtask <test|dev|bootstrap|build|doctor> [--fresh-tools]
 
   test       bootstrap, then: fmt + clippy, native tests, core tests in wasm32 (headless
              Chromium), build pkg/ and the worker, end-to-end tests in workerd and Chromium
   dev        run the broker, the token-exchange worker (http://127.0.0.1:8787) and the demo app
              (http://127.0.0.1:5173/www/dist/) with generated dev secrets
-  bootstrap  install or check: wasm32 std, wasm-bindgen CLI, worker-build, npm packages,
-             Chromium + chromedriver, Mosquitto
-  build      build pkg/ and worker/build";
+  bootstrap  install or check: wasm32 std, wasm-bindgen CLI, worker-build, cargo-fuzz, npm
+             packages, Chromium + chromedriver, Mosquitto, the Python test venv
+  build      build pkg/ and worker/build
+  doctor     list every tool the tests use: version, path, and where it came from
+
+  --fresh-tools  install every cargo tool from scratch into an emptied target/fresh-tools
+                 (with an empty CARGO_HOME for the installs) and use only those: proves the
+                 bootstrap works on a machine without leftovers. Same as CLOUDSIGNAL_FRESH_TOOLS=1.
+  CLOUDSIGNAL_TOOLS=<dir>  install cargo tools into <dir> (cargo install --root) and use only
+                 those, instead of $CARGO_HOME/bin";
 
 fn main() {
     let started = Instant::now();
-    let cmd = std::env::args().nth(1).unwrap_or_default();
-    let result = match cmd.as_str() {
-        "test" => test(),
-        "dev" => dev(),
-        "bootstrap" => bootstrap::all().map(|_| ()),
-        "build" => bootstrap::all().and_then(|t| build::all(&t.wasm)),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let fresh = args.iter().any(|a| a == "--fresh-tools");
+    let cmd = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .cloned()
+        .unwrap_or_default();
+    let tool_root = match cmd.as_str() {
+        "test" | "dev" | "bootstrap" | "build" | "doctor" => tools::ToolRoot::from_env(fresh),
+        _ => Ok(tools::ToolRoot::default()),
+    };
+    let result = tool_root.and_then(|t| match cmd.as_str() {
+        "test" => test(&t),
+        "dev" => dev(&t),
+        "bootstrap" => bootstrap::all(&t).map(|_| ()),
+        "build" => bootstrap::all(&t).and_then(|b| build::all(&b.wasm)),
+        "doctor" => tools::doctor(&t),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -47,7 +66,7 @@ fn main() {
             eprintln!("unknown command {other:?}\n\n{USAGE}");
             std::process::exit(2);
         }
-    };
+    });
     if let Err(e) = result {
         eprintln!(
             "\nxtask {cmd} failed after {:.0} s: {e:#}",
@@ -65,8 +84,10 @@ fn main() {
     );
 }
 
-fn test() -> Result<()> {
-    let tools = bootstrap::all()?;
+fn test(tool_root: &tools::ToolRoot) -> Result<()> {
+    let tools = bootstrap::all(tool_root)?;
+    step("tools (cargo xtask doctor)");
+    tools::doctor(tool_root)?;
     let root = root();
 
     step("format and lints (cargo fmt --check, cargo clippy -D warnings)");
@@ -156,8 +177,8 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-fn dev() -> Result<()> {
-    let tools = bootstrap::all()?;
+fn dev(tool_root: &tools::ToolRoot) -> Result<()> {
+    let tools = bootstrap::all(tool_root)?;
     build::all(&tools.wasm)?;
     run(Command::new("cargo").current_dir(root()).args([
         "build",
