@@ -3,16 +3,19 @@
 
 use crate::jwks::RemoteIssuer;
 use cloudsignal_core::acl::{AclContext, AclRules, AclSet};
+use cloudsignal_core::apikey::ApiKey;
 use cloudsignal_core::mqtt::ReasonCode;
 use cloudsignal_core::revocation::{Credential, RevocationList};
 use cloudsignal_core::session::ConnectRequest;
 use cloudsignal_core::token::TokenVerifier;
 use cloudsignal_core::token::VerifiedToken;
 use cloudsignal_core::UnixTime;
+use parking_lot::{Mutex, RwLock};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Verifies API keys (`sk_…`/`rk_…`) given as MQTT passwords; the control plane implements
 /// it. Verification that needs the store or bcrypt happens in [`KeyAuthority::warm`], on a
@@ -45,11 +48,55 @@ fn is_api_key(password: &[u8]) -> bool {
 /// The MQTT 5 authentication method carrying a `tkn_` token (CONNECT and AUTH).
 pub const TOKEN_AUTH_METHOD: &str = "cloudsignal-token";
 
+/// Who a credential authenticates: the owner of the sessions it opens. Two credentials share
+/// sessions (and client ids) only when their identities are equal, whatever usernames they sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// `--allow-anonymous` development clients (one shared identity).
+    Anonymous,
+    /// A user, authenticated by a `tkn_` token (`sub` in `org`).
+    User {
+        /// Organisation id.
+        org: String,
+        /// User id (`sub`).
+        user: String,
+    },
+    /// A service, authenticated by an API key (the key's name in its org).
+    Service {
+        /// Organisation id.
+        org: String,
+        /// The key's name (its fixed MQTT identity `<name>@<org>`).
+        name: String,
+    },
+}
+
+impl Identity {
+    /// The owner key sessions are stored under: kind, org and name, never the username text
+    /// (so a service named like a user is still another owner).
+    pub fn owner(&self) -> String {
+        match self {
+            Self::Anonymous => "anonymous".into(),
+            Self::User { org, user } => format!("user:{org}:{user}"),
+            Self::Service { org, name } => format!("service:{org}:{name}"),
+        }
+    }
+
+    /// The org, if the identity has one.
+    pub fn org(&self) -> Option<&str> {
+        match self {
+            Self::Anonymous => None,
+            Self::User { org, .. } | Self::Service { org, .. } => Some(org),
+        }
+    }
+}
+
 /// Who a connection is, and what it may do, for its whole life.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// The authenticated username (`<user>@<org>`, or `anonymous`).
     pub username: String,
+    /// Who it is: the owner of its sessions.
+    pub identity: Identity,
     /// The compiled ACL.
     pub acl: AclSet,
     /// When the credential expires (the session is closed then, 0xA0).
@@ -75,7 +122,33 @@ pub struct Authenticator {
     allow_anonymous: bool,
     revocations: Arc<RwLock<RevocationList>>,
     keys: Option<Arc<dyn KeyAuthority>>,
-    verified: Arc<std::sync::Mutex<HashMap<[u8; 32], VerifiedToken>>>,
+    verified: Arc<Mutex<HashMap<[u8; 32], VerifiedToken>>>,
+    /// CONNECTs waiting for a bcrypt slot.
+    bcrypt_waiting: Arc<AtomicUsize>,
+}
+
+/// Most CONNECTs waiting for a bcrypt slot at once; more are refused 0x89 (server busy).
+pub const BCRYPT_QUEUE: usize = 256;
+/// Longest wait for a bcrypt slot before the CONNECT is refused 0x89 (server busy).
+pub const BCRYPT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Counts one waiter for as long as it lives.
+struct WaitingGuard<'a> {
+    counter: &'a AtomicUsize,
+    count: usize,
+}
+
+impl<'a> WaitingGuard<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        let count = counter.fetch_add(1, Ordering::AcqRel) + 1;
+        Self { counter, count }
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Tokens whose signature was verified, remembered (by SHA-256 of the token) so a client that
@@ -94,6 +167,7 @@ impl Authenticator {
             revocations: Arc::default(),
             keys: None,
             verified: Arc::default(),
+            bcrypt_waiting: Arc::default(),
         }
     }
 
@@ -107,9 +181,7 @@ impl Authenticator {
     /// Trusts `keys` for `issuer` from now on (replacing its earlier keys), e.g. after the
     /// control plane rotated its signing key.
     pub fn trust(&self, issuer: &str, keys: Vec<cloudsignal_core::keys::KeyEntry>) {
-        if let Ok(mut t) = self.tokens.write() {
-            t.trust(issuer, keys);
-        }
+        self.tokens.write().trust(issuer, keys);
     }
 
     /// Accepts API keys as MQTT passwords, verified by `keys`.
@@ -132,29 +204,46 @@ impl Authenticator {
         }
     }
 
-    /// Fetches remote keys a credential needs before it is checked (see [`RemoteIssuer`]).
-    pub async fn prepare(&self, password: Option<&[u8]>, now: UnixTime) {
+    /// Does the slow work a credential needs before it is checked: fetches remote keys (see
+    /// [`RemoteIssuer`]) or bcrypt-verifies a never-seen API key. bcrypt runs on a bounded
+    /// queue: at most [`KeyAuthority::bcrypt_slots`] at once, at most [`BCRYPT_QUEUE`] waiting,
+    /// each waiting at most [`BCRYPT_WAIT`]; past either bound the CONNECT is refused 0x89
+    /// (server busy) instead of queueing without end.
+    pub async fn prepare(&self, password: Option<&[u8]>, now: UnixTime) -> Result<(), Refusal> {
         if let (Some(keys), Some(p)) = (&self.keys, password) {
             if is_api_key(p) {
                 let key = String::from_utf8_lossy(p).into_owned();
-                if keys.is_warm(&key, now) {
-                    return;
+                if keys.is_warm(&key, now) || ApiKey::parse(&key).is_err() {
+                    // a malformed key is refused by its checksum, with no bcrypt
+                    return Ok(());
                 }
-                let Ok(_slot) = keys.bcrypt_slots().acquire_owned().await else {
-                    return;
+                let busy = |cause: &str| Refusal {
+                    reason: ReasonCode::SERVER_BUSY,
+                    cause: cause.into(),
                 };
+                let waiting = WaitingGuard::enter(&self.bcrypt_waiting);
+                if waiting.count > BCRYPT_QUEUE {
+                    return Err(busy("too many API keys waiting for verification"));
+                }
+                let slot = tokio::time::timeout(BCRYPT_WAIT, keys.bcrypt_slots().acquire_owned())
+                    .await
+                    .map_err(|_| busy("API key verification queue timed out"))?
+                    .map_err(|_| busy("API key verification is shut down"))?;
+                drop(waiting);
                 if keys.is_warm(&key, now) {
-                    return; // verified while this connection waited for a slot
+                    return Ok(()); // verified while this connection waited for a slot
                 }
                 let keys = keys.clone();
                 // bcrypt on a cold key takes tens of milliseconds: never on a runtime thread
                 let _ = tokio::task::spawn_blocking(move || keys.warm(&key, now)).await;
-                return;
+                drop(slot);
+                return Ok(());
             }
         }
         for r in &self.remote {
             r.prepare(password, &self.tokens, now).await;
         }
+        Ok(())
     }
 
     /// Re-authentication (MQTT 5 AUTH, method `cloudsignal-token`): `token` must be a valid
@@ -204,27 +293,19 @@ impl Authenticator {
             reason: ReasonCode::BAD_USERNAME_OR_PASSWORD,
             cause: e.to_string(),
         };
-        let tokens = self.tokens.read().map_err(|_| Refusal {
-            reason: ReasonCode::SERVER_UNAVAILABLE,
-            cause: "token verifier lock poisoned".into(),
-        })?;
+        let tokens = self.tokens.read();
         let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
-        let hit = self
-            .verified
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&digest).cloned());
+        let hit = self.verified.lock().get(&digest).cloned();
         if let Some(hit) = hit {
             tokens.recheck(&hit, username, now).map_err(bad)?;
             return Ok(hit);
         }
         let verified = tokens.verify(password, username, now).map_err(bad)?;
-        if let Ok(mut cache) = self.verified.lock() {
-            if cache.len() >= VERIFIED_CACHE {
-                cache.clear();
-            }
-            cache.insert(digest, verified.clone());
+        let mut cache = self.verified.lock();
+        if cache.len() >= VERIFIED_CACHE {
+            cache.clear();
         }
+        cache.insert(digest, verified.clone());
         Ok(verified)
     }
 
@@ -255,6 +336,7 @@ impl Authenticator {
         match (req.username.as_deref(), password) {
             (None, None) if self.allow_anonymous => Ok(Principal {
                 username: "anonymous".into(),
+                identity: Identity::Anonymous,
                 acl: AclRules::new(["#"], ["#", "$SYS/#"])
                     .and_then(|r| r.compile(&AclContext::new("anonymous", "anonymous", None)))
                     .map_err(|e| {
@@ -276,12 +358,7 @@ impl Authenticator {
                         )
                     })?;
                     let principal = keys.check(username, key, peer, now)?;
-                    if let Some(why) = self
-                        .revocations
-                        .read()
-                        .ok()
-                        .and_then(|l| l.check(&principal.credential))
-                    {
+                    if let Some(why) = self.revocations.read().check(&principal.credential) {
                         return Err(refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, why.into()));
                     }
                     Ok(principal)
@@ -310,16 +387,7 @@ impl Authenticator {
                     iat: Some(c.iat),
                     key_id: None,
                 };
-                let revoked = self
-                    .revocations
-                    .read()
-                    .map_err(|_| {
-                        refuse(
-                            ReasonCode::SERVER_UNAVAILABLE,
-                            "revocation list lock poisoned".into(),
-                        )
-                    })?
-                    .check(&credential);
+                let revoked = self.revocations.read().check(&credential);
                 if let Some(why) = revoked {
                     return Err(refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, why.into()));
                 }
@@ -330,12 +398,22 @@ impl Authenticator {
                         .filter(|id| !id.is_empty())
                         .map(String::as_str),
                 );
-                let acl = c
-                    .acl
-                    .compile(&ctx)
-                    .map_err(|e| refuse(ReasonCode::NOT_AUTHORIZED, e.to_string()))?;
+                let acl = c.acl.compile(&ctx).map_err(|e| {
+                    let reason = match e {
+                        // e.g. a `$…` client id under a {client_id} template
+                        cloudsignal_core::acl::AclError::UnsafeValue("{client_id}") => {
+                            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+                        }
+                        _ => ReasonCode::NOT_AUTHORIZED,
+                    };
+                    refuse(reason, e.to_string())
+                })?;
                 Ok(Principal {
                     username: username.to_owned(),
+                    identity: Identity::User {
+                        org: c.org.as_str().to_owned(),
+                        user: c.sub.as_str().to_owned(),
+                    },
                     acl,
                     expires_at: Some(c.exp),
                     credential,

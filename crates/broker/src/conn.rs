@@ -97,7 +97,26 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         self.pending_reject = Some((reason, at));
     }
 
-    fn on_connect(&mut self, req: ConnectRequest) {
+    /// Whether the CONNECT's source is banned (checked before any credential work: a banned
+    /// source never costs a bcrypt or a key fetch). Usernames are never banned: a username's
+    /// failures only slow down further failures, so nobody can lock a user out by naming them.
+    fn banned(&mut self, req: &ConnectRequest) -> bool {
+        let banned = self
+            .shared
+            .throttle
+            .lock()
+            .is_banned(self.peer.ip(), Instant::now());
+        if banned {
+            self.connect_at = tokio::time::Instant::now();
+            warn!(peer = %self.peer, username = req.username.as_deref().unwrap_or(""), "refused: source temporarily banned after repeated failures");
+            self.refuse(ReasonCode::BANNED);
+        }
+        banned
+    }
+
+    /// Decides a CONNECT. `prepared` is the outcome of the credential's slow preparation (a
+    /// bcrypt slot, a key fetch): a refusal there (server busy) ends it here.
+    fn on_connect(&mut self, req: ConnectRequest, prepared: Result<(), crate::auth::Refusal>) {
         self.connect_at = tokio::time::Instant::now();
         let now = self.now_ms();
         let mut client_id = req.client_id.clone();
@@ -108,37 +127,26 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 warn!(peer = %self.peer, "refused: empty client id without clean session");
                 return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
             }
-            client_id = format!("cs-{:016x}", self.id);
+            // unpredictable, so nobody can guess (or pre-empt) the id a client will get
+            client_id = crate::assigned_client_id();
             assigned = Some(client_id.clone());
         }
-        let banned =
-            self.shared.throttle.lock().is_ok_and(|t| {
-                t.is_banned(self.peer.ip(), req.username.as_deref(), Instant::now())
-            });
-        if banned {
-            warn!(peer = %self.peer, username = req.username.as_deref().unwrap_or(""), "refused: source or username temporarily banned after repeated failures");
-            return self.refuse(ReasonCode::BANNED);
-        }
-        let principal = match self
-            .shared
-            .auth
-            .authenticate(&req, self.peer.ip(), unix_now())
-        {
+        let authenticated = prepared.and_then(|()| {
+            self.shared
+                .auth
+                .authenticate(&req, self.peer.ip(), unix_now())
+        });
+        let principal = match authenticated {
             Ok(p) => {
-                if let Ok(mut t) = self.shared.throttle.lock() {
-                    t.record_success(&p.username);
-                }
+                self.shared.throttle.lock().record_success(&p.username);
                 p
             }
             Err(refusal) => {
-                let extra = self
-                    .shared
-                    .throttle
-                    .lock()
-                    .map(|mut t| {
-                        t.record_failure(self.peer.ip(), req.username.as_deref(), Instant::now())
-                    })
-                    .unwrap_or_default();
+                let extra = self.shared.throttle.lock().record_failure(
+                    self.peer.ip(),
+                    req.username.as_deref(),
+                    Instant::now(),
+                );
                 warn!(peer = %self.peer, client_id, username = req.username.as_deref().unwrap_or(""), cause = %refusal.cause, reason = %refusal.reason, "connect refused");
                 if let (Some(sink), Some(subject)) = (
                     &self.shared.usage,
@@ -153,22 +161,40 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 return self.refuse_after(refusal.reason, extra);
             }
         };
-        let registered = self.shared.router.lock().map_err(|_| ()).and_then(|mut r| {
-            r.register(
-                self.id,
-                &client_id,
-                &principal.username,
-                &principal.credential,
-                self.handle.clone(),
-                req.clean_start,
-                Instant::now(),
-            )
-            .map_err(|_| ())
-        });
-        let Ok(registered) = registered else {
-            warn!(peer = %self.peer, client_id, username = %principal.username, "refused: client id held by another user");
-            return self.refuse(ReasonCode::NOT_AUTHORIZED);
+        let registered = {
+            let mut router = self.shared.router.lock();
+            router
+                .register(
+                    self.id,
+                    &client_id,
+                    &principal.identity.owner(),
+                    &principal.credential,
+                    self.handle.clone(),
+                    req.clean_start,
+                    req.session_expiry > 0,
+                    Instant::now(),
+                )
+                .map(|registered| {
+                    // a resumed session keeps only what this login's ACL allows
+                    let removed = match registered.resume {
+                        Resume::New => 0,
+                        _ => router.retain_subscriptions(registered.id, |f| {
+                            principal.acl.may_subscribe(f)
+                        }),
+                    };
+                    (registered, removed)
+                })
         };
+        let (registered, removed) = match registered {
+            Ok(r) => r,
+            Err(quota) => {
+                warn!(peer = %self.peer, client_id, username = %principal.username, %quota, "connect refused: quota exceeded");
+                return self.refuse(ReasonCode::QUOTA_EXCEEDED);
+            }
+        };
+        if removed > 0 {
+            warn!(peer = %self.peer, client_id, username = %principal.username, removed_subscriptions = removed, "resumed session: subscriptions this login's ACL does not allow were removed");
+        }
         if let Some(will) = registered.ended_will {
             self.publish(will);
         }
@@ -220,8 +246,14 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
 
     /// Routes a message from this session (a will).
     fn publish(&self, message: Message) {
-        if let Ok(mut r) = self.shared.router.lock() {
-            r.publish(self.id, Arc::new(message), Instant::now());
+        let topic = message.topic.clone();
+        let routed = self
+            .shared
+            .router
+            .lock()
+            .publish(self.id, Arc::new(message), Instant::now());
+        if let Err(quota) = routed {
+            warn!(client_id = %self.client_id, %topic, %quota, "will not published: quota exceeded");
         }
     }
 
@@ -229,7 +261,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         let Some(principal) = self.principal.clone() else {
             return match event {
                 Event::Connect(req) => {
-                    self.on_connect(req);
+                    self.on_connect(req, Ok(()));
                     true
                 }
                 Event::Closed { reason, .. } => {
@@ -243,22 +275,30 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             Event::Connect(_) => {}
             Event::Publish { message, packet_id } => {
                 let qos = message.qos;
-                let allowed = principal.acl.may_publish(&message.topic);
-                if allowed {
-                    self.meter.counters.published += 1;
-                    self.meter.counters.published_bytes += message.payload.len() as u64;
-                    if let Ok(mut r) = self.shared.router.lock() {
-                        r.publish(self.id, Arc::new(message), Instant::now());
+                let reason = if principal.acl.may_publish(&message.topic) {
+                    let size = message.payload.len() as u64;
+                    let topic = message.topic.clone();
+                    let routed = self.shared.router.lock().publish(
+                        self.id,
+                        Arc::new(message),
+                        Instant::now(),
+                    );
+                    match routed {
+                        Ok(_) => {
+                            self.meter.counters.published += 1;
+                            self.meter.counters.published_bytes += size;
+                            ReasonCode::SUCCESS
+                        }
+                        Err(quota) => {
+                            warn!(client_id = %self.client_id, username = %principal.username, %topic, %quota, "publish refused: quota exceeded");
+                            ReasonCode::QUOTA_EXCEEDED
+                        }
                     }
                 } else {
                     warn!(client_id = %self.client_id, username = %principal.username, topic = %message.topic, "publish denied by ACL");
-                }
+                    ReasonCode::NOT_AUTHORIZED
+                };
                 if let Some(id) = packet_id {
-                    let reason = if allowed {
-                        ReasonCode::SUCCESS
-                    } else {
-                        ReasonCode::NOT_AUTHORIZED
-                    };
                     self.session.ack_publish(id, qos, reason);
                 }
             }
@@ -284,16 +324,23 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                             ReasonCode::NOT_AUTHORIZED
                         }
                         Ok(f) => {
-                            if let Ok(mut r) = self.shared.router.lock() {
-                                replay.extend(r.subscribe(
-                                    self.id,
-                                    f,
-                                    opts,
-                                    subscription_id,
-                                    Instant::now(),
-                                ));
+                            let added = self.shared.router.lock().subscribe(
+                                self.id,
+                                f,
+                                opts,
+                                subscription_id,
+                                Instant::now(),
+                            );
+                            match added {
+                                Ok(deliveries) => {
+                                    replay.extend(deliveries);
+                                    ReasonCode(opts.qos as u8)
+                                }
+                                Err(quota) => {
+                                    warn!(client_id = %self.client_id, username = %principal.username, %quota, "subscribe refused: quota exceeded");
+                                    ReasonCode::QUOTA_EXCEEDED
+                                }
                             }
-                            ReasonCode(opts.qos as u8)
                         }
                     };
                     reasons.push(code);
@@ -308,15 +355,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     .iter()
                     .map(|f| {
                         let existed = cloudsignal_core::topic::SubscriptionFilter::parse(f)
-                            .ok()
-                            .and_then(|f| {
-                                self.shared
-                                    .router
-                                    .lock()
-                                    .ok()
-                                    .map(|mut r| r.unsubscribe(self.id, f))
-                            })
-                            .unwrap_or(false);
+                            .is_ok_and(|f| self.shared.router.lock().unsubscribe(self.id, f));
                         if existed {
                             ReasonCode::SUCCESS
                         } else {
@@ -336,6 +375,18 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 publish_will,
             } => {
                 self.log_close(&reason);
+                // a session ended for a revoked or expired credential speaks no more: its will
+                // would be a message sent with a credential that is no longer valid
+                let ended_by_credential = matches!(
+                    reason,
+                    CloseReason::ServerClosed(
+                        ReasonCode::ADMINISTRATIVE_ACTION | ReasonCode::MAXIMUM_CONNECT_TIME
+                    )
+                );
+                if ended_by_credential && self.will.is_some() {
+                    info!(client_id = %self.client_id, ?reason, "will discarded: the session ended with its credential");
+                    self.will = None;
+                }
                 if let Some(will) = self.will.take().filter(|_| publish_will) {
                     // a will is published only if the ACL allows it at disconnect time
                     if !principal.acl.may_publish(&will.topic) {
@@ -380,15 +431,11 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             unix_now(),
         ) {
             Ok(next) => {
-                let removed = self
-                    .shared
-                    .router
-                    .lock()
-                    .map(|mut r| r.retain_subscriptions(self.id, |f| next.acl.may_subscribe(f)))
-                    .unwrap_or(0);
-                if let Ok(mut r) = self.shared.router.lock() {
-                    r.set_credential(self.id, next.credential.clone());
-                }
+                let removed = {
+                    let mut router = self.shared.router.lock();
+                    router.set_credential(self.id, next.credential.clone());
+                    router.retain_subscriptions(self.id, |f| next.acl.may_subscribe(f))
+                };
                 info!(client_id = %self.client_id, username = %next.username, expires_at = ?next.expires_at, removed_subscriptions = removed, "re-authenticated");
                 self.principal = Some(next);
                 self.session
@@ -505,20 +552,39 @@ where
     loop {
         let mut open = true;
         while let Some(ev) = conn.session.poll_event() {
-            // keys for a remote issuer are fetched here, in this connection's own task; the
-            // rare events that wait are boxed so the connection's future stays small
-            let credential = match &ev {
-                Event::Connect(req) => Some(req.password.as_ref().or(req.auth_data.as_ref())),
-                Event::Auth { data, .. } => Some(data.as_ref()),
-                _ => None,
-            };
-            if let Some(credential) = credential {
-                let credential = credential.cloned();
-                let ev = Box::new(ev);
-                Box::pin(conn.shared.auth.prepare(credential.as_deref(), unix_now())).await;
-                open &= conn.on_event(*ev);
-            } else {
-                open &= conn.on_event(ev);
+            // keys for a remote issuer are fetched (and API keys bcrypt-verified) here, in this
+            // connection's own task; the rare events that wait are boxed so the connection's
+            // future stays small
+            match ev {
+                Event::Connect(req) if conn.principal.is_none() => {
+                    // a banned source costs no bcrypt and no key fetch
+                    if conn.banned(&req) {
+                        continue;
+                    }
+                    let req = Box::new(req);
+                    let credential = req.password.as_ref().or(req.auth_data.as_ref());
+                    let prepared = Box::pin(
+                        conn.shared
+                            .auth
+                            .prepare(credential.map(|c| &c[..]), unix_now()),
+                    )
+                    .await;
+                    conn.on_connect(*req, prepared);
+                }
+                Event::Auth {
+                    data,
+                    reason,
+                    method,
+                } if conn.principal.is_some() => {
+                    let data = Box::new(data);
+                    let _ = Box::pin(conn.shared.auth.prepare(data.as_deref(), unix_now())).await;
+                    open &= conn.on_event(Event::Auth {
+                        reason,
+                        method,
+                        data: *data,
+                    });
+                }
+                ev => open &= conn.on_event(ev),
             }
         }
         if conn.flush().await.is_err() {
@@ -559,7 +625,9 @@ where
         .flatten()
         .min();
         tokio::select! {
-            read = reader.read(&mut buf) => match read {
+            // while a CONNECT awaits its decision nothing is read: the socket's own window
+            // holds what the client pipelines, not this process's memory
+            read = reader.read(&mut buf), if conn.session.wants_input() => match read {
                 Ok(0) | Err(_) => conn.session.handle_connection_lost(),
                 Ok(n) => {
                     let now = conn.now_ms();
@@ -624,17 +692,15 @@ where
     }
     let will = conn.delayed_will.take().map(|w| *w);
     let will_delay = conn.will_delay;
-    let kept = conn.shared.router.lock().is_ok_and(|mut r| {
-        r.detach(
-            conn.id,
-            generation,
-            stored,
-            &mailbox,
-            expiry,
-            will,
-            Instant::now(),
-        )
-    });
+    let kept = conn.shared.router.lock().detach(
+        conn.id,
+        generation,
+        stored,
+        &mailbox,
+        expiry,
+        will,
+        Instant::now(),
+    );
     if kept {
         tokio::spawn(session_timers(
             conn.shared.clone(),
@@ -658,28 +724,25 @@ async fn session_timers(
 ) {
     let start = tokio::time::Instant::now();
     let publish = |will: Message| {
-        if let Ok(mut r) = shared.router.lock() {
-            info!(topic = %will.topic, "publishing delayed will");
-            r.publish(id, Arc::new(will), Instant::now());
+        info!(topic = %will.topic, "publishing delayed will");
+        let topic = will.topic.clone();
+        if let Err(quota) = shared
+            .router
+            .lock()
+            .publish(id, Arc::new(will), Instant::now())
+        {
+            warn!(%topic, %quota, "delayed will not published: quota exceeded");
         }
     };
     if will_delay > 0 && will_delay < expiry {
         tokio::time::sleep_until(start + Duration::from_secs(will_delay.into())).await;
-        let will = shared
-            .router
-            .lock()
-            .ok()
-            .and_then(|mut r| r.take_delayed_will(id, generation));
+        let will = shared.router.lock().take_delayed_will(id, generation);
         if let Some(will) = will {
             publish(will);
         }
     }
     tokio::time::sleep_until(start + Duration::from_secs(expiry.into())).await;
-    let will = shared
-        .router
-        .lock()
-        .ok()
-        .and_then(|mut r| r.expire(id, generation));
+    let will = shared.router.lock().expire(id, generation);
     if let Some(will) = will {
         publish(will);
     }

@@ -11,7 +11,8 @@ use cloudsignal_core::jws::{Inspected, DEFAULT_MAX_TOKEN_LEN};
 use cloudsignal_core::keys::{Alg, KeySet};
 use cloudsignal_core::token::{TokenVerifier, TOKEN_PREFIX};
 use cloudsignal_core::UnixTime;
-use std::sync::{Arc, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -57,19 +58,17 @@ impl RemoteIssuer {
             })
             .map(|i| i.kid().map(str::to_owned));
         let Some(kid) = kid else { return };
-        let (guard, known) = match self.cache.lock() {
-            Ok(mut cache) => {
-                let lookup = cache.lookup(kid.as_deref(), Alg::EdDSA, now);
-                let known = matches!(lookup, Lookup::Key(_));
-                let due = cache.refresh_due(now) || matches!(lookup, Lookup::Fetch);
-                // the fetch is ours only if no other one is in flight
-                let guard = due.then(|| self.in_flight.try_lock().ok()).flatten();
-                if guard.is_some() {
-                    cache.fetch_started(now);
-                }
-                (guard, known)
+        let (guard, known) = {
+            let mut cache = self.cache.lock();
+            let lookup = cache.lookup(kid.as_deref(), Alg::EdDSA, now);
+            let known = matches!(lookup, Lookup::Key(_));
+            let due = cache.refresh_due(now) || matches!(lookup, Lookup::Fetch);
+            // the fetch is ours only if no other one is in flight
+            let guard = due.then(|| self.in_flight.try_lock().ok()).flatten();
+            if guard.is_some() {
+                cache.fetch_started(now);
             }
-            Err(_) => (None, true),
+            (guard, known)
         };
         match guard {
             Some(guard) => self.fetch(guard, tokens, now).await,
@@ -82,9 +81,7 @@ impl RemoteIssuer {
     /// Fetches the JWKS now (start-up) and installs the keys.
     pub async fn refresh(&self, tokens: &Arc<RwLock<TokenVerifier>>, now: UnixTime) {
         let guard = self.in_flight.lock().await;
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.fetch_started(now);
-        }
+        self.cache.lock().fetch_started(now);
         self.fetch(guard, tokens, now).await;
     }
 
@@ -99,9 +96,7 @@ impl RemoteIssuer {
         let result = tokio::task::spawn_blocking(move || http_get(&url, 1 << 20))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
-        let Ok(mut cache) = self.cache.lock() else {
-            return;
-        };
+        let mut cache = self.cache.lock();
         match result.and_then(|(body, max_age)| {
             let (keys, skipped) = KeySet::from_jwks_json(&body).map_err(|e| e.to_string())?;
             for s in skipped {
@@ -111,9 +106,9 @@ impl RemoteIssuer {
         }) {
             Ok((keys, max_age)) => {
                 info!(issuer = %self.issuer, url = %self.url, keys = keys.keys().len(), "issuer keys loaded");
-                if let Ok(mut t) = tokens.write() {
-                    t.trust(&self.issuer, keys.keys().iter().cloned());
-                }
+                tokens
+                    .write()
+                    .trust(&self.issuer, keys.keys().iter().cloned());
                 cache.fetch_succeeded(keys, max_age, now);
             }
             Err(e) => {

@@ -27,14 +27,38 @@ pub mod ws;
 use auth::Authenticator;
 use cloudsignal_core::mqtt::ReasonCode;
 use cloudsignal_core::session::ServerConfig;
+use parking_lot::Mutex;
 use router::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
+
+/// A client id for a client that sent none [MQTT-3.1.3-6]: `cs-` and 128 random bits, so it
+/// can be neither guessed nor taken ahead of its client.
+pub(crate) fn assigned_client_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // no OS randomness is no reason to refuse a client; the id stays unique
+        static FALLBACK: AtomicU64 = AtomicU64::new(0);
+        let n = FALLBACK.fetch_add(1, Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        bytes[8..].copy_from_slice(&t.to_le_bytes());
+    }
+    let mut id = String::with_capacity(35);
+    id.push_str("cs-");
+    for b in bytes {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
 
 /// The transport a listener speaks.
 #[derive(Clone)]
@@ -101,6 +125,8 @@ pub struct BrokerConfig {
     pub revocation_feeds: Vec<feed::FeedSource>,
     /// Where usage counters go (the control plane), if anywhere.
     pub usage: Option<Arc<dyn usage::UsageSink>>,
+    /// Per-identity and per-client limits (0x97 quota exceeded past them).
+    pub quotas: router::Quotas,
 }
 
 /// The topic on which a client is warned, and only that client, that its token expires soon.
@@ -126,6 +152,7 @@ impl BrokerConfig {
             connect_rate: 1_000,
             revocation_feeds: Vec::new(),
             usage: None,
+            quotas: router::Quotas::default(),
         }
     }
 }
@@ -143,7 +170,7 @@ pub(crate) struct Shared {
     pub(crate) expiry_grace: Duration,
     pub(crate) expiry_warning: Option<Duration>,
     pub(crate) connect_rate: u32,
-    pub(crate) revocations: Arc<std::sync::RwLock<cloudsignal_core::revocation::RevocationList>>,
+    pub(crate) revocations: Arc<parking_lot::RwLock<cloudsignal_core::revocation::RevocationList>>,
     pub(crate) usage: Option<Arc<dyn usage::UsageSink>>,
 }
 
@@ -156,19 +183,13 @@ pub struct BrokerHandle {
 
 impl BrokerHandle {
     /// Applies a revocation: CONNECTs and re-authentications with the credential are refused
-    /// from now on, and live sessions using it are closed at once with DISCONNECT 0x98
-    /// (administrative action). Returns the client ids closed.
+    /// from now on, live sessions using it are closed at once with DISCONNECT 0x98
+    /// (administrative action), and sessions it stored for absent clients end. Returns the
+    /// client ids closed.
     pub fn revoke(&self, entry: &cloudsignal_core::revocation::Entry) -> Vec<String> {
-        if let Ok(mut list) = self.shared.revocations.write() {
-            list.apply(entry);
-        }
-        let closed = self
-            .shared
-            .router
-            .lock()
-            .map(|r| r.revoke(entry))
-            .unwrap_or_default();
-        info!(revocation = ?entry.revocation, seq = entry.seq, closed = closed.len(), "revocation applied");
+        self.shared.revocations.write().apply(entry);
+        let (closed, stored) = self.shared.router.lock().revoke(entry);
+        info!(revocation = ?entry.revocation, seq = entry.seq, closed = closed.len(), stored_sessions_ended = stored, "revocation applied");
         closed
     }
 
@@ -179,20 +200,15 @@ impl BrokerHandle {
 
     /// Loads stored revocations at start (no session is live yet, so nothing is closed).
     pub fn load_revocations(&self, entries: &[cloudsignal_core::revocation::Entry]) {
-        if let Ok(mut list) = self.shared.revocations.write() {
-            for e in entries {
-                list.apply(e);
-            }
+        let mut list = self.shared.revocations.write();
+        for e in entries {
+            list.apply(e);
         }
     }
 
     /// Live connections.
     pub fn connections(&self) -> usize {
-        self.shared
-            .router
-            .lock()
-            .map(|r| r.connections())
-            .unwrap_or(0)
+        self.shared.router.lock().connections()
     }
 }
 
@@ -229,7 +245,7 @@ impl Broker {
             listeners,
             feeds: config.revocation_feeds,
             shared: Arc::new(Shared {
-                router: Mutex::new(Router::new(config.session.max_queued)),
+                router: Mutex::new(Router::new(config.session.max_queued, config.quotas)),
                 revocations: config.auth.revocations(),
                 usage: config.usage.clone(),
                 auth: config.auth,
@@ -288,16 +304,12 @@ impl Broker {
             t.abort();
         }
         info!("shutting down: disconnecting clients (0x8B)");
-        if let Ok(r) = self.shared.router.lock() {
-            r.close_all(ReasonCode::SERVER_SHUTTING_DOWN);
-        }
+        self.shared
+            .router
+            .lock()
+            .close_all(ReasonCode::SERVER_SHUTTING_DOWN);
         for _ in 0..50 {
-            let open = self
-                .shared
-                .router
-                .lock()
-                .map(|r| r.connections())
-                .unwrap_or(0);
+            let open = self.shared.router.lock().connections();
             if open == 0 {
                 break;
             }
@@ -399,9 +411,7 @@ async fn sys_stats(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(SYS_INTERVAL);
     loop {
         tick.tick().await;
-        let Ok(mut router) = shared.router.lock() else {
-            return;
-        };
+        let mut router = shared.router.lock();
         let stats = router.stats;
         let values = [
             (
@@ -451,7 +461,8 @@ async fn sys_stats(shared: Arc<Shared>) {
                 forwarded: Default::default(),
             };
             // publisher id 0 is no connection
-            router.publish(0, Arc::new(message), std::time::Instant::now());
+            // the broker's own messages (publisher 0) count against no quota
+            let _ = router.publish(0, Arc::new(message), std::time::Instant::now());
         }
     }
 }

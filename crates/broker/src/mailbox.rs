@@ -9,8 +9,8 @@
 
 use cloudsignal_core::mqtt::{QoS, ReasonCode};
 use cloudsignal_core::session::Delivery;
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use tokio::sync::Notify;
 
 /// Why a delivery was not queued.
@@ -60,7 +60,7 @@ impl Mailbox {
     /// place of the oldest queued QoS 0 one (the slow-consumer policy drops QoS 0 first);
     /// `Ok(true)` says a QoS 0 message was dropped for it.
     pub fn try_send(&self, d: Delivery) -> Result<bool, Refused> {
-        let mut q = self.state.lock().map_err(|_| Refused::Closed)?;
+        let mut q = self.state.lock();
         if q.closed {
             return Err(Refused::Closed);
         }
@@ -83,16 +83,15 @@ impl Mailbox {
 
     /// Orders the connection closed (the first order wins).
     pub fn kill(&self, reason: ReasonCode, text: Option<String>) {
-        if let Ok(mut q) = self.state.lock() {
-            q.kill.get_or_insert((reason, text));
-        }
+        self.state.lock().kill.get_or_insert((reason, text));
         self.ready.notify_one();
     }
 
     /// Waits for a close order or deliveries; a close order comes first.
     pub async fn recv(&self) -> Mail {
         loop {
-            if let Ok(mut q) = self.state.lock() {
+            {
+                let mut q = self.state.lock();
                 if let Some((reason, text)) = q.kill.take() {
                     return Mail::Close(reason, text);
                 }
@@ -107,13 +106,9 @@ impl Mailbox {
 
     /// Refuses further deliveries and returns what is still queued.
     pub fn close(&self) -> VecDeque<Delivery> {
-        self.state
-            .lock()
-            .map(|mut q| {
-                q.closed = true;
-                std::mem::take(&mut q.queue)
-            })
-            .unwrap_or_default()
+        let mut q = self.state.lock();
+        q.closed = true;
+        std::mem::take(&mut q.queue)
     }
 }
 

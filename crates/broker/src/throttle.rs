@@ -1,6 +1,9 @@
 //! Brute-force defence: failed authentications are counted per source IP and per username;
 //! each failure lengthens the refusal delay exponentially, and too many within a window ban the
-//! source (or username) for a while. Successful clients are untouched: only failures count.
+//! **source** for a while. A username is never banned: its failures only slow down further
+//! *failures* for it, so nobody can lock a user out by failing in their name, and a valid
+//! credential is never refused or delayed. Successful clients are untouched: only failures
+//! count.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -62,7 +65,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
             .is_some_and(|t| now < t)
     }
 
-    fn fail(&mut self, k: &K, now: Instant, p: &ThrottlePolicy) -> u32 {
+    fn fail(&mut self, k: &K, now: Instant, p: &ThrottlePolicy, bans: bool) -> u32 {
         if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(k) {
             self.entries
                 .retain(|_, e| now < e.since + p.window || e.banned_until.is_some_and(|t| now < t));
@@ -83,7 +86,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
             };
         }
         e.failures += 1;
-        if e.failures >= p.max_failures {
+        if bans && e.failures >= p.max_failures {
             e.banned_until = Some(now + p.ban);
         }
         e.failures
@@ -107,18 +110,17 @@ impl Throttle {
         }
     }
 
-    /// Whether the source or the username is banned now.
-    pub fn is_banned(&self, ip: IpAddr, username: Option<&str>, now: Instant) -> bool {
+    /// Whether the source is banned now.
+    pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
         self.by_ip.banned(&ip, now)
-            || username.is_some_and(|u| self.by_user.banned(&u.to_owned(), now))
     }
 
     /// Records a failed authentication; returns the extra delay the refusal should wait
     /// (exponential in the number of recent failures, capped).
     pub fn record_failure(&mut self, ip: IpAddr, username: Option<&str>, now: Instant) -> Duration {
-        let mut n = self.by_ip.fail(&ip, now, &self.policy);
+        let mut n = self.by_ip.fail(&ip, now, &self.policy, true);
         if let Some(u) = username {
-            n = n.max(self.by_user.fail(&u.to_owned(), now, &self.policy));
+            n = n.max(self.by_user.fail(&u.to_owned(), now, &self.policy, false));
         }
         let factor = 1u32 << n.saturating_sub(1).min(16);
         (Duration::from_millis(100) * factor).min(self.policy.max_delay)
@@ -153,24 +155,46 @@ mod tests {
             t.record_failure(ip, Some("a@org"), t0),
             Duration::from_millis(200)
         );
-        assert!(!t.is_banned(ip, None, t0));
+        assert!(!t.is_banned(ip, t0));
         t.record_failure(ip, Some("b@org"), t0);
+        assert!(t.is_banned(ip, t0), "third failure from the IP bans it");
         assert!(
-            t.is_banned(ip, None, t0),
-            "third failure from the IP bans it"
+            !t.is_banned(IpAddr::from([10, 0, 0, 2]), t0),
+            "another IP is not banned"
         );
         assert!(
-            !t.is_banned(IpAddr::from([10, 0, 0, 2]), Some("b@org"), t0),
-            "another IP, another user"
-        );
-        assert!(
-            !t.is_banned(ip, None, t0 + Duration::from_secs(11)),
+            !t.is_banned(ip, t0 + Duration::from_secs(11)),
             "the ban expires"
         );
+    }
+
+    #[test]
+    fn a_username_is_never_banned_only_its_failures_slowed() {
+        let mut t = Throttle::new(ThrottlePolicy {
+            max_failures: 3,
+            ..ThrottlePolicy::default()
+        });
+        let t0 = Instant::now();
+        // an attacker fails in the victim's name from many addresses
+        let mut last = Duration::ZERO;
+        for i in 0..20u8 {
+            last = t.record_failure(IpAddr::from([10, 1, 0, i]), Some("victim@org"), t0);
+        }
+        assert_eq!(
+            last,
+            Duration::from_secs(8),
+            "the victim's failures are slowed"
+        );
+        assert!(
+            !t.is_banned(IpAddr::from([10, 2, 0, 1]), t0),
+            "the victim's own address is not banned"
+        );
         // a success clears the username's record
-        t.record_failure(IpAddr::from([10, 0, 0, 3]), Some("c@org"), t0);
-        t.record_success("c@org");
-        assert!(!t.is_banned(IpAddr::from([10, 0, 0, 4]), Some("c@org"), t0));
+        t.record_success("victim@org");
+        assert_eq!(
+            t.record_failure(IpAddr::from([10, 3, 0, 1]), Some("victim@org"), t0),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

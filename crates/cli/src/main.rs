@@ -51,6 +51,23 @@ enum Command {
     /// Issue or verify tkn_ tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Administration that needs the server's files, not the API.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Mint a new admin (sk_) key offline, when every admin key is lost or revoked.
+    ///
+    /// Needs the data directory (whoever holds its files already holds everything). The key is
+    /// printed once and written to <data-dir>/admin.key (mode 0600); the act is recorded in the
+    /// audit log. Works while `cloudsignal serve` runs: the new key is usable at once.
+    Recover {
+        /// The data directory of `cloudsignal serve`.
+        #[arg(long, env = "CLOUDSIGNAL_DATA_DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +189,14 @@ fn main() -> Result<()> {
                 }
                 None => println!("{jwk}"),
             }
+        }
+        Command::Admin(AdminCommand::Recover { data_dir }) => {
+            let (key, username, file) = cloudsignal_control::recover_admin_key(&data_dir)?;
+            println!(
+                "New admin API key (shown once; also saved to {}, mode 0600):\n\n    {}\n\nIts MQTT username is {username}.",
+                file.display(),
+                key.expose()
+            );
         }
         Command::Jwks { key } => {
             println!(

@@ -91,8 +91,9 @@ pub(crate) struct ServeArgs {
     /// cause, so refusal timing reveals nothing.
     #[arg(long, env = "CLOUDSIGNAL_AUTH_FAILURE_DELAY_MS", default_value_t = 500)]
     auth_failure_delay_ms: u64,
-    /// Failed authentications from one source IP or for one username, within a minute, that
-    /// ban it for --ban-seconds.
+    /// Failed authentications from one source IP within a minute that ban the source for
+    /// --ban-seconds (MQTT CONNECTs and control-plane API calls are counted apart). A
+    /// username's failures only slow down further failures for it: a username is never banned.
     #[arg(long, env = "CLOUDSIGNAL_MAX_AUTH_FAILURES", default_value_t = 10)]
     max_auth_failures: u32,
     /// Upper bound, in milliseconds, of the refusal delay that doubles with each failure from
@@ -102,6 +103,29 @@ pub(crate) struct ServeArgs {
     /// Length of a brute-force ban, in seconds.
     #[arg(long, env = "CLOUDSIGNAL_BAN_SECONDS", default_value_t = 300)]
     ban_seconds: u64,
+    /// Live connections one identity (a user, or an API key's service) may hold; more are
+    /// refused 0x97 (quota exceeded). Anonymous development clients are not limited.
+    #[arg(long, env = "CLOUDSIGNAL_MAX_CONNECTIONS_PER_IDENTITY", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_identity: u32,
+    /// Persistent sessions (Session Expiry > 0, or v3.1.1 Clean Session 0), live or stored,
+    /// one identity may hold; more are refused 0x97.
+    #[arg(long, env = "CLOUDSIGNAL_MAX_SESSIONS_PER_IDENTITY", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions_per_identity: u32,
+    /// Subscriptions one session may hold; more are refused in SUBACK with 0x97.
+    #[arg(long, env = "CLOUDSIGNAL_MAX_SUBSCRIPTIONS_PER_CLIENT", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_subscriptions_per_client: u32,
+    /// Retained messages one identity may store; a retained PUBLISH past it is refused
+    /// (PUBACK 0x97 for v5).
+    #[arg(long, env = "CLOUDSIGNAL_MAX_RETAINED_PER_IDENTITY", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_retained_per_identity: u32,
+    /// Bytes of retained payload one identity may store.
+    #[arg(long, env = "CLOUDSIGNAL_MAX_RETAINED_BYTES_PER_IDENTITY", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_retained_bytes_per_identity: u64,
     /// Seconds a session may outlive its token's expiry before it is closed (0xA0).
     #[arg(long, env = "CLOUDSIGNAL_EXPIRY_GRACE", default_value_t = 0)]
     expiry_grace: u64,
@@ -144,8 +168,9 @@ pub(crate) struct ServeArgs {
     /// Lifetime of exchanged tokens, in seconds.
     #[arg(long, env = "CLOUDSIGNAL_EXCHANGE_TTL", default_value_t = 3600)]
     exchange_ttl: u64,
-    /// Longest token lifetime POST /v1/tokens grants, in seconds (at most 86400).
-    #[arg(long, env = "CLOUDSIGNAL_MAX_TOKEN_TTL", default_value_t = 86_400)]
+    /// Longest token lifetime POST /v1/tokens grants, in seconds (60-86400).
+    #[arg(long, env = "CLOUDSIGNAL_MAX_TOKEN_TTL", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=86_400))]
     max_token_ttl: u64,
 }
 
@@ -184,14 +209,16 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                     },
                     max_ttl: args.max_token_ttl,
                     exchange,
+                    api_throttle: throttle_policy(&args),
                 })?;
             if let Some(first) = first {
                 #[allow(clippy::print_stdout)]
                 {
                     println!(
-                        "\nCloudSignal admin API key (shown once; also saved to {}, mode 0600):\n\n    {}\n",
+                        "\nCloudSignal admin API key (shown once; also saved to {}, mode 0600):\n\n    {}\n\nIts MQTT username is admin@{} (a key is one identity).\n",
                         first.admin_key_file.display(),
-                        first.admin_key.expose()
+                        first.admin_key.expose(),
+                        cp.org().as_str()
                     );
                 }
             }
@@ -247,7 +274,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     let config = BrokerConfig {
         listeners,
         ws: cloudsignal_broker::ws::WsPolicy {
-            allowed_origins: args.ws_allowed_origins,
+            allowed_origins: args.ws_allowed_origins.clone(),
             max_message_size: 0,
         },
         session: ServerConfig {
@@ -276,17 +303,19 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 as std::sync::Arc<dyn cloudsignal_broker::usage::UsageSink>
         }),
         auth_failure_delay: std::time::Duration::from_millis(args.auth_failure_delay_ms),
-        throttle: cloudsignal_broker::throttle::ThrottlePolicy {
-            max_failures: args.max_auth_failures.max(1),
-            ban: std::time::Duration::from_secs(args.ban_seconds),
-            max_delay: std::time::Duration::from_millis(args.max_refusal_delay_ms),
-            ..Default::default()
-        },
+        throttle: throttle_policy(&args),
         expiry_grace: std::time::Duration::from_secs(args.expiry_grace),
         connect_rate: args.connect_rate,
         revocation_feeds: feeds,
         expiry_warning: (args.expiry_warning > 0)
             .then(|| std::time::Duration::from_secs(args.expiry_warning)),
+        quotas: cloudsignal_broker::router::Quotas {
+            connections_per_identity: args.max_connections_per_identity as usize,
+            sessions_per_identity: args.max_sessions_per_identity as usize,
+            subscriptions_per_client: args.max_subscriptions_per_client as usize,
+            retained_per_identity: args.max_retained_per_identity as usize,
+            retained_bytes_per_identity: args.max_retained_bytes_per_identity,
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
@@ -335,6 +364,15 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+fn throttle_policy(args: &ServeArgs) -> cloudsignal_broker::throttle::ThrottlePolicy {
+    cloudsignal_broker::throttle::ThrottlePolicy {
+        max_failures: args.max_auth_failures.max(1),
+        ban: std::time::Duration::from_secs(args.ban_seconds),
+        max_delay: std::time::Duration::from_millis(args.max_refusal_delay_ms),
+        ..Default::default()
+    }
 }
 
 /// `POST /v1/token/exchange`'s identity providers, from `--providers` and the Supabase flags.

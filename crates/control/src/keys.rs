@@ -8,9 +8,9 @@
 use crate::store::{Store, StoredKey};
 use cloudsignal_core::apikey::{ApiKey, KeyFormatError};
 use cloudsignal_core::UnixTime;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 /// bcrypt cost for stored keys.
 pub const BCRYPT_COST: u32 = 10;
@@ -82,19 +82,18 @@ impl KeyVerifier {
     ) -> Result<VerifiedKey, KeyRefusal> {
         let outcome = self.verify_inner(store, text, now);
         if let Err(e) = &outcome {
-            if let Ok(mut r) = self.refusals.lock() {
-                if r.len() >= CACHE_CAP {
-                    r.clear();
-                }
-                r.insert(digest(text), e.to_string());
+            let mut r = self.refusals.lock();
+            if r.len() >= CACHE_CAP {
+                r.clear();
             }
+            r.insert(digest(text), e.to_string());
         }
         outcome
     }
 
     /// Why the last verification of `text` failed, if it did (taken: asked once).
     pub fn take_refusal(&self, text: &str) -> Option<String> {
-        self.refusals.lock().ok()?.remove(&digest(text))
+        self.refusals.lock().remove(&digest(text))
     }
 
     fn verify_inner(
@@ -119,22 +118,24 @@ impl KeyVerifier {
         if !bcrypt::verify(prehash(key.secret()), &stored.secret_hash).unwrap_or(false) {
             return Err(KeyRefusal::Unknown);
         }
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_CAP {
-                cache.clear();
-            }
-            cache.insert(digest(text), stored.clone());
+        // re-read under the cache lock: a revocation that landed during bcrypt is seen here, or
+        // its invalidation (which takes this lock) runs after the insert and removes it
+        let mut cache = self.cache.lock();
+        let stored = store
+            .find_key(key.id())
+            .map_err(|e| KeyRefusal::Store(e.to_string()))?
+            .ok_or(KeyRefusal::Unknown)?;
+        check_live(&stored, now)?;
+        if cache.len() >= CACHE_CAP {
+            cache.clear();
         }
+        cache.insert(digest(text), stored.clone());
         Ok(VerifiedKey { key: stored })
     }
 
     /// The cached verification of `text`, if any (no bcrypt, no store access).
     pub fn cached(&self, text: &str, now: UnixTime) -> Result<Option<VerifiedKey>, KeyRefusal> {
-        let hit = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&digest(text)).cloned());
+        let hit = self.cache.lock().get(&digest(text)).cloned();
         match hit {
             Some(stored) => {
                 check_live(&stored, now)?;
@@ -146,9 +147,7 @@ impl KeyVerifier {
 
     /// Forgets every cached verification of key `id` (on revoke and rotate).
     pub fn invalidate(&self, id: &str) {
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.retain(|_, k| k.id != id);
-        }
+        self.cache.lock().retain(|_, k| k.id != id);
     }
 }
 

@@ -42,6 +42,8 @@ pub struct ControlConfig {
     pub max_ttl: u64,
     /// `POST /v1/token/exchange`, when identity providers are configured.
     pub exchange: Option<std::sync::Arc<exchange::NativeExchange>>,
+    /// Failed API-key authentications per source before it is banned (HTTP 429).
+    pub api_throttle: cloudsignal_broker::throttle::ThrottlePolicy,
 }
 
 /// What the first start created (the admin key is shown once, by the caller).
@@ -64,6 +66,8 @@ pub struct ControlPlane {
     pub(crate) usage: usage::UsageBook,
     /// Cold API-key verifications (bcrypt) allowed at once: half the cores, at least one.
     pub(crate) bcrypt_slots: Arc<tokio::sync::Semaphore>,
+    /// Failed API authentications per source address: too many ban the source (HTTP 429).
+    pub(crate) api_throttle: parking_lot::Mutex<cloudsignal_broker::throttle::Throttle>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -112,6 +116,57 @@ pub(crate) fn new_api_key(kind: KeyKind) -> Result<ApiKey> {
             return Ok(k);
         }
     }
+}
+
+/// `cloudsignal admin recover`: mints a new `sk_` key in the data directory's store, writes it
+/// to `admin.key` (0600) and records the act in the audit log. Returns the key, its MQTT
+/// username and the file.
+pub fn recover_admin_key(data_dir: &Path) -> Result<(ApiKey, String, PathBuf)> {
+    let db = data_dir.join("cloudsignal.db");
+    if !db.exists() {
+        anyhow::bail!(
+            "{} holds no CloudSignal store (cloudsignal.db); give the data directory of `cloudsignal serve`",
+            data_dir.display()
+        );
+    }
+    let store = SqliteStore::open(&db)?;
+    let org = store
+        .default_org()?
+        .context("the store has no org: start `cloudsignal serve` once first")?;
+    let now = unix_now();
+    let name = format!("admin-recovered-{}", now.secs());
+    let admin = new_api_key(KeyKind::Secret)?;
+    let stored = StoredKey {
+        id: admin.id().into(),
+        org: org.clone(),
+        kind: "sk".into(),
+        name: name.clone(),
+        secret_hash: keys::hash_secret(admin.secret())?,
+        scopes: Vec::new(),
+        allow_cidrs: Vec::new(),
+        created_at: now,
+        expires_at: None,
+        revoked_at: None,
+    };
+    store.insert_key(&stored)?;
+    store.append_audit(&store::AuditEntry {
+        seq: 0,
+        at: now,
+        org: org.clone(),
+        actor: "local".into(),
+        actor_kind: "local".into(),
+        action: "admin.recover".into(),
+        target: Some(stored.id.clone()),
+        peer: None,
+        outcome: "ok".into(),
+        detail: format!("new sk_ key {name} minted with the data directory's files"),
+    })?;
+    let file = data_dir.join("admin.key");
+    let tmp = data_dir.join("admin.key.new");
+    let _ = std::fs::remove_file(&tmp);
+    write_secret_file(&tmp, &format!("{}\n", admin.expose()))?;
+    std::fs::rename(&tmp, &file).with_context(|| format!("replacing {}", file.display()))?;
+    Ok((admin, format!("{name}@{org}"), file))
 }
 
 impl ControlPlane {
@@ -191,6 +246,9 @@ impl ControlPlane {
                 keys: KeyVerifier::default(),
                 signing: std::sync::RwLock::new(signing),
                 org,
+                api_throttle: parking_lot::Mutex::new(cloudsignal_broker::throttle::Throttle::new(
+                    config.api_throttle,
+                )),
                 config,
                 broker: std::sync::OnceLock::new(),
                 usage: usage::UsageBook::default(),

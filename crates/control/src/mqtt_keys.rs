@@ -1,13 +1,16 @@
-//! API keys as MQTT credentials: username `<service>@<org>`, password `sk_…` or `rk_…`.
+//! API keys as MQTT credentials: username `<name>@<org>`, password `sk_…` or `rk_…`.
 //!
-//! `sk_` keys may publish and subscribe anywhere; `rk_` keys only where their
-//! `mqtt:publish:<filter>` / `mqtt:subscribe:<filter>` scopes allow. The key's CIDR allowlist
-//! is checked against the TCP peer address. bcrypt runs in [`KeyAuthority::warm`] on a blocking
+//! A key is **one identity**: its name in its org, fixed when it was created (the create
+//! response's `mqtt_username`). A CONNECT naming any other username is refused 0x86, so a key
+//! can never act as a user or as another service. `sk_` keys may publish and subscribe
+//! anywhere in their org; `rk_` keys only where their `mqtt:publish:<filter>` /
+//! `mqtt:subscribe:<filter>` scopes allow, and an `rk_` key without any `mqtt:` scope cannot
+//! connect at all (0x87). The key's CIDR allowlist is checked against the TCP peer address. bcrypt runs in [`KeyAuthority::warm`] on a blocking
 //! thread; [`KeyAuthority::check`] answers from the verification cache.
 
 use crate::api::cidr_contains;
 use crate::ControlPlane;
-use cloudsignal_broker::auth::{KeyAuthority, Principal, Refusal};
+use cloudsignal_broker::auth::{Identity, KeyAuthority, Principal, Refusal};
 use cloudsignal_core::acl::{AclContext, AclRules};
 use cloudsignal_core::ids::Username;
 use cloudsignal_core::mqtt::ReasonCode;
@@ -59,10 +62,28 @@ impl KeyAuthority for MqttKeys {
         let k = &verified.key;
         let name = Username::parse(username)
             .map_err(|e| refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, e.to_string()))?;
-        if name.org.as_str() != k.org {
+        let Some(identity) = k.mqtt_username() else {
             return Err(refuse(
                 ReasonCode::NOT_AUTHORIZED,
-                format!("key {} belongs to another org", k.id),
+                format!(
+                    "key {} has a name ({:?}) that is not an MQTT identity; create a key with a valid name",
+                    k.id, k.name
+                ),
+            ));
+        };
+        if username != identity {
+            return Err(refuse(
+                ReasonCode::BAD_USERNAME_OR_PASSWORD,
+                format!(
+                    "key {} is the identity {identity}, not {username:?} (a key is one identity)",
+                    k.id
+                ),
+            ));
+        }
+        if k.kind != "sk" && !k.scopes.iter().any(|s| s.starts_with("mqtt:")) {
+            return Err(refuse(
+                ReasonCode::NOT_AUTHORIZED,
+                format!("key {} has no mqtt: scope, so it may not connect", k.id),
             ));
         }
         if !k.allow_cidrs.is_empty()
@@ -108,6 +129,10 @@ impl KeyAuthority for MqttKeys {
             })?;
         Ok(Principal {
             username: username.to_owned(),
+            identity: Identity::Service {
+                org: k.org.clone(),
+                name: k.name.clone(),
+            },
             acl,
             expires_at: k.expires_at,
             credential: Credential {

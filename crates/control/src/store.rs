@@ -8,16 +8,43 @@
 use anyhow::{bail, Context, Result};
 use cloudsignal_core::revocation::{Entry, Revocation};
 use cloudsignal_core::UnixTime;
+use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
-use std::sync::Mutex;
 
 /// Schema migrations, in order; entry `i` moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_usage.sql"),
     include_str!("../migrations/0003_seen.sql"),
+    include_str!("../migrations/0004_audit.sql"),
 ];
+
+/// One audit-log entry: who did what, when, from where, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    /// Position in the log (strictly increasing; 0 before it is written).
+    pub seq: u64,
+    /// When.
+    pub at: UnixTime,
+    /// The org it happened in.
+    pub org: String,
+    /// Who: an API key id, or `local` for a command run on the server with its files.
+    pub actor: String,
+    /// `sk`, `rk` or `local`.
+    pub actor_kind: String,
+    /// What, e.g. `key.create`, `key.revoke`, `key.rotate`, `token.revoke`, `user.revoke`,
+    /// `signing_key.rotate`, `admin.recover`.
+    pub action: String,
+    /// What it was done to (a key id, a user id, a token id), if anything.
+    pub target: Option<String>,
+    /// The client address, for API calls.
+    pub peer: Option<String>,
+    /// `ok`, or the refusal's problem code (`scope_escalation`, `last_admin_key`…).
+    pub outcome: String,
+    /// Free text (never a secret).
+    pub detail: String,
+}
 
 /// An API key as stored (never the secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +69,21 @@ pub struct StoredKey {
     pub expires_at: Option<UnixTime>,
     /// Revocation time, if revoked.
     pub revoked_at: Option<UnixTime>,
+}
+
+impl StoredKey {
+    /// The key's one MQTT identity, `<name>@<org>`; `None` for a key whose name is not a valid
+    /// identity (only keys created before names were identities), which cannot connect.
+    pub fn mqtt_username(&self) -> Option<String> {
+        cloudsignal_core::ids::UserId::parse(&self.name)
+            .ok()
+            .map(|n| format!("{}@{}", n.as_str(), self.org))
+    }
+
+    /// Whether the key can be used at `now` (not revoked, not expired).
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
 }
 
 /// What the control plane keeps.
@@ -76,6 +118,23 @@ pub trait Store: Send + Sync {
     fn usage_of(&self, kind: &str, subject: &str) -> Result<Vec<crate::usage::UsageRow>>;
     /// Every usage row of one day.
     fn usage_on(&self, day: &str) -> Result<Vec<crate::usage::UsageRow>>;
+    /// Revokes a live key unless it is the org's last live `sk_` key (one atomic step).
+    fn revoke_key_keeping_admin(&self, id: &str, now: UnixTime) -> Result<RevokeOutcome>;
+    /// Appends to the audit log; returns the entry's `seq`.
+    fn append_audit(&self, entry: &AuditEntry) -> Result<u64>;
+    /// Audit entries of `org` after `after`, oldest first, at most `limit`.
+    fn audit_after(&self, org: &str, after: u64, limit: usize) -> Result<Vec<AuditEntry>>;
+}
+
+/// What [`Store::revoke_key_keeping_admin`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// Revoked.
+    Revoked,
+    /// No live key with this id.
+    NotLive,
+    /// Refused: it is the org's last live `sk_` key.
+    LastAdminKey,
 }
 
 /// The SQLite store.
@@ -110,10 +169,7 @@ impl SqliteStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let conn = self
-            .conn
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        let conn = self.conn.lock();
         Ok(f(&conn)?)
     }
 
@@ -332,10 +388,7 @@ impl Store for SqliteStore {
     }
 
     fn add_usage(&self, rows: &[crate::usage::UsageRow]) -> Result<()> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
         for r in rows {
             tx.execute(
@@ -383,6 +436,85 @@ impl Store for SqliteStore {
                 "SELECT {USAGE_COLUMNS} FROM usage WHERE day = ?1 ORDER BY subject_kind, subject"
             ))?;
             let rows = q.query_map(params![day], usage_from_row)?;
+            rows.collect()
+        })
+    }
+
+    fn revoke_key_keeping_admin(&self, id: &str, now: UnixTime) -> Result<RevokeOutcome> {
+        self.with(|c| {
+            // one statement: two concurrent calls can never revoke the last two sk_ keys
+            let n = c.execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL
+                 AND (kind != 'sk' OR (SELECT COUNT(*) FROM api_keys o
+                      WHERE o.org = api_keys.org AND o.kind = 'sk' AND o.revoked_at IS NULL
+                        AND (o.expires_at IS NULL OR o.expires_at > ?2)) > 1)",
+                params![id, secs(now)],
+            )?;
+            if n == 1 {
+                return Ok(RevokeOutcome::Revoked);
+            }
+            let live: bool = c.query_row(
+                "SELECT COUNT(*) > 0 FROM api_keys WHERE id = ?1 AND revoked_at IS NULL",
+                params![id],
+                |r| r.get(0),
+            )?;
+            Ok(if live {
+                RevokeOutcome::LastAdminKey
+            } else {
+                RevokeOutcome::NotLive
+            })
+        })
+    }
+
+    fn append_audit(&self, e: &AuditEntry) -> Result<u64> {
+        let seq = self.with(|c| {
+            c.execute(
+                "INSERT INTO audit_log (at, org, actor, actor_kind, action, target, peer, outcome, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    secs(e.at),
+                    e.org,
+                    e.actor,
+                    e.actor_kind,
+                    e.action,
+                    e.target,
+                    e.peer,
+                    e.outcome,
+                    e.detail
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    fn audit_after(&self, org: &str, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.with(|c| {
+            let mut q = c.prepare(
+                "SELECT seq, at, org, actor, actor_kind, action, target, peer, outcome, detail
+                 FROM audit_log WHERE org = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = q.query_map(
+                params![
+                    org,
+                    i64::try_from(after).unwrap_or(i64::MAX),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    Ok(AuditEntry {
+                        seq: count(r.get(0)?),
+                        at: UnixTime(count(r.get(1)?)),
+                        org: r.get(2)?,
+                        actor: r.get(3)?,
+                        actor_kind: r.get(4)?,
+                        action: r.get(5)?,
+                        target: r.get(6)?,
+                        peer: r.get(7)?,
+                        outcome: r.get(8)?,
+                        detail: r.get(9)?,
+                    })
+                },
+            )?;
             rows.collect()
         })
     }
@@ -474,6 +606,27 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seen, ("alice@org_aaaaaaaaaaaa".into(), 2));
+        // the audit log is append-only, in the database itself
+        let entry = AuditEntry {
+            seq: 0,
+            at: UnixTime(7),
+            org: "org_aaaaaaaaaaaa".into(),
+            actor: "k1".into(),
+            actor_kind: "sk".into(),
+            action: "key.revoke".into(),
+            target: Some("k2".into()),
+            peer: Some("127.0.0.1".into()),
+            outcome: "ok".into(),
+            detail: String::new(),
+        };
+        assert_eq!(s.append_audit(&entry).unwrap(), 1);
+        let listed = s.audit_after("org_aaaaaaaaaaaa", 0, 10).unwrap();
+        assert_eq!(listed, vec![AuditEntry { seq: 1, ..entry }]);
+        assert!(s
+            .with(|c| c.execute("UPDATE audit_log SET outcome = 'forged'", []))
+            .is_err());
+        assert!(s.with(|c| c.execute("DELETE FROM audit_log", [])).is_err());
+        assert!(s.audit_after("org_bbbbbbbbbbbb", 0, 10).unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -66,8 +66,10 @@ impl<'a> AclContext<'a> {
 
 const TEMPLATES: [&str; 3] = ["{user}", "{org}", "{client_id}"];
 
+/// Whether `v` may fill a template: one whole topic level, and never a `$` level (a client id
+/// `$SYS` must not turn `{client_id}/#` into `$SYS/#`) [MQTT-4.7.2-1].
 fn safe_level_value(v: &str) -> bool {
-    !v.is_empty() && !v.contains(['/', '+', '#', '\0'])
+    !v.is_empty() && !v.starts_with('$') && !v.contains(['/', '+', '#', '\0'])
 }
 
 fn substitute(rule: &str, ctx: &AclContext<'_>) -> Result<String, AclError> {
@@ -251,6 +253,13 @@ mod tests {
             }
             let ctx = AclContext::new("alice", "org_k7xm4pqr2n5t", None);
             assert_eq!(rules.compile(&ctx), Err(AclError::UnsafeValue("{client_id}")));
+            let rules = AclRules::new(["{client_id}/#"], ["{client_id}/#"]).unwrap();
+            let ctx = AclContext::new("alice", "org_k7xm4pqr2n5t", Some("$SYS"));
+            assert_eq!(
+                rules.compile(&ctx),
+                Err(AclError::UnsafeValue("{client_id}")),
+                "a $ client id never reaches $SYS through a template"
+            );
         }
     }
 

@@ -42,6 +42,74 @@ impl ConnHandle {
 struct Retained {
     message: Arc<Message>,
     at: Instant,
+    /// Who stored it (counted against their retained quota); `None` for the broker's own.
+    owner: Option<Arc<str>>,
+}
+
+/// Per-identity and per-client limits. An identity is a user (token), a service (API key) or
+/// anonymous; anonymous development clients are not limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Live connections of one identity. Default 1,000 (a service key may run a fleet).
+    pub connections_per_identity: usize,
+    /// Persistent sessions (Session Expiry > 0, or v3.1.1 Clean Session 0), live or stored, of
+    /// one identity. Default 100: each may hold --max-queued-messages while its client is away.
+    pub sessions_per_identity: usize,
+    /// Subscriptions of one session. Default 1,000.
+    pub subscriptions_per_client: usize,
+    /// Retained messages stored by one identity. Default 10,000.
+    pub retained_per_identity: usize,
+    /// Bytes of retained payload stored by one identity. Default 64 MiB.
+    pub retained_bytes_per_identity: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            connections_per_identity: 1_000,
+            sessions_per_identity: 100,
+            subscriptions_per_client: 1_000,
+            retained_per_identity: 10_000,
+            retained_bytes_per_identity: 64 << 20,
+        }
+    }
+}
+
+/// A quota a request would exceed (answered 0x97, quota exceeded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaExceeded {
+    /// [`Quotas::connections_per_identity`].
+    Connections(usize),
+    /// [`Quotas::sessions_per_identity`].
+    Sessions(usize),
+    /// [`Quotas::subscriptions_per_client`].
+    Subscriptions(usize),
+    /// [`Quotas::retained_per_identity`].
+    RetainedMessages(usize),
+    /// [`Quotas::retained_bytes_per_identity`].
+    RetainedBytes(u64),
+}
+
+impl std::fmt::Display for QuotaExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connections(n) => write!(f, "at most {n} live connections per identity"),
+            Self::Sessions(n) => write!(f, "at most {n} persistent sessions per identity"),
+            Self::Subscriptions(n) => write!(f, "at most {n} subscriptions per client"),
+            Self::RetainedMessages(n) => write!(f, "at most {n} retained messages per identity"),
+            Self::RetainedBytes(n) => {
+                write!(f, "at most {n} bytes of retained messages per identity")
+            }
+        }
+    }
+}
+
+/// What one identity holds, for its quotas.
+#[derive(Debug, Default)]
+struct OwnerUse {
+    sessions: BTreeSet<ConnId>,
+    retained: usize,
+    retained_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -59,15 +127,12 @@ struct Session {
     /// A will waiting for its Will Delay Interval [MQTT-3.1.3-9].
     delayed_will: Option<Box<Message>>,
     filters: BTreeSet<SubKey>,
+    /// The client asked for a session that outlives the connection.
+    persistent: bool,
     /// The live connection's credential (for revocation).
     credential: Box<Credential>,
-}
-
-/// Why a client id could not be registered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TakeoverRefused {
-    /// Another user holds this client id.
-    OtherUser(String),
+    /// Its credential was revoked: the session ends with its connection, never stored.
+    revoked: bool,
 }
 
 /// What a new connection gets from [`Router::register`].
@@ -116,7 +181,12 @@ pub struct Router {
     subs: Index,
     retained: BTreeMap<String, Retained>,
     sessions: HashMap<ConnId, Session>,
-    clients: HashMap<String, ConnId>,
+    /// Sessions by (owner, client id): client ids are scoped to the identity that uses them,
+    /// so one identity can never take over, resume or squat another's session.
+    clients: HashMap<(String, String), ConnId>,
+    /// Sessions and retained messages per owner (for quotas).
+    owners: HashMap<Arc<str>, OwnerUse>,
+    quotas: Quotas,
     max_stored: usize,
     /// Counters.
     pub stats: Stats,
@@ -124,8 +194,13 @@ pub struct Router {
 
 impl Default for Router {
     fn default() -> Self {
-        Self::new(1_000)
+        Self::new(1_000, Quotas::default())
     }
+}
+
+/// Owners no quota applies to (development clients).
+fn unlimited(owner: &str) -> bool {
+    owner == "anonymous"
 }
 
 fn remaining_expiry(m: &Message, at: Instant, now: Instant) -> Result<Option<u32>, ()> {
@@ -150,45 +225,54 @@ fn key(filter: SubscriptionFilter) -> SubKey {
 }
 
 impl Router {
-    /// A router that stores at most `max_stored` messages per absent client.
-    pub fn new(max_stored: usize) -> Self {
+    /// A router that stores at most `max_stored` messages per absent client and enforces
+    /// `quotas`.
+    pub fn new(max_stored: usize, quotas: Quotas) -> Self {
         Self {
             subs: Index::default(),
             retained: BTreeMap::new(),
             sessions: HashMap::new(),
             clients: HashMap::new(),
+            owners: HashMap::new(),
+            quotas,
             max_stored,
             stats: Stats::default(),
         }
     }
 
-    /// Registers connection `conn` for `client_id` held by `username`.
+    /// Registers connection `conn` for `client_id` of `owner` (an [`crate::auth::Identity`]'s
+    /// owner key).
     ///
-    /// A session held by another user is refused. A live connection on the same session is
-    /// told to close (0x8E, session taken over). With `clean_start` any existing session ends
-    /// (its subscriptions go; a delayed will is returned to publish); without it, the
+    /// Client ids are scoped to their owner: the same id used by another identity names
+    /// another session. A live connection on the same session is told to close (0x8E, session
+    /// taken over). With `clean_start` any existing session ends (its subscriptions go; a
+    /// delayed will is returned to publish); without it, the
     /// existing session is resumed (its delayed will is cancelled) [MQTT-3.1.2-4..6].
+    ///
+    /// Refused when the owner would exceed its connection or persistent-session quota
+    /// (taking over or resuming its own session never counts twice).
     #[allow(clippy::too_many_arguments)]
     pub fn register(
         &mut self,
         conn: ConnId,
         client_id: &str,
-        username: &str,
+        owner: &str,
         credential: &Credential,
         handle: ConnHandle,
         clean_start: bool,
+        persistent: bool,
         now: Instant,
-    ) -> Result<Registered, TakeoverRefused> {
-        let existing = self.clients.get(client_id).copied();
+    ) -> Result<Registered, QuotaExceeded> {
+        let slot = (owner.to_owned(), client_id.to_owned());
+        let existing = self.clients.get(&slot).copied();
+        self.check_session_quota(owner, existing, persistent)?;
         if let Some(old) = existing.and_then(|id| self.sessions.get_mut(&id)) {
-            if old.owner != username {
-                return Err(TakeoverRefused::OtherUser(old.owner.clone()));
-            }
             if let Some(h) = old.handle.take() {
                 h.kill(ReasonCode::SESSION_TAKEN_OVER, None);
             }
             if !clean_start {
                 old.generation += 1;
+                old.persistent = persistent;
                 old.handle = Some(handle);
                 *old.credential = credential.clone();
                 old.delayed_will = None;
@@ -212,19 +296,26 @@ impl Router {
             }
         }
         let ended_will = existing.and_then(|id| self.end(id));
-        self.clients.insert(client_id.to_owned(), conn);
+        self.clients.insert(slot, conn);
+        self.owners
+            .entry(Arc::from(owner))
+            .or_default()
+            .sessions
+            .insert(conn);
         self.sessions.insert(
             conn,
             Session {
                 client_id: client_id.to_owned(),
-                owner: username.to_owned(),
+                owner: owner.to_owned(),
                 generation: 0,
                 handle: Some(handle),
                 stored: None,
                 handoff: None,
                 delayed_will: None,
                 filters: BTreeSet::new(),
+                persistent,
                 credential: Box::new(credential.clone()),
+                revoked: false,
             },
         );
         Ok(Registered {
@@ -235,11 +326,50 @@ impl Router {
         })
     }
 
+    /// Whether `owner` may hold one more live connection (and, if `persistent`, one more
+    /// persistent session); `existing` is the session the CONNECT takes over, if any.
+    fn check_session_quota(
+        &self,
+        owner: &str,
+        existing: Option<ConnId>,
+        persistent: bool,
+    ) -> Result<(), QuotaExceeded> {
+        if unlimited(owner) {
+            return Ok(());
+        }
+        let Some(usage) = self.owners.get(owner) else {
+            return Ok(());
+        };
+        let (mut live, mut kept) = (0, 0);
+        for id in usage.sessions.iter().filter(|id| Some(**id) != existing) {
+            if let Some(s) = self.sessions.get(id) {
+                live += usize::from(s.handle.is_some());
+                kept += usize::from(s.persistent);
+            }
+        }
+        if live >= self.quotas.connections_per_identity {
+            return Err(QuotaExceeded::Connections(
+                self.quotas.connections_per_identity,
+            ));
+        }
+        if persistent && kept >= self.quotas.sessions_per_identity {
+            return Err(QuotaExceeded::Sessions(self.quotas.sessions_per_identity));
+        }
+        Ok(())
+    }
+
     /// Ends a session: its subscriptions go; returns its pending delayed will.
     fn end(&mut self, id: ConnId) -> Option<Message> {
         let s = self.sessions.remove(&id)?;
-        if self.clients.get(&s.client_id) == Some(&id) {
-            self.clients.remove(&s.client_id);
+        if let Some(usage) = self.owners.get_mut(s.owner.as_str()) {
+            usage.sessions.remove(&id);
+            if usage.sessions.is_empty() && usage.retained == 0 {
+                self.owners.remove(s.owner.as_str());
+            }
+        }
+        let slot = (s.owner, s.client_id);
+        if self.clients.get(&slot) == Some(&id) {
+            self.clients.remove(&slot);
         }
         for k in &s.filters {
             self.subs.remove(k, id);
@@ -275,7 +405,7 @@ impl Router {
             }
             return false;
         }
-        if expiry_secs == 0 {
+        if expiry_secs == 0 || s.revoked {
             self.end(id);
             return false;
         }
@@ -311,6 +441,7 @@ impl Router {
     }
 
     /// Adds (or replaces) a subscription; returns the retained messages to replay to it.
+    /// Refused when the session already holds its quota of other subscriptions.
     pub fn subscribe(
         &mut self,
         conn: ConnId,
@@ -318,11 +449,18 @@ impl Router {
         opts: SubscriptionOptions,
         id: Option<u32>,
         now: Instant,
-    ) -> Vec<Delivery> {
+    ) -> Result<Vec<Delivery>, QuotaExceeded> {
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let k = key(filter);
+        let max = self.quotas.subscriptions_per_client;
+        if !unlimited(&session.owner)
+            && !session.filters.contains(&k)
+            && session.filters.len() >= max
+        {
+            return Err(QuotaExceeded::Subscriptions(max));
+        }
         let existed = self.subs.insert(&k, conn, Sub { opts, id });
         session.filters.insert(k.clone());
         let replay = match opts.retain_handling {
@@ -332,9 +470,10 @@ impl Router {
         };
         // retained messages are not sent to shared subscriptions [MQTT-4.8.2]
         if !replay || k.0.is_some() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        self.retained_matching(&k.1)
+        Ok(self
+            .retained_matching(&k.1)
             .filter_map(|r| {
                 let expiry = remaining_expiry(&r.message, r.at, now).ok()?;
                 Some(Delivery {
@@ -345,7 +484,81 @@ impl Router {
                     expiry,
                 })
             })
-            .collect()
+            .collect())
+    }
+
+    /// Stores (or, with an empty payload, clears) the retained message of `message`'s topic for
+    /// the session `from`; refused when its owner would exceed the retained quota.
+    fn retain(
+        &mut self,
+        from: ConnId,
+        message: &Arc<Message>,
+        now: Instant,
+    ) -> Result<(), QuotaExceeded> {
+        let topic = message.topic.as_str();
+        let owner: Option<Arc<str>> = self
+            .sessions
+            .get(&from)
+            .filter(|s| !unlimited(&s.owner))
+            .map(|s| Arc::from(s.owner.as_str()));
+        let size = message.payload.len() as u64;
+        if let (Some(owner), false) = (&owner, message.payload.is_empty()) {
+            let (count, bytes) = self
+                .owners
+                .get(owner)
+                .map_or((0, 0), |u| (u.retained, u.retained_bytes));
+            let replaced = self
+                .retained
+                .get(topic)
+                .filter(|r| r.owner.as_ref() == Some(owner))
+                .map(|r| r.message.payload.len() as u64);
+            let count = count + usize::from(replaced.is_none());
+            if count > self.quotas.retained_per_identity {
+                return Err(QuotaExceeded::RetainedMessages(
+                    self.quotas.retained_per_identity,
+                ));
+            }
+            if bytes.saturating_sub(replaced.unwrap_or(0)) + size
+                > self.quotas.retained_bytes_per_identity
+            {
+                return Err(QuotaExceeded::RetainedBytes(
+                    self.quotas.retained_bytes_per_identity,
+                ));
+            }
+        }
+        if let Some(old) = self.retained.remove(topic) {
+            self.release_retained(&old);
+        }
+        if !message.payload.is_empty() {
+            if let Some(o) = &owner {
+                let usage = self.owners.entry(o.clone()).or_default();
+                usage.retained += 1;
+                usage.retained_bytes += size;
+            }
+            self.retained.insert(
+                topic.to_owned(),
+                Retained {
+                    message: message.clone(),
+                    at: now,
+                    owner,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Gives a removed retained message's quota back to its owner.
+    fn release_retained(&mut self, old: &Retained) {
+        let Some(o) = &old.owner else { return };
+        if let Some(usage) = self.owners.get_mut(o) {
+            usage.retained = usage.retained.saturating_sub(1);
+            usage.retained_bytes = usage
+                .retained_bytes
+                .saturating_sub(old.message.payload.len() as u64);
+            if usage.sessions.is_empty() && usage.retained == 0 {
+                self.owners.remove(o);
+            }
+        }
     }
 
     /// Retained messages matching `filter`, scanning only the range of its literal prefix.
@@ -399,20 +612,16 @@ impl Router {
         gone.len()
     }
 
-    /// Routes a message published by `from`; returns how many sessions it reached.
-    pub fn publish(&mut self, from: ConnId, message: Arc<Message>, now: Instant) -> usize {
+    /// Routes a message published by `from`; returns how many sessions it reached. A retained
+    /// message its publisher's owner has no quota left for is refused whole (not routed).
+    pub fn publish(
+        &mut self,
+        from: ConnId,
+        message: Arc<Message>,
+        now: Instant,
+    ) -> Result<usize, QuotaExceeded> {
         if message.retain {
-            if message.payload.is_empty() {
-                self.retained.remove(message.topic.as_str());
-            } else {
-                self.retained.insert(
-                    message.topic.as_str().to_owned(),
-                    Retained {
-                        message: message.clone(),
-                        at: now,
-                    },
-                );
-            }
+            self.retain(from, &message, now)?;
         }
         // one delivery per session: highest QoS, all subscription ids [MQTT-3.3.4-2]
         let mut targets: BTreeMap<ConnId, (QoS, bool, Vec<u32>)> = BTreeMap::new();
@@ -465,7 +674,7 @@ impl Router {
                 Err(Refused::Closed) => {}
             }
         }
-        reached
+        Ok(reached)
     }
 
     /// Records the credential a live session re-authenticated with.
@@ -475,21 +684,34 @@ impl Router {
         }
     }
 
-    /// Closes every live connection whose credential `entry` revokes (DISCONNECT 0x98,
-    /// administrative action); returns their client ids.
-    pub fn revoke(&self, entry: &Entry) -> Vec<String> {
+    /// Ends everything `entry` revokes: live connections are closed (DISCONNECT 0x98,
+    /// administrative action) and their sessions end with them; sessions stored for absent
+    /// clients end now, their wills discarded. Returns the client ids of the live connections
+    /// closed and the number of stored sessions ended.
+    pub fn revoke(&mut self, entry: &Entry) -> (Vec<String>, usize) {
         let mut closed = Vec::new();
-        for s in self.sessions.values() {
-            let Some(h) = &s.handle else { continue };
-            if entry.revocation.matches(entry.at, &s.credential) {
-                h.kill(
-                    ReasonCode::ADMINISTRATIVE_ACTION,
-                    Some("credential revoked".into()),
-                );
-                closed.push(s.client_id.clone());
+        let mut stored = Vec::new();
+        for (id, s) in &mut self.sessions {
+            if !entry.revocation.matches(entry.at, &s.credential) {
+                continue;
+            }
+            match &s.handle {
+                Some(h) => {
+                    h.kill(
+                        ReasonCode::ADMINISTRATIVE_ACTION,
+                        Some("credential revoked".into()),
+                    );
+                    s.revoked = true;
+                    closed.push(s.client_id.clone());
+                }
+                None => stored.push(*id),
             }
         }
-        closed
+        for id in &stored {
+            // a revoked credential's will is not published
+            let _ = self.end(*id);
+        }
+        (closed, stored.len())
     }
 
     /// Sends `Close` to every live connection (graceful shutdown).

@@ -1,9 +1,9 @@
 //! API-key routes: create, list, rotate, revoke, and usage.
 
-use super::{
-    authorize, cidr_contains, mqtt_scopes, parse_body, within, ApiResult, Problem, API_SCOPES,
-};
-use crate::store::StoredKey;
+use super::privilege::wider_than;
+use super::{audit, authorize, cidr_contains, parse_body, ApiResult, Problem, API_SCOPES};
+use crate::keys::VerifiedKey;
+use crate::store::{RevokeOutcome, StoredKey};
 use crate::{new_api_key, unix_now, ControlPlane};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -33,10 +33,46 @@ struct KeyRequest {
 
 fn key_json(k: &StoredKey) -> serde_json::Value {
     json!({
-        "id": k.id, "kind": k.kind, "name": k.name, "scopes": k.scopes,
+        "id": k.id, "kind": k.kind, "name": k.name, "org": k.org,
+        "mqtt_username": k.mqtt_username(), "scopes": k.scopes,
         "allow_cidrs": k.allow_cidrs, "created_at": k.created_at,
         "expires_at": k.expires_at, "revoked_at": k.revoked_at,
     })
+}
+
+/// Refuses acting on `target` when it is wider than `by` in any dimension (see
+/// [`super::privilege`]).
+fn no_wider(by: &VerifiedKey, target: &StoredKey) -> ApiResult<()> {
+    match wider_than(&by.key, target) {
+        None => Ok(()),
+        Some(why) => Err(Problem::new(StatusCode::FORBIDDEN, "scope_escalation", why)),
+    }
+}
+
+/// Writes the audit entry for an action by `by`, allowed or refused, and passes the result on.
+fn audited<T>(
+    cp: &ControlPlane,
+    by: &VerifiedKey,
+    action: &str,
+    target: Option<&str>,
+    peer: IpAddr,
+    result: ApiResult<T>,
+) -> ApiResult<T> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(p) => p.code,
+    };
+    let detail = result.as_ref().err().map(|p| p.detail.clone());
+    audit(
+        cp,
+        by,
+        action,
+        target,
+        peer,
+        outcome,
+        detail.unwrap_or_default(),
+    );
+    result
 }
 
 /// A fresh key of `kind` and the hash to store for it (bcrypt on a blocking thread).
@@ -58,6 +94,23 @@ pub(super) async fn create_key(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let creator = authorize(&cp, &headers, peer.ip(), "keys:write").await?;
     let req: KeyRequest = parse_body(body)?;
+    let result = create(&cp, &creator, req).await;
+    let target = result.as_ref().ok().map(|(_, body)| body["id"].to_string());
+    audited(
+        &cp,
+        &creator,
+        "key.create",
+        target.as_deref().map(|t| t.trim_matches('"')),
+        peer.ip(),
+        result,
+    )
+}
+
+async fn create(
+    cp: &Arc<ControlPlane>,
+    creator: &VerifiedKey,
+    req: KeyRequest,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let bad = |code, detail: String| Problem::new(StatusCode::BAD_REQUEST, code, detail);
     let kind = match req.kind.as_str() {
         "sk" => KeyKind::Secret,
@@ -69,8 +122,12 @@ pub(super) async fn create_key(
             ))
         }
     };
-    if req.name.trim().is_empty() || req.name.len() > 100 {
-        return Err(bad("invalid_name", "name must be 1-100 characters".into()));
+    if cloudsignal_core::ids::UserId::parse(&req.name).is_err() {
+        return Err(bad(
+            "invalid_name",
+            "a key's name is its MQTT identity (<name>@<org>): 1-128 of A-Z a-z 0-9 . _ : | ~ -"
+                .into(),
+        ));
     }
     for s in &req.scopes {
         let ok = API_SCOPES.contains(&s.as_str())
@@ -90,49 +147,54 @@ pub(super) async fn create_key(
             ));
         }
     }
-    if creator.key.kind != "sk" {
-        // an rk_ key creates only rk_ keys no wider than itself
-        if kind == KeyKind::Secret {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "scope_escalation",
-                "an rk_ key cannot create an sk_ key",
-            ));
-        }
-        for s in &req.scopes {
-            let fine = if let Some(f) = s.strip_prefix("mqtt:publish:") {
-                within(f, mqtt_scopes(&creator.key, "publish"))
-            } else if let Some(f) = s.strip_prefix("mqtt:subscribe:") {
-                within(f, mqtt_scopes(&creator.key, "subscribe"))
-            } else {
-                creator.key.scopes.contains(s)
-            };
-            if !fine {
-                return Err(Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "scope_escalation",
-                    format!("scope {s:?} is wider than the creating key's"),
-                ));
-            }
-        }
+    let now = unix_now();
+    if req.expires_at.is_some_and(|e| e <= now) {
+        return Err(bad(
+            "invalid_expiry",
+            "expires_at must be in the future".into(),
+        ));
     }
-    let (key, hash) = new_key_and_hash(kind).await?;
-    let stored = StoredKey {
-        id: key.id().into(),
+    let mut stored = StoredKey {
+        id: String::new(),
         org: cp.org.as_str().into(),
         kind: kind.name().into(),
         name: req.name,
-        secret_hash: hash,
+        secret_hash: String::new(),
         scopes: if kind == KeyKind::Secret {
             Vec::new()
         } else {
             req.scopes
         },
-        allow_cidrs: req.allow_cidrs,
-        created_at: unix_now(),
-        expires_at: req.expires_at,
+        // a limited creator's limits are the default, never silently dropped
+        allow_cidrs: if req.allow_cidrs.is_empty() {
+            creator.key.allow_cidrs.clone()
+        } else {
+            req.allow_cidrs
+        },
+        created_at: now,
+        expires_at: req.expires_at.or(creator.key.expires_at),
         revoked_at: None,
     };
+    no_wider(creator, &stored)?;
+    let taken = cp
+        .store
+        .list_keys(cp.org.as_str())
+        .map_err(Problem::internal)?
+        .into_iter()
+        .any(|k| k.name == stored.name && k.is_live(now));
+    if taken {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "name_taken",
+            format!(
+                "a live key is already named {:?}: a name is an MQTT identity, held by one key (rotate it to replace its secret)",
+                stored.name
+            ),
+        ));
+    }
+    let (key, hash) = new_key_and_hash(kind).await?;
+    stored.id = key.id().into();
+    stored.secret_hash = hash;
     cp.store.insert_key(&stored).map_err(Problem::internal)?;
     info!(by = %creator.key.id, key = %stored.id, kind = %stored.kind, "API key created");
     let mut body = key_json(&stored);
@@ -162,19 +224,54 @@ pub(super) async fn revoke_key(
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let by = authorize(&cp, &headers, peer.ip(), "keys:write").await?;
-    let live = cp
+    let result = revoke(&cp, &by, &id);
+    audited(&cp, &by, "key.revoke", Some(&id), peer.ip(), result)
+}
+
+/// A live key of this org by id, or 404.
+fn live_key(cp: &ControlPlane, id: &str) -> ApiResult<StoredKey> {
+    cp.store
+        .find_key(id)
+        .map_err(Problem::internal)?
+        .filter(|k| k.revoked_at.is_none() && k.org == cp.org.as_str())
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                "no live key with this id",
+            )
+        })
+}
+
+fn revoke(cp: &ControlPlane, by: &VerifiedKey, id: &str) -> ApiResult<Json<serde_json::Value>> {
+    let target = live_key(cp, id)?;
+    no_wider(by, &target)?;
+    match cp
         .store
-        .revoke_key(&id, unix_now())
-        .map_err(Problem::internal)?;
-    if !live {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "key_not_found",
-            "no live key with this id",
-        ));
+        .revoke_key_keeping_admin(id, unix_now())
+        .map_err(Problem::internal)?
+    {
+        RevokeOutcome::Revoked => {}
+        RevokeOutcome::NotLive => {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "key_not_found",
+                "no live key with this id",
+            ))
+        }
+        RevokeOutcome::LastAdminKey => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "last_admin_key",
+                "this is the org's last live sk_ key: create or rotate to another sk_ key first \
+                 (or recover offline with `cloudsignal admin recover --data-dir …`)",
+            ))
+        }
     }
     let (entry, closed) = cp
-        .revoke(Revocation::Key { key_id: id.clone() })
+        .revoke(Revocation::Key {
+            key_id: id.to_owned(),
+        })
         .map_err(Problem::internal)?;
     info!(by = %by.key.id, key = %id, closed = closed.len(), "API key revoked");
     Ok(super::revoked(entry, closed))
@@ -206,25 +303,19 @@ pub(super) async fn rotate_key(
             format!("grace_seconds is at most {MAX_GRACE}"),
         ));
     }
-    let old = cp
-        .store
-        .find_key(&id)
-        .map_err(Problem::internal)?
-        .filter(|k| k.revoked_at.is_none() && k.org == cp.org.as_str())
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::NOT_FOUND,
-                "key_not_found",
-                "no live key with this id",
-            )
-        })?;
-    if by.key.kind != "sk" && old.kind == "sk" {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "scope_escalation",
-            "an rk_ key cannot rotate an sk_ key",
-        ));
-    }
+    let result = rotate(&cp, &by, &id, req.grace_seconds).await;
+    audited(&cp, &by, "key.rotate", Some(&id), peer.ip(), result)
+}
+
+async fn rotate(
+    cp: &Arc<ControlPlane>,
+    by: &VerifiedKey,
+    id: &str,
+    grace_seconds: u64,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let old = live_key(cp, id)?;
+    // rotating hands out the key's new secret: only to a key at least as wide
+    no_wider(by, &old)?;
     let kind = if old.kind == "sk" {
         KeyKind::Secret
     } else {
@@ -241,7 +332,7 @@ pub(super) async fn rotate_key(
     };
     cp.store.insert_key(&fresh).map_err(Problem::internal)?;
     // whole seconds, rounded up: the old key works for at least the grace period
-    let old_until = UnixTime(now.secs() + req.grace_seconds + 1);
+    let old_until = UnixTime(now.secs() + grace_seconds + 1);
     cp.store
         .expire_key(&old.id, old_until)
         .map_err(Problem::internal)?;
@@ -249,12 +340,12 @@ pub(super) async fn rotate_key(
     // when the grace period ends, sessions still using the old key are closed (0x98)
     let (cp2, old_id) = (cp.clone(), old.id.clone());
     tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(req.grace_seconds + 1)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(grace_seconds + 1)).await;
         if let Err(e) = cp2.revoke(Revocation::Key { key_id: old_id }) {
             warn!(error = %e, "closing a rotated-out key's sessions failed");
         }
     });
-    info!(by = %by.key.id, old = %old.id, new = %fresh.id, grace = req.grace_seconds, "API key rotated");
+    info!(by = %by.key.id, old = %old.id, new = %fresh.id, grace = grace_seconds, "API key rotated");
     let mut body = key_json(&fresh);
     body["key"] = json!(key.expose());
     body["replaces"] = json!(old.id);

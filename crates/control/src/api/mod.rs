@@ -4,7 +4,8 @@
 //! | route | scope |
 //! |---|---|
 //! | `GET /healthz`, `GET /.well-known/jwks.json`, `GET /openapi.json` | public |
-//! | `GET /v1/revocations?after=<seq>` | public (the feed brokers poll) |
+//! | `GET /v1/revocations?after=<seq>` | `revocations:read` (the feed brokers poll) |
+//! | `GET /v1/audit?after=<seq>` | `audit:read` |
 //! | `POST /v1/token/exchange` | `Authorization: Bearer <IdP JWT>` (Supabase…) |
 //! | `POST /v1/tokens` | `tokens:issue` |
 //! | `DELETE /v1/tokens/{jti}`, `POST /v1/users/{id}/revoke` | `tokens:revoke` |
@@ -14,9 +15,14 @@
 //! | `POST /v1/signing-keys/rotate` | an `sk_` key |
 //!
 //! Requests authenticate with `Authorization: Bearer <sk_… or rk_…>`; `sk_` keys hold every
-//! scope in their org, `rk_` keys only the scopes they were created with.
+//! scope in their org, `rk_` keys only the scopes they were created with. Key management is
+//! least-privilege ([`privilege`]): a key acts only on keys no wider than itself, and the last
+//! live `sk_` key cannot be revoked. Every key-management and revocation action, allowed or
+//! refused, is appended to the audit log. Failed authentications are counted per source
+//! address; too many ban the source for a while (429), before any bcrypt runs.
 
 mod keys;
+mod privilege;
 
 use crate::keys::{KeyRefusal, VerifiedKey};
 use crate::store::StoredKey;
@@ -41,12 +47,14 @@ use tracing::{info, warn};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
-const API_SCOPES: [&str; 5] = [
+const API_SCOPES: [&str; 7] = [
     "tokens:issue",
     "tokens:revoke",
     "keys:read",
     "keys:write",
     "usage:read",
+    "audit:read",
+    "revocations:read",
 ];
 
 /// An RFC 9457 problem document.
@@ -118,6 +126,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/keys/{id}/rotate", post(keys::rotate_key))
         .route("/v1/keys/{id}/usage", get(keys::key_usage))
         .route("/v1/usage", get(keys::usage_today))
+        .route("/v1/audit", get(audit_log))
         .route("/v1/signing-keys/rotate", post(rotate_signing_key))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -185,8 +194,12 @@ struct After {
 
 async fn revocations(
     State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     q: Result<Query<After>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Feed>> {
+    // the feed names users, tokens and keys: only for brokers holding a credential
+    authorize(&cp, &headers, peer.ip(), "revocations:read").await?;
     let Query(q) =
         q.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, 1000);
@@ -208,6 +221,26 @@ async fn authorize(
     peer: IpAddr,
     scope: &str,
 ) -> ApiResult<VerifiedKey> {
+    let banned = cp
+        .api_throttle
+        .lock()
+        .is_banned(peer, std::time::Instant::now());
+    if banned {
+        warn!(%peer, "API request refused: source temporarily banned after repeated failures");
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            "too many failed authentications from this address; retry later",
+        ));
+    }
+    let failed = |p: Problem| {
+        if p.status == StatusCode::UNAUTHORIZED {
+            cp.api_throttle
+                .lock()
+                .record_failure(peer, None, std::time::Instant::now());
+        }
+        p
+    };
     let unauthorized = |detail: &str| Problem::new(StatusCode::UNAUTHORIZED, "invalid_key", detail);
     let text = headers
         .get(header::AUTHORIZATION)
@@ -219,7 +252,8 @@ async fn authorize(
                 "missing_key",
                 "send Authorization: Bearer <sk_… or rk_… key>",
             )
-        })?
+        })
+        .map_err(failed)?
         .trim()
         .to_owned();
     let now = unix_now();
@@ -232,7 +266,7 @@ async fn authorize(
         Ok(None) => {
             // format and checksum are checked before any store access or bcrypt
             cloudsignal_core::apikey::ApiKey::parse(&text)
-                .map_err(|e| unauthorized(&e.to_string()))?;
+                .map_err(|e| failed(unauthorized(&e.to_string())))?;
             let _slot = cp
                 .bcrypt_slots
                 .clone()
@@ -243,9 +277,9 @@ async fn authorize(
             tokio::task::spawn_blocking(move || cp2.keys.verify(cp2.store.as_ref(), &text, now))
                 .await
                 .map_err(Problem::internal)?
-                .map_err(refused)?
+                .map_err(|e| failed(refused(e)))?
         }
-        Err(e) => return Err(refused(e)),
+        Err(e) => return Err(failed(refused(e))),
     };
     if !verified.key.allow_cidrs.is_empty()
         && !verified
@@ -269,6 +303,61 @@ async fn authorize(
         ));
     }
     Ok(verified)
+}
+
+/// Appends an audit entry for an action by `by` (a failure to write it is logged: the action
+/// itself has already happened or been refused).
+pub(crate) fn audit(
+    cp: &ControlPlane,
+    by: &VerifiedKey,
+    action: &str,
+    target: Option<&str>,
+    peer: IpAddr,
+    outcome: &str,
+    detail: String,
+) {
+    let entry = crate::store::AuditEntry {
+        seq: 0,
+        at: unix_now(),
+        org: cp.org.as_str().to_owned(),
+        actor: by.key.id.clone(),
+        actor_kind: by.key.kind.clone(),
+        action: action.to_owned(),
+        target: target.map(str::to_owned),
+        peer: Some(peer.to_string()),
+        outcome: outcome.to_owned(),
+        detail,
+    };
+    if let Err(e) = cp.store.append_audit(&entry) {
+        warn!(error = %e, action, "writing the audit log failed");
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/audit?after=<seq>&limit=<n>`: the org's audit log, oldest first.
+async fn audit_log(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(&cp, &headers, peer.ip(), "audit:read").await?;
+    let Query(q) =
+        q.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = cp
+        .store
+        .audit_after(cp.org.as_str(), q.after, limit)
+        .map_err(Problem::internal)?;
+    let next = entries.last().map_or(q.after, |e| e.seq);
+    Ok(Json(json!({ "entries": entries, "next": next })))
 }
 
 /// Whether `cidr` (`a.b.c.d/n` or `x::y/n`; a bare address means /32 or /128) contains `ip`.
@@ -435,6 +524,15 @@ async fn revoke_token(
         })
         .map_err(Problem::internal)?;
     info!(key = %key.key.id, jti, closed = closed.len(), "token revoked");
+    audit(
+        &cp,
+        &key,
+        "token.revoke",
+        Some(&jti),
+        peer.ip(),
+        "ok",
+        format!("closed {} sessions", closed.len()),
+    );
     Ok(revoked(entry, closed))
 }
 
@@ -454,6 +552,15 @@ async fn revoke_user(
         })
         .map_err(Problem::internal)?;
     info!(key = %key.key.id, user = %user.as_str(), closed = closed.len(), "user's tokens revoked");
+    audit(
+        &cp,
+        &key,
+        "user.revoke",
+        Some(user.as_str()),
+        peer.ip(),
+        "ok",
+        format!("closed {} sessions", closed.len()),
+    );
     Ok(revoked(entry, closed))
 }
 
@@ -464,6 +571,15 @@ async fn rotate_signing_key(
 ) -> ApiResult<Json<serde_json::Value>> {
     let by = authorize(&cp, &headers, peer.ip(), "keys:write").await?;
     if by.key.kind != "sk" {
+        audit(
+            &cp,
+            &by,
+            "signing_key.rotate",
+            None,
+            peer.ip(),
+            "insufficient_scope",
+            String::new(),
+        );
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
@@ -475,6 +591,15 @@ async fn rotate_signing_key(
         .await
         .map_err(Problem::internal)?
         .map_err(Problem::internal)?;
+    audit(
+        &cp,
+        &by,
+        "signing_key.rotate",
+        Some(&kid),
+        peer.ip(),
+        "ok",
+        format!("previous {previous}"),
+    );
     Ok(Json(
         json!({ "kid": kid, "previous": previous, "previous_published_until": until }),
     ))

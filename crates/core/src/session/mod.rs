@@ -373,12 +373,23 @@ impl ServerSession {
         if self.state == State::Closed {
             return;
         }
+        if self.state == State::Authenticating
+            && self.buffer.len() + data.len() > self.config.max_packet_size as usize
+        {
+            // bytes wait unprocessed while a CONNECT is decided: at most one packet's worth,
+            // so a client cannot grow the buffer without bound before it is even accepted
+            // (drivers should stop reading: see [`Self::wants_input`])
+            return self.violation(
+                ReasonCode::QUOTA_EXCEEDED,
+                "more than the maximum packet size sent before CONNACK".into(),
+            );
+        }
         self.buffer.extend_from_slice(data);
         if self.state == State::Connected && self.keep_alive_ms > 0 {
             self.deadline = Some(now + self.keep_alive_ms);
         }
         let mut consumed = 0;
-        let buffer = std::mem::take(&mut self.buffer);
+        let mut buffer = std::mem::take(&mut self.buffer);
         // [MQTT-3.1.4-7]: packets pipelined after CONNECT wait, unprocessed, for the CONNACK
         while !matches!(self.state, State::Closed | State::Authenticating) {
             match decode(
@@ -413,8 +424,17 @@ impl ServerSession {
             }
         }
         if self.state != State::Closed {
-            self.buffer = buffer[consumed..].to_vec();
+            // keep the unprocessed tail in the same allocation (no copy of the whole buffer)
+            buffer.drain(..consumed);
+            self.buffer = buffer;
         }
+    }
+
+    /// Whether the driver should read more bytes now. `false` while a CONNECT awaits its
+    /// decision: pipelined packets are not processed before CONNACK [MQTT-3.1.4-7], so reading
+    /// on would only buffer them.
+    pub fn wants_input(&self) -> bool {
+        self.state != State::Authenticating
     }
 
     fn handle_packet(&mut self, packet: Packet<'_>) {
