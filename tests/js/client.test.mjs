@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import mqtt from 'mqtt';
-import { ORG, ISSUER, CLI, cli, tempDir, supabaseProject, startWorker, startServe, freePort } from './support/env.mjs';
+import { ORG, ISSUER, CLI, cli, tempDir, writeTemp, supabaseProject, startWorker, startServe, freePort } from './support/env.mjs';
 import { startStaticServer, launchChromium } from './support/browser.mjs';
 
 const ADMIN = 'admin-secret-for-client-tests-0123456789';
@@ -19,7 +19,8 @@ function startBroker() {
   return startServe(['--data-dir', `${dir}/data`, '--control-addr', `127.0.0.1:${ports.control}`,
     '--mqtt-addr', `127.0.0.1:${ports.mqtt}`, '--ws-addr', 'off', '--tls-addr', `127.0.0.1:${ports.tls}`,
     '--wss-addr', `127.0.0.1:${ports.wss}`, '--tls-cert', `${dir}/cert.pem`, '--tls-key', `${dir}/key.pem`,
-    '--issuer', ISSUER, '--issuer-jwks', `${worker.url}/.well-known/jwks.json`, '--revocation-poll', '1'],
+    '--issuer', ISSUER, '--issuer-jwks', `${worker.url}/.well-known/jwks.json`, '--revocation-poll', '1',
+    '--issuer-revocations-token-file', writeTemp(dir, 'feed.secret', ADMIN)],
   { ports: [ports.wss, ports.control, ports.tls], env: { CLOUDSIGNAL_LOG: 'info' } });
 }
 
@@ -64,7 +65,7 @@ after(async () => {
 /** The backend: mqtt.js over MQTTS with the control plane's sk_ key. */
 async function backend() {
   const c = mqtt.connect(`mqtts://127.0.0.1:${ports.tls}`, {
-    username: `backend@${controlOrg}`, password: sk, protocolVersion: 5, rejectUnauthorized: false, reconnectPeriod: 0,
+    username: `admin@${controlOrg}`, password: sk, protocolVersion: 5, rejectUnauthorized: false, reconnectPeriod: 0,
   });
   await new Promise((r, j) => { c.once('connect', r); c.once('error', j); });
   return c;

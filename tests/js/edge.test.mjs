@@ -5,10 +5,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { ORG, ISSUER, cli, tempDir, supabaseProject, startWorker, startServe, mosquittoSub, freePort } from './support/env.mjs';
+import { ORG, ISSUER, cli, tempDir, writeTemp, supabaseProject, startWorker, startServe, mosquittoSub, freePort } from './support/env.mjs';
 import { APP_ORIGIN } from './support/idp.mjs';
 
 const ADMIN = 'admin-secret-for-tests-0123456789abcdef';
+const FEED = 'feed-secret-for-tests-0123456789abcdef';
+const feedOf = (w, after, secret = FEED) =>
+  fetch(`${w.url}/v1/revocations?after=${after}`, secret ? { headers: { authorization: `Bearer ${secret}` } } : {});
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => Math.floor(Date.now() / 1000);
 let project, signingKey;
@@ -191,22 +194,29 @@ test('POST /v1/revoke: admin secret, validated bodies; user revocations stop exc
   }
 });
 
-test('GET /v1/revocations: the feed in order, with a cursor; revoke is 501 without its secret', async () => {
-  const w = await startWorker({ ...base(), CLOUDSIGNAL_ADMIN_SECRET: ADMIN }, { kv: true });
+test('GET /v1/revocations: the feed in order, with a cursor, only for its secret; revoke is 501 without its secret', async () => {
+  const w = await startWorker({ ...base(), CLOUDSIGNAL_ADMIN_SECRET: ADMIN, CLOUDSIGNAL_FEED_SECRET: FEED }, { kv: true });
   try {
-    const empty = await (await fetch(`${w.url}/v1/revocations?after=0`)).json();
+    // the feed names users and tokens: nobody reads it without a credential
+    for (const secret of [null, 'wrong-secret-wrong-secret-wrong-secret', `${FEED}x`]) {
+      const res = await feedOf(w, 0, secret);
+      assert.equal(res.status, 401, String(secret));
+      assert.equal((await res.json()).error, 'invalid_token');
+    }
+    assert.equal((await feedOf(w, 0, ADMIN)).status, 200, 'the admin secret reads it too');
+    const empty = await (await feedOf(w, 0)).json();
     assert.deepEqual(empty, { revocations: [], next: 0 });
     assert.equal((await revoke(w, { jti: '00112233445566778899aabbccddeeff', exp: now() + 600 })).status, 201);
     assert.equal((await revoke(w, { user: 'alice' })).status, 201);
-    const feed = await (await fetch(`${w.url}/v1/revocations?after=0`)).json();
+    const feed = await (await feedOf(w, 0)).json();
     assert.deepEqual(feed.revocations.map((e) => e.kind), ['token', 'user']);
     assert.ok(feed.revocations[0].seq < feed.revocations[1].seq);
     assert.equal(feed.revocations[0].jti, '00112233445566778899aabbccddeeff');
     // the cursor trails the present by KV's propagation window, so entries this recent come again
     assert.ok(feed.next <= feed.revocations[1].seq);
-    const later = await (await fetch(`${w.url}/v1/revocations?after=${feed.revocations[0].seq}`)).json();
+    const later = await (await feedOf(w, feed.revocations[0].seq)).json();
     assert.deepEqual(later.revocations.map((e) => e.kind), ['user']);
-    assert.equal((await fetch(`${w.url}/v1/revocations?after=-1`)).status, 400);
+    assert.equal((await feedOf(w, -1)).status, 400);
   } finally {
     await w.mf.dispose();
   }
@@ -215,16 +225,21 @@ test('GET /v1/revocations: the feed in order, with a cursor; revoke is 501 witho
     const res = await revoke(noSecret, { user: 'alice' });
     assert.equal(res.status, 501);
     assert.match((await res.json()).error_description, /CLOUDSIGNAL_ADMIN_SECRET/);
+    const feed = await feedOf(noSecret, 0);
+    assert.equal(feed.status, 501, 'no feed secret configured: the feed is off, never public');
+    assert.match((await feed.json()).error_description, /CLOUDSIGNAL_FEED_SECRET/);
   } finally {
     await noSecret.mf.dispose();
   }
 });
 
 test("a revocation posted to the worker reaches cloudsignal serve through the feed and closes that user's live session", async () => {
-  const w = await startWorker({ ...base(), CLOUDSIGNAL_ADMIN_SECRET: ADMIN }, { kv: true });
+  const w = await startWorker({ ...base(), CLOUDSIGNAL_ADMIN_SECRET: ADMIN, CLOUDSIGNAL_FEED_SECRET: FEED }, { kv: true });
   const port = await freePort();
+  const feedFile = writeTemp(tempDir(), 'feed.secret', FEED);
   const broker = await startServe(['--control-addr', 'off', '--mqtt-addr', `127.0.0.1:${port}`, '--ws-addr', 'off',
-    '--issuer', ISSUER, '--issuer-jwks', `${w.url}/.well-known/jwks.json`, '--revocation-poll', '1'], { ports: [port] });
+    '--issuer', ISSUER, '--issuer-jwks', `${w.url}/.well-known/jwks.json`, '--revocation-poll', '1',
+    '--issuer-revocations-token-file', feedFile], { ports: [port] });
   const subs = [];
   try {
     const creds = async () => {

@@ -88,9 +88,11 @@ def broker(tmp_path_factory):
 class ControlBroker:
     """`cloudsignal serve` with its control plane on loopback and its own data directory."""
 
-    def __init__(self, tmp: Path, data_dir: Path = None, extra=()):
+    def __init__(self, tmp: Path, data_dir: Path = None, extra=(), max_failures=1000, delay_ms=100):
         self.tmp = tmp
+        self.delay_ms = delay_ms
         self.extra = list(extra)
+        self.max_failures = max_failures
         self.data = data_dir or (tmp / "data")
         self.port = free_port()
         self.api_port = free_port()
@@ -101,9 +103,9 @@ class ControlBroker:
         self.proc = subprocess.Popen(
             [BIN, "serve", "--mqtt-addr", f"127.0.0.1:{self.port}", "--ws-addr", "off",
              "--control-addr", f"127.0.0.1:{self.api_port}", "--data-dir", str(self.data),
-             "--auth-failure-delay-ms", "100",
+             "--auth-failure-delay-ms", str(self.delay_ms),
              # these suites refuse clients on purpose, all from 127.0.0.1: do not ban it
-             "--max-auth-failures", "1000", "--max-refusal-delay-ms", "1000", *self.extra],
+             "--max-auth-failures", str(self.max_failures), "--max-refusal-delay-ms", "1000", *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "CLOUDSIGNAL_LOG": "info"},
         )

@@ -29,10 +29,11 @@ class Client:
     """A paho client with its callbacks turned into queues."""
 
     def __init__(self, broker, user, protocol, client_id=None, clean=True, session_expiry=None,
-                 will=None, token=None, connect=True, username=None, port=None):
+                 will=None, token=None, connect=True, username=None, port=None, bind=""):
         self.broker = broker
         self.protocol = protocol
-        self.client_id = client_id or f"py-{uuid.uuid4().hex[:10]}"
+        # "" asks the broker to assign one (v5)
+        self.client_id = client_id if client_id is not None else f"py-{uuid.uuid4().hex[:10]}"
         kwargs = {"clean_session": clean} if protocol == V311 else {}
         # no background reconnects: a test decides when a client comes back
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
@@ -58,6 +59,7 @@ class Client:
         self.c.on_publish = lambda c, u, mid, rc, props: self.published.put((mid, rc))
         self.clean = clean
         self.session_expiry = session_expiry
+        self.bind = bind
         if connect:
             self.connect()
 
@@ -68,7 +70,7 @@ class Client:
             if self.session_expiry:
                 props.SessionExpiryInterval = self.session_expiry
             kwargs = {"clean_start": self.clean, "properties": props}
-        self.c.connect("127.0.0.1", self.port, keepalive=30, **kwargs)
+        self.c.connect("127.0.0.1", self.port, keepalive=30, bind_address=self.bind, **kwargs)
         self.c.loop_start()
         flags, rc = self.connacks.get(timeout=TIMEOUT)
         return flags, rc

@@ -22,13 +22,20 @@ def token_client(control, user, protocol=V5, **kw):
     return Client(control, user, protocol, username=creds["username"], token=creds["password"], **kw), body
 
 
-def key_client(control, key, protocol=V5, service="svc", **kw):
-    return Client(control, service, protocol, username=f"{service}@{control.org}", token=key, **kw)
+def key_client(control, k, protocol=V5, **kw):
+    """An MQTT client authenticated by API key `k` (a create or rotate response): a key is
+    one identity, so the username is always the key's own `mqtt_username`."""
+    return Client(control, k["name"], protocol, username=k["mqtt_username"], token=k["key"], **kw)
 
 
-def new_key(control, kind, scopes=(), key=None, **extra):
-    status, body, _ = control.api("POST", "/v1/keys", {"kind": kind, "name": f"test {kind}", "scopes": list(scopes), **extra}, key=key)
+_names = iter(range(1_000_000))
+
+
+def new_key(control, kind, scopes=(), key=None, name=None, **extra):
+    name = name or f"test-{kind}-{next(_names)}-{os.getpid()}"
+    status, body, _ = control.api("POST", "/v1/keys", {"kind": kind, "name": name, "scopes": list(scopes), **extra}, key=key)
     assert status == 201, body
+    assert body["mqtt_username"] == f"{name}@{control.org}" and body["org"] == control.org
     return body
 
 
@@ -49,7 +56,7 @@ def test_sk_key_publishes_with_mosquitto_pub(control):
     watcher, _ = token_client(control, "alice")
     watcher.subscribe("users/alice/#")
     out = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(control.port), "-V", "mqttv5",
-                          "-u", f"backend@{control.org}", "-P", sk["key"], "-t", "users/alice/notice", "-m", "from the backend", "-q", "1"],
+                          "-u", sk["mqtt_username"], "-P", sk["key"], "-t", "users/alice/notice", "-m", "from the backend", "-q", "1"],
                          capture_output=True, text=True, timeout=10)
     assert out.returncode == 0, out.stderr
     [m] = watcher.expect()
@@ -60,7 +67,7 @@ def test_sk_key_publishes_with_mosquitto_pub(control):
 @pytest.mark.parametrize("protocol", [V311, V5], ids=["v311", "v5"])
 def test_rk_key_is_limited_to_its_scopes(control, protocol):
     rk = new_key(control, "rk", ["mqtt:publish:events/#", "mqtt:subscribe:events/#"])
-    c = key_client(control, rk["key"], protocol)
+    c = key_client(control, rk, protocol)
     c.subscribe("events/#")
     c.publish("events/a", b"ok")
     assert c.expect()[0].topic == "events/a"
@@ -73,12 +80,12 @@ def test_rk_key_is_limited_to_its_scopes(control, protocol):
 
 def test_revoking_a_key_closes_its_live_connection(control):
     rk = new_key(control, "rk", ["mqtt:subscribe:events/#"])
-    c = key_client(control, rk["key"])
+    c = key_client(control, rk)
     status, body, _ = control.api("DELETE", f"/v1/keys/{rk['id']}")
     assert status == 200 and body["closed_sessions"] == 1, body
     rc = c.disconnects.get(timeout=TIMEOUT)
     assert rc.value == 0x98, rc
-    again = key_client(control, rk["key"], connect=False)
+    again = key_client(control, rk, connect=False)
     _, rc = again.connect()
     again.c.loop_stop()
     assert rc.value == 0x86
@@ -205,6 +212,9 @@ def test_a_second_broker_trusts_the_control_plane_and_follows_its_revocation_fee
     config file (keys by JWKS URL) and polls A's revocation feed every second."""
     from conftest import free_port
     api = f"http://127.0.0.1:{control.api_port}"
+    # the feed is read with a key holding only revocations:read
+    feed_key_file = tmp_path / "feed.key"
+    feed_key_file.write_text(new_key(control, "rk", ["revocations:read"])["key"])
     config = tmp_path / "b.toml"
     config.write_text(f'''
 mqtt_addr = "127.0.0.1:{free_port()}"
@@ -215,6 +225,7 @@ revocation_poll = 1
 [[issuers]]
 iss = "{api}"
 jwks_url = "{api}/.well-known/jwks.json"
+revocations_token_file = "{feed_key_file}"
 ''')
     port = int(config.read_text().split('127.0.0.1:')[1].split('"')[0])
     log = open(tmp_path / "b.log", "w")
@@ -256,15 +267,16 @@ def test_rotation_keeps_the_old_key_for_its_grace_period_then_only_the_new(contr
     assert status == 201, rotated
     assert rotated["replaces"] == rk["id"] and rotated["key"] != rk["key"]
     assert rotated["scopes"] == rk["scopes"], "the new key has the old one's scopes"
-    old = key_client(control, rk["key"])  # still valid during the grace period
-    new = key_client(control, rotated["key"])
+    assert rotated["mqtt_username"] == rk["mqtt_username"], "rotation keeps the identity"
+    old = key_client(control, rk)  # still valid during the grace period
+    new = key_client(control, rotated, client_id="rotated-new")
     new.subscribe("events/#")
     old.publish("events/old", b"during grace")
     assert new.expect()[0].payload == b"during grace"
     # after the grace period the old key's live session is closed and it cannot reconnect
     # (0xA0 when the key's expiry closes it first, 0x98 when the rotation's revocation does)
     assert old.disconnects.get(timeout=10).value in (0x98, 0xA0)
-    again = key_client(control, rk["key"], connect=False)
+    again = key_client(control, rk, connect=False)
     _, rc = again.connect()
     again.c.loop_stop()
     assert rc.value == 0x86
@@ -288,13 +300,13 @@ def forged_secret(key):
 
 def test_usage_counts_what_the_test_sent(control):
     rk = new_key(control, "rk", ["mqtt:publish:meter/#", "mqtt:subscribe:meter/#"])
-    c = key_client(control, rk["key"], service="meter")
+    c = key_client(control, rk)
     c.subscribe("meter/#")
     for n in range(7):
         c.publish("meter/x", b"12345", qos=1)
     assert len(c.expect(7)) == 7
     c.disconnect()
-    bad = key_client(control, forged_secret(rk["key"]), service="meter", connect=False)
+    bad = key_client(control, {**rk, "key": forged_secret(rk["key"])}, connect=False)
     bad.connect()
     bad.c.loop_stop()
     # the refused CONNECT is counted once the broker has answered it

@@ -23,6 +23,9 @@ pub(crate) struct Config {
     pub(crate) origins: Origins,
     /// The bearer secret of `POST /v1/revoke`; `None` disables it.
     pub(crate) admin_secret: Option<String>,
+    /// `CLOUDSIGNAL_FEED_SECRET`: reads the revocation feed (brokers hold this, not the admin
+    /// secret, which can also revoke).
+    pub(crate) feed_secret: Option<String>,
     /// JWKS caching rules (`CLOUDSIGNAL_JWKS_MIN_TTL`, `…_MAX_TTL`, `…_REFETCH_INTERVAL`).
     pub(crate) jwks_policy: JwksPolicy,
     /// Seconds an isolate keeps the role map read from KV (`CLOUDSIGNAL_ROLE_MAP_TTL`).
@@ -235,6 +238,15 @@ impl Config {
                 "CLOUDSIGNAL_ADMIN_SECRET must be at least {MIN_ADMIN_SECRET} characters"
             ));
         }
+        let feed_secret = get(env, "CLOUDSIGNAL_FEED_SECRET");
+        if feed_secret
+            .as_ref()
+            .is_some_and(|s| s.trim().len() < MIN_ADMIN_SECRET)
+        {
+            return Err(format!(
+                "CLOUDSIGNAL_FEED_SECRET must be at least {MIN_ADMIN_SECRET} characters"
+            ));
+        }
         let mut published = KeySet::new(vec![signing_key.verifying_entry()]);
         if let Some(previous) = get(env, "CLOUDSIGNAL_PREVIOUS_PUBLIC_KEYS") {
             let (old, _) = KeySet::from_jwks_json(&previous)
@@ -261,6 +273,7 @@ impl Config {
             idp,
             origins,
             admin_secret: admin_secret.map(|s| s.trim().to_owned()),
+            feed_secret: feed_secret.map(|s| s.trim().to_owned()),
             jwks_policy: jwks_policy(env)?,
             role_map_ttl: seconds(env, "CLOUDSIGNAL_ROLE_MAP_TTL", 60, 0..=3600)?,
         })

@@ -138,15 +138,16 @@ pub(crate) async fn handle(req: Request, env: &Env, cfg: &Config) -> Result<Resp
     {
         return rate_limited("user");
     }
-    if let Some(at) = revoke::user_revoked_at(env, user).await {
-        if identity.issued_at.is_none_or(|iat| iat.secs() <= at) || now().secs() <= at {
-            return refused(
-                403,
-                "user_revoked",
-                "this user's credentials were revoked; sign in again",
-                provider,
-            );
-        }
+    let revoked_at = revoke::user_revoked_at(env, user)
+        .await
+        .map(cloudsignal_core::UnixTime);
+    if cloudsignal_core::exchange::user_revoked(revoked_at, &identity, now()) {
+        return refused(
+            403,
+            "user_revoked",
+            "this user's credentials were revoked; sign in again",
+            provider,
+        );
     }
     let stored_roles = match roles::current(env, cfg).await {
         Ok(map) => map,

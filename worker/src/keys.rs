@@ -9,7 +9,9 @@
 
 use crate::http;
 use cloudsignal_core::idp::{jwks_uri_from_discovery, KeySource};
-use cloudsignal_core::jwks_cache::{parse_max_age, JwksCache, JwksPolicy, Lookup};
+use cloudsignal_core::jwks_cache::{
+    parse_max_age, DiscoveryCache, JwksCache, JwksPolicy, Step, DISCOVERY_TTL,
+};
 use cloudsignal_core::keys::{Alg, KeyEntry, KeySet};
 use cloudsignal_core::UnixTime;
 use std::cell::RefCell;
@@ -19,12 +21,10 @@ use worker::{Cache, Date, Fetch, Headers, Response, Url};
 thread_local! {
     /// JWKS caches per URL, per isolate.
     static JWKS: RefCell<HashMap<String, JwksCache>> = RefCell::new(HashMap::new());
-    /// Discovery results per discovery URL: (jwks_uri, fresh until).
-    static DISCOVERED: RefCell<HashMap<String, (String, UnixTime)>> = RefCell::new(HashMap::new());
+    /// Discovery results per discovery URL (core's cache: fresh for an hour, last good kept).
+    static DISCOVERED: RefCell<DiscoveryCache> = RefCell::new(DiscoveryCache::default());
 }
 
-/// How long a discovery document's `jwks_uri` is trusted without refetching.
-const DISCOVERY_TTL: u64 = 3600;
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT: usize = 256 * 1024;
 
@@ -127,12 +127,10 @@ fn parse_jwks(url: &str, body: &str) -> Result<KeySet, String> {
 /// The JWKS URL named by an issuer's discovery document: memory, Cache API, then the IdP.
 /// A failed refresh keeps the last known URL.
 async fn discovered_jwks_uri(issuer: &str, url: &str) -> Option<String> {
-    let known = DISCOVERED.with(|d| d.borrow().get(url).cloned());
-    if let Some((jwks_uri, until)) = &known {
-        if now() < *until {
-            return Some(jwks_uri.clone());
-        }
+    if let Some(fresh) = DISCOVERED.with(|d| d.borrow().fresh(url, now()).map(str::to_owned)) {
+        return Some(fresh);
     }
+    let known = DISCOVERED.with(|d| d.borrow().last(url).map(str::to_owned));
     let fetched = match cache_get("discovery", url).await {
         Some((body, left)) => Ok((body, left, false)),
         None => fetch_document(url)
@@ -149,49 +147,25 @@ async fn discovered_jwks_uri(issuer: &str, url: &str) -> Option<String> {
             if fresh {
                 cache_put("discovery", url, &body, ttl).await;
             }
-            DISCOVERED.with(|d| {
-                d.borrow_mut()
-                    .insert(url.to_owned(), (jwks_uri.clone(), now().plus(ttl)))
-            });
+            DISCOVERED.with(|d| d.borrow_mut().insert(url, jwks_uri.clone(), now(), ttl));
             Some(jwks_uri)
         }
         Err(reason) => {
             http::log("discovery_failed", &[("url", url), ("reason", &reason)]);
-            known.map(|(uri, _)| uri)
+            known
         }
     }
 }
 
-enum Step {
-    Found(KeyEntry),
-    Unknown,
-    /// Fetch; `cold` when the isolate has no keys yet (the Cache API may have them).
-    Fetch {
-        cold: bool,
-    },
-}
-
+/// Core's one key-resolution rule on this isolate's cache for `url` (a `cold` fetch may be
+/// answered from the Cache API).
 fn step(url: &str, kid: Option<&str>, alg: Alg, policy: JwksPolicy) -> Step {
-    let t = now();
     JWKS.with(|caches| {
-        let mut caches = caches.borrow_mut();
-        let cache = caches
+        caches
+            .borrow_mut()
             .entry(url.to_owned())
-            .or_insert_with(|| JwksCache::new(policy));
-        let cold = cache.keys().is_none();
-        if !cold && cache.refresh_due(t) {
-            // scheduled refresh: done inline; stale keys keep working if it fails
-            cache.fetch_started(t);
-            return Step::Fetch { cold };
-        }
-        match cache.lookup(kid, alg, t) {
-            Lookup::Key(k) => Step::Found(k.clone()),
-            Lookup::Fetch => {
-                cache.fetch_started(t);
-                Step::Fetch { cold }
-            }
-            Lookup::Unknown => Step::Unknown,
-        }
+            .or_insert_with(|| JwksCache::new(policy))
+            .step(kid, alg, now())
     })
 }
 

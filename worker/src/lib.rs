@@ -84,7 +84,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
             resp
         }
         ("/v1/revoke", Method::Post) => revoke::revoke(req, &env, &cfg).await?,
-        ("/v1/revocations", Method::Get) => revoke::feed(&req, &env).await?,
+        ("/v1/revocations", Method::Get) => revoke::feed(&req, &env, &cfg).await?,
         _ => {
             let mut resp = http::error(
                 405,

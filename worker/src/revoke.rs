@@ -3,8 +3,10 @@
 //! - `POST /v1/revoke` (`Authorization: Bearer <CLOUDSIGNAL_ADMIN_SECRET>`) with
 //!   `{"jti": "…", "exp": 1767229200}` or `{"user": "<sub>", "at": 1767225600}` (`at`
 //!   defaults to now; a later `at` suspends the user until then);
-//! - `GET /v1/revocations?after=<cursor>`: the feed brokers poll, core's
-//!   [`Feed`](cloudsignal_core::revocation::Feed) shape;
+//! - `GET /v1/revocations?after=<cursor>` (`Authorization: Bearer <CLOUDSIGNAL_FEED_SECRET>`,
+//!   or the admin secret): the feed brokers poll, core's
+//!   [`Feed`](cloudsignal_core::revocation::Feed) shape. It names users and tokens, so it is
+//!   never public;
 //! - exchanges for a user whose IdP token was issued at or before a user revocation's `at` are
 //!   refused, so "sign out everywhere" also stops new credentials until the user signs in again.
 //!
@@ -65,14 +67,8 @@ fn kv(env: &Env) -> std::result::Result<KvStore, Result<Response>> {
     })
 }
 
-fn admin(req: &Request, cfg: &Config) -> std::result::Result<(), Result<Response>> {
-    let Some(secret) = cfg.admin_secret.as_deref() else {
-        return Err(http::error(
-            501,
-            "not_configured",
-            "revocation needs the CLOUDSIGNAL_ADMIN_SECRET secret (see worker/README.md)",
-        ));
-    };
+/// Whether the request's bearer credential equals one of `secrets` (constant time).
+fn bearer_is(req: &Request, secrets: &[&str]) -> bool {
     let given = req
         .headers()
         .get("authorization")
@@ -85,8 +81,20 @@ fn admin(req: &Request, cfg: &Config) -> std::result::Result<(), Result<Response
         .unwrap_or("")
         .trim();
     // equal lengths compared in constant time; the length itself is not secret
-    let ok = given.len() == secret.len() && bool::from(given.as_bytes().ct_eq(secret.as_bytes()));
-    if ok {
+    secrets.iter().fold(false, |ok, secret| {
+        ok | (given.len() == secret.len() && bool::from(given.as_bytes().ct_eq(secret.as_bytes())))
+    })
+}
+
+fn admin(req: &Request, cfg: &Config) -> std::result::Result<(), Result<Response>> {
+    let Some(secret) = cfg.admin_secret.as_deref() else {
+        return Err(http::error(
+            501,
+            "not_configured",
+            "revocation needs the CLOUDSIGNAL_ADMIN_SECRET secret (see worker/README.md)",
+        ));
+    };
+    if bearer_is(req, &[secret]) {
         Ok(())
     } else {
         http::log(
@@ -249,7 +257,29 @@ pub(crate) async fn revoke(mut req: Request, env: &Env, cfg: &Config) -> Result<
 }
 
 /// `GET /v1/revocations?after=<cursor>`.
-pub(crate) async fn feed(req: &Request, env: &Env) -> Result<Response> {
+pub(crate) async fn feed(req: &Request, env: &Env, cfg: &Config) -> Result<Response> {
+    let secrets: Vec<&str> = [cfg.feed_secret.as_deref(), cfg.admin_secret.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if secrets.is_empty() {
+        return http::error(
+            501,
+            "not_configured",
+            "the revocation feed needs the CLOUDSIGNAL_FEED_SECRET secret (see worker/README.md)",
+        );
+    }
+    if !bearer_is(req, &secrets) {
+        http::log(
+            "feed",
+            &[("outcome", "refused"), ("error", "bad_feed_secret")],
+        );
+        return http::error(
+            401,
+            "invalid_token",
+            "GET /v1/revocations needs 'Authorization: Bearer <CLOUDSIGNAL_FEED_SECRET>'",
+        );
+    }
     let store = match kv(env) {
         Ok(k) => k,
         Err(resp) => return resp,

@@ -443,12 +443,12 @@ pub(crate) async fn bcrypt_storm(
     let storm = {
         let steady = tokio::spawn(publish_rtts(addr, clients, every, Duration::from_secs(5)));
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let user = format!("svc@{org}");
         let cold: Vec<_> = fresh
             .into_iter()
             .enumerate()
             .map(|(i, k)| {
-                let user = user.clone();
+                // a key is one identity: its own name
+                let user = format!("storm{i}@{org}");
                 tokio::spawn(async move {
                     Raw::connect(addr, Protocol::V311, &format!("cold-{i}"), &user, &k)
                         .await

@@ -5,6 +5,10 @@
 //! The cursor starts at 0 on every start: the feed holds every revocation still in force, so a
 //! restarted broker is complete after its first poll. A failed poll is logged and retried at the
 //! next interval; what was applied stays applied.
+//!
+//! Feeds name users, tokens and keys, so issuers serve them only to a credential: the
+//! control plane's needs an API key with `revocations:read`, the worker's its
+//! `CLOUDSIGNAL_FEED_SECRET`; the broker sends it as `Authorization: Bearer`.
 
 use crate::BrokerHandle;
 use cloudsignal_core::revocation::Feed;
@@ -21,6 +25,18 @@ pub struct FeedSource {
     pub url: String,
     /// Time between polls.
     pub interval: Duration,
+    /// The credential sent as `Authorization: Bearer`, if the feed needs one.
+    pub bearer: Option<Bearer>,
+}
+
+/// A feed credential: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bearer(pub String);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(<redacted>)")
+    }
 }
 
 fn page_url(base: &str, after: u64) -> String {
@@ -39,8 +55,10 @@ pub(crate) async fn poll(broker: BrokerHandle, source: FeedSource) {
         // drain every page that is ready
         loop {
             let url = page_url(&source.url, cursor);
+            let bearer = source.bearer.clone();
             let fetched = tokio::task::spawn_blocking(move || {
-                crate::jwks::http_get(&url, MAX_PAGE).map(|(body, _)| body)
+                crate::jwks::http_get_with(&url, MAX_PAGE, bearer.as_ref().map(|b| b.0.as_str()))
+                    .map(|(body, _)| body)
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()))

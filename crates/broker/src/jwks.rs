@@ -122,11 +122,32 @@ impl RemoteIssuer {
 /// GETs `url` (at most `limit` bytes, 5 s); the body and any `Cache-Control: max-age`.
 /// Blocking: call it from a blocking thread.
 pub fn http_get(url: &str, limit: u64) -> Result<(String, Option<u64>), String> {
+    http_get_with(url, limit, None)
+}
+
+/// [`http_get`] with an optional `Authorization: Bearer` credential (a revocation feed's).
+///
+/// The URL must be `https://`, or `http://` to this machine; an https fetch follows
+/// redirects only to https (a redirect to http fails), a loopback http fetch follows none;
+/// the body is read up to `limit` bytes and a longer one is an error.
+pub fn http_get_with(
+    url: &str,
+    limit: u64,
+    bearer: Option<&str>,
+) -> Result<(String, Option<u64>), String> {
+    let url = cloudsignal_core::idp::checked_url("URL", url).map_err(|e| e.to_string())?;
+    let https = url.starts_with("https://");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(FETCH_TIMEOUT))
+        .https_only(https)
+        .max_redirects(if https { 5 } else { 0 })
         .build()
         .into();
-    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let mut req = agent.get(&url);
+    if let Some(token) = bearer {
+        req = req.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut resp = req.call().map_err(|e| e.to_string())?;
     // 4xx/5xx surface as errors from call(); anything else that is not 200 is refused too
     if resp.status() != 200 {
         return Err(format!("HTTP {}", resp.status()));

@@ -206,6 +206,12 @@ impl BrokerHandle {
         }
     }
 
+    /// When `user` of `org` was last revoked, if ever (the exchange refuses IdP logins from
+    /// before it).
+    pub fn user_revoked_at(&self, org: &str, user: &str) -> Option<cloudsignal_core::UnixTime> {
+        self.shared.revocations.read().user_revoked_at(org, user)
+    }
+
     /// Live connections.
     pub fn connections(&self) -> usize {
         self.shared.router.lock().connections()

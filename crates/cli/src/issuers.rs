@@ -6,6 +6,9 @@
 //! iss = "https://tokens.example.workers.dev"
 //! jwks_url = "https://tokens.example.workers.dev/.well-known/jwks.json"
 //! # revocations_url defaults to <jwks_url's origin>/v1/revocations; "off" disables polling
+//! # the feed's credential (the worker's CLOUDSIGNAL_FEED_SECRET, or an API key with
+//! # revocations:read), read from a file
+//! revocations_token_file = "/etc/cloudsignal/feed.secret"
 //!
 //! [[issuers]]
 //! iss = "https://backend.example"
@@ -36,17 +39,26 @@ pub(crate) struct IssuerConfig {
     pub(crate) jwks_file: Option<PathBuf>,
     /// Its revocation feed; default derived from `jwks_url`; `off` disables polling.
     pub(crate) revocations_url: Option<String>,
+    /// A file holding the feed's bearer credential.
+    #[serde(default)]
+    pub(crate) revocations_token_file: Option<PathBuf>,
 }
 
 impl IssuerConfig {
     /// The `--issuer` / `--issuer-jwks` / `--issuer-revocations` flags as one issuer.
-    pub(crate) fn from_flags(iss: &str, jwks: &str, revocations: Option<&str>) -> Self {
+    pub(crate) fn from_flags(
+        iss: &str,
+        jwks: &str,
+        revocations: Option<&str>,
+        token_file: Option<&std::path::Path>,
+    ) -> Self {
         let remote = jwks.starts_with("https://") || jwks.starts_with("http://");
         Self {
             iss: iss.to_owned(),
             jwks_url: remote.then(|| jwks.to_owned()),
             jwks_file: (!remote).then(|| PathBuf::from(jwks)),
             revocations_url: revocations.map(str::to_owned),
+            revocations_token_file: token_file.map(PathBuf::from),
         }
     }
 
@@ -67,7 +79,7 @@ impl IssuerConfig {
 /// Parses the `issuers` array of the config file.
 pub(crate) fn from_toml(value: toml::Value, path: &str) -> Result<Vec<IssuerConfig>> {
     let issuers: Vec<IssuerConfig> = value.try_into().with_context(|| {
-        format!("{path}: [[issuers]] entries take iss, jwks_url or jwks_file, revocations_url")
+        format!("{path}: [[issuers]] entries take iss, jwks_url or jwks_file, revocations_url, revocations_token_file")
     })?;
     for i in &issuers {
         if i.jwks_url.is_some() == i.jwks_file.is_some() {
@@ -105,12 +117,30 @@ pub(crate) fn install(
             tokens.trust(&i.iss, keys.keys().iter().cloned());
         }
         if let Some(url) = &i.jwks_url {
-            remote.push((i.iss.clone(), url.clone()));
+            let url = cloudsignal_core::idp::checked_url(&format!("issuer {:?} JWKS", i.iss), url)?;
+            remote.push((i.iss.clone(), url));
         }
         if let Some(url) = i.feed_url() {
+            let url = cloudsignal_core::idp::checked_url(
+                &format!("issuer {:?} revocation feed", i.iss),
+                &url,
+            )?;
+            let bearer = match &i.revocations_token_file {
+                Some(path) => Some(cloudsignal_broker::feed::Bearer(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                        .trim()
+                        .to_owned(),
+                )),
+                None => {
+                    warn!(issuer = %i.iss, %url, "no revocations_token_file: the feed will refuse this broker unless it is public");
+                    None
+                }
+            };
             feeds.push(FeedSource {
                 url,
                 interval: poll,
+                bearer,
             });
         }
     }
@@ -132,16 +162,24 @@ mod tests {
 
     #[test]
     fn feed_urls_and_toml() {
-        let w =
-            IssuerConfig::from_flags("https://w", "https://w.example/.well-known/jwks.json", None);
+        let w = IssuerConfig::from_flags(
+            "https://w",
+            "https://w.example/.well-known/jwks.json",
+            None,
+            None,
+        );
         assert_eq!(
             w.feed_url().as_deref(),
             Some("https://w.example/v1/revocations")
         );
-        let f = IssuerConfig::from_flags("https://b", "/etc/jwks.json", None);
+        let f = IssuerConfig::from_flags("https://b", "/etc/jwks.json", None, None);
         assert_eq!(f.feed_url(), None);
-        let off =
-            IssuerConfig::from_flags("https://w", "https://w/.well-known/jwks.json", Some("off"));
+        let off = IssuerConfig::from_flags(
+            "https://w",
+            "https://w/.well-known/jwks.json",
+            Some("off"),
+            None,
+        );
         assert_eq!(off.feed_url(), None);
         let doc: toml::Table = r#"
             [[issuers]]

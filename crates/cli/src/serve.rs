@@ -52,6 +52,14 @@ pub(crate) struct ServeArgs {
     /// disables polling.
     #[arg(long, env = "CLOUDSIGNAL_ISSUER_REVOCATIONS", requires = "issuer")]
     issuer_revocations: Option<String>,
+    /// File holding that feed's credential, sent as `Authorization: Bearer`: the worker's
+    /// CLOUDSIGNAL_FEED_SECRET, or a control plane API key with the revocations:read scope.
+    #[arg(
+        long,
+        env = "CLOUDSIGNAL_ISSUER_REVOCATIONS_TOKEN_FILE",
+        requires = "issuer"
+    )]
+    issuer_revocations_token_file: Option<PathBuf>,
     /// Seconds between polls of remote revocation feeds.
     #[arg(long, env = "CLOUDSIGNAL_REVOCATION_POLL", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -233,6 +241,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             iss,
             jwks,
             args.issuer_revocations.as_deref(),
+            args.issuer_revocations_token_file.as_deref(),
         ));
     }
     let (remote, feeds) = crate::issuers::install(

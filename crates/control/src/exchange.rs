@@ -1,16 +1,23 @@
 //! `POST /v1/token/exchange`: the worker's IdP-JWT exchange, natively, for self-hosters without
-//! Cloudflare. The same core verifier (`idp`: Supabase, Firebase, Auth0, Clerk, any OIDC issuer)
-//! and policy (`exchange`) as the worker; IdP keys come through core's sans-IO `JwksCache`, one
-//! per JWKS URL (OIDC issuers' URLs found by discovery), fetched with a blocking HTTP client on
-//! a blocking thread.
+//! Cloudflare. The same core verifier (`idp`: Supabase, Firebase, Auth0, Clerk, any OIDC issuer),
+//! policy (`exchange`), key-resolution rule ([`JwksCache::step`]: refresh when due, refetch on
+//! an unknown `kid`, rate-limited), discovery cache (re-read hourly), user-revocation rule
+//! ([`cloudsignal_core::exchange::user_revoked`]) and rate limits (10 per user, 60 per address
+//! per minute, as the worker's bindings) as the worker. Fetches use a blocking HTTP client on a
+//! blocking thread.
 
 use crate::unix_now;
-use cloudsignal_core::exchange::RoleMap;
+use cloudsignal_core::exchange::{RoleMap, WindowLimiter};
 use cloudsignal_core::idp::{jwks_uri_from_discovery, IdpVerifier, KeySource};
-use cloudsignal_core::jwks_cache::{JwksCache, JwksPolicy, Lookup};
+use cloudsignal_core::jwks_cache::{DiscoveryCache, JwksCache, JwksPolicy, Step, DISCOVERY_TTL};
 use cloudsignal_core::keys::{Alg, KeyEntry, KeySet};
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
+
+/// Exchanges per verified user per minute (the worker's `EXCHANGE_USER_LIMITER`).
+pub const PER_USER_PER_MINUTE: u32 = 10;
+/// Exchanges per client address per minute (the worker's `EXCHANGE_IP_LIMITER`).
+pub const PER_ADDRESS_PER_MINUTE: u32 = 60;
 
 /// How identity-provider JWTs are exchanged.
 #[derive(Debug)]
@@ -24,7 +31,10 @@ pub struct NativeExchange {
     /// One cache per JWKS URL.
     jwks: Mutex<HashMap<String, JwksCache>>,
     /// Discovery URL → the `jwks_uri` its document named.
-    discovered: Mutex<HashMap<String, String>>,
+    discovered: Mutex<DiscoveryCache>,
+    /// Per-user and per-address limits.
+    pub(crate) per_user: Mutex<WindowLimiter>,
+    pub(crate) per_address: Mutex<WindowLimiter>,
 }
 
 /// Where a token's key is fetched from, owned (to cross into a blocking thread).
@@ -56,7 +66,9 @@ impl NativeExchange {
             role_map,
             ttl,
             jwks: Mutex::new(HashMap::new()),
-            discovered: Mutex::new(HashMap::new()),
+            discovered: Mutex::new(DiscoveryCache::default()),
+            per_user: Mutex::new(WindowLimiter::new(PER_USER_PER_MINUTE, 60, 100_000)),
+            per_address: Mutex::new(WindowLimiter::new(PER_ADDRESS_PER_MINUTE, 60, 100_000)),
         }
     }
 }
@@ -75,34 +87,38 @@ fn fetch(url: &str) -> Result<(KeySet, Option<u64>), String> {
     Ok((keys, max_age))
 }
 
-/// The JWKS URL for `source`: fixed, or from the issuer's discovery document (fetched once,
-/// its `issuer` checked to be identical).
+/// The JWKS URL for `source`: fixed, or from the issuer's discovery document (re-read hourly,
+/// its `issuer` checked to be identical; the last good answer kept when a re-read fails).
 fn jwks_url(x: &NativeExchange, source: &Source) -> Result<String, KeyProblem> {
     let (issuer, url) = match source {
         Source::Jwks(u) => return Ok(u.clone()),
         Source::Discovery { issuer, url } => (issuer, url),
     };
-    if let Some(known) = x.discovered.lock().ok().and_then(|d| d.get(url).cloned()) {
-        return Ok(known);
+    let now = unix_now();
+    if let Some(fresh) = x.discovered.lock().fresh(url, now) {
+        return Ok(fresh.to_owned());
     }
     let found = cloudsignal_broker::jwks::http_get(url, 256 * 1024)
         .and_then(|(body, _)| jwks_uri_from_discovery(&body, issuer).map_err(|e| e.to_string()));
+    let mut discovered = x.discovered.lock();
     match found {
         Ok(jwks_uri) => {
-            if let Ok(mut d) = x.discovered.lock() {
-                d.insert(url.clone(), jwks_uri.clone());
-            }
+            discovered.insert(url, jwks_uri.clone(), now, DISCOVERY_TTL);
             Ok(jwks_uri)
         }
         Err(e) => {
             tracing::warn!(url, error = %e, "OpenID discovery failed");
-            Err(KeyProblem::Unavailable)
+            discovered
+                .last(url)
+                .map(str::to_owned)
+                .ok_or(KeyProblem::Unavailable)
         }
     }
 }
 
-/// The key for (`kid`, `alg`) from the IdP's JWKS, fetching when the cache says so.
-/// Blocking: call from a blocking thread.
+/// The key for (`kid`, `alg`) from the IdP's JWKS, by core's rule: refresh when due, refetch
+/// on an unknown `kid` (rate-limited), keep the last good set on failure. Blocking: call from
+/// a blocking thread.
 pub(crate) fn jwks_key(
     x: &NativeExchange,
     source: &Source,
@@ -111,43 +127,38 @@ pub(crate) fn jwks_key(
 ) -> Result<KeyEntry, KeyProblem> {
     let url = jwks_url(x, source)?;
     let url = url.as_str();
-    let now = unix_now();
-    let must_fetch = {
-        let Ok(mut caches) = x.jwks.lock() else {
-            return Err(KeyProblem::Unavailable);
-        };
-        let cache = caches
+    // at most one refresh and one unknown-kid fetch per request
+    for _ in 0..2 {
+        let step = x
+            .jwks
+            .lock()
             .entry(url.to_owned())
-            .or_insert_with(|| JwksCache::new(JwksPolicy::default()));
-        match cache.lookup(kid, alg, now) {
-            Lookup::Key(k) => return Ok(k.clone()),
-            Lookup::Fetch => {
-                cache.fetch_started(now);
-                true
+            .or_insert_with(|| JwksCache::new(JwksPolicy::default()))
+            .step(kid, alg, unix_now());
+        match step {
+            Step::Found(k) => return Ok(k),
+            Step::Unknown => break,
+            Step::Fetch { .. } => {
+                let fetched = fetch(url);
+                let now = unix_now();
+                let mut caches = x.jwks.lock();
+                let Some(cache) = caches.get_mut(url) else {
+                    return Err(KeyProblem::Unavailable);
+                };
+                match fetched {
+                    Ok((keys, max_age)) => cache.fetch_succeeded(keys, max_age, now),
+                    Err(e) => {
+                        tracing::warn!(url, error = %e, "identity provider JWKS fetch failed");
+                        cache.fetch_failed(now);
+                    }
+                }
             }
-            _ => false,
-        }
-    };
-    if !must_fetch {
-        return Err(KeyProblem::Unknown);
-    }
-    let fetched = fetch(url);
-    let Ok(mut caches) = x.jwks.lock() else {
-        return Err(KeyProblem::Unavailable);
-    };
-    let Some(cache) = caches.get_mut(url) else {
-        return Err(KeyProblem::Unavailable);
-    };
-    match fetched {
-        Ok((keys, max_age)) => cache.fetch_succeeded(keys, max_age, now),
-        Err(e) => {
-            tracing::warn!(url, error = %e, "identity provider JWKS fetch failed");
-            cache.fetch_failed(now);
-            return Err(KeyProblem::Unavailable);
         }
     }
-    match cache.lookup(kid, alg, now) {
-        Lookup::Key(k) => Ok(k.clone()),
-        _ => Err(KeyProblem::Unknown),
+    let have_keys = x.jwks.lock().get(url).is_some_and(|c| c.keys().is_some());
+    if have_keys {
+        Err(KeyProblem::Unknown)
+    } else {
+        Err(KeyProblem::Unavailable)
     }
 }

@@ -179,6 +179,57 @@ pub fn refresh_at(iat: UnixTime, exp: UnixTime) -> UnixTime {
     exp.minus(lead)
 }
 
+/// Whether an identity is refused because its user was revoked at `revoked_at`: an IdP token
+/// issued at or before the revocation (or with no `iat`) is refused, and so is every token
+/// while the revocation lies in the future (a suspension). The one rule of the worker and the
+/// control plane.
+pub fn user_revoked(revoked_at: Option<UnixTime>, identity: &Identity, now: UnixTime) -> bool {
+    revoked_at.is_some_and(|at| identity.issued_at.is_none_or(|iat| iat <= at) || now <= at)
+}
+
+/// A fixed-window rate limit per key (an exchange's user or address), sans-IO: `limit` requests
+/// per `period` seconds. The control plane's counterpart of the worker's rate-limiting
+/// bindings, with the same defaults (10 per user and 60 per address per minute). At most
+/// `max_keys` keys are tracked; when full, expired windows are dropped first and a key that
+/// still finds no room is refused (a flood of fresh keys is itself abuse).
+#[derive(Debug, Clone)]
+pub struct WindowLimiter {
+    limit: u32,
+    period: u64,
+    max_keys: usize,
+    windows: std::collections::HashMap<String, (UnixTime, u32)>,
+}
+
+impl WindowLimiter {
+    /// `limit` requests per `period` seconds per key.
+    pub fn new(limit: u32, period: u64, max_keys: usize) -> Self {
+        Self {
+            limit,
+            period: period.max(1),
+            max_keys,
+            windows: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Counts a request for `key` at `now`; whether it is within the limit.
+    pub fn allow(&mut self, key: &str, now: UnixTime) -> bool {
+        let period = self.period;
+        if !self.windows.contains_key(key) && self.windows.len() >= self.max_keys {
+            self.windows
+                .retain(|_, (start, _)| now < start.plus(period));
+            if self.windows.len() >= self.max_keys {
+                return false;
+            }
+        }
+        let w = self.windows.entry(key.to_owned()).or_insert((now, 0));
+        if now >= w.0.plus(period) {
+            *w = (now, 0);
+        }
+        w.1 = w.1.saturating_add(1);
+        w.1 <= self.limit
+    }
+}
+
 /// Everything the issuer side needs to turn identities into token responses.
 #[derive(Debug, Clone)]
 pub struct ExchangePolicy {
@@ -257,6 +308,27 @@ mod tests {
     use crate::ids::UserId;
     use crate::test_vectors as tv;
     use crate::token::TokenVerifier;
+
+    both_targets_test! {
+        fn user_revocation_and_rate_limits() {
+            let mut id = identity("authenticated", &[]);
+            let now = UnixTime(1_000);
+            assert!(!user_revoked(None, &id, now));
+            assert!(user_revoked(Some(UnixTime(900)), &id, now), "no iat: refused");
+            id.issued_at = Some(UnixTime(900));
+            assert!(user_revoked(Some(UnixTime(900)), &id, now), "issued at the revocation");
+            id.issued_at = Some(UnixTime(950));
+            assert!(!user_revoked(Some(UnixTime(900)), &id, now), "signed in again after it");
+            assert!(user_revoked(Some(UnixTime(2_000)), &id, now), "a suspension");
+            let mut l = WindowLimiter::new(2, 60, 2);
+            assert!(l.allow("a", now) && l.allow("a", now));
+            assert!(!l.allow("a", now.plus(59)));
+            assert!(l.allow("a", now.plus(60)), "a new window");
+            assert!(l.allow("b", now.plus(60)));
+            assert!(!l.allow("c", now.plus(61)), "full of live windows: refused");
+            assert!(l.allow("c", now.plus(200)), "expired windows make room");
+        }
+    }
 
     fn identity(role: &str, roles: &[&str]) -> Identity {
         Identity {

@@ -65,6 +65,53 @@ pub enum Lookup<'a> {
     Unknown,
 }
 
+/// What an exchange does next for a token's key: the one key-resolution rule of the worker
+/// and the control plane ([`JwksCache::step`]).
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Verify with this key.
+    Found(KeyEntry),
+    /// The IdP publishes no such key (and may not be asked again yet): refuse the token.
+    Unknown,
+    /// Fetch the JWKS (already recorded as started), report the outcome, and step again.
+    /// `cold`: the cache holds no keys yet.
+    Fetch {
+        /// Nothing was ever fetched.
+        cold: bool,
+    },
+}
+
+/// The JWKS URLs OpenID issuers named in their discovery documents, each trusted for a time
+/// and then looked up again (an issuer may move its keys), the last good one kept when the
+/// document cannot be read.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoveryCache {
+    found: std::collections::HashMap<String, (String, UnixTime)>,
+}
+
+/// How long a discovered `jwks_uri` is used before the document is read again (1 hour).
+pub const DISCOVERY_TTL: u64 = 3600;
+
+impl DiscoveryCache {
+    /// The `jwks_uri` found at `url`, while fresh.
+    pub fn fresh(&self, url: &str, now: UnixTime) -> Option<&str> {
+        self.found
+            .get(url)
+            .filter(|(_, until)| now < *until)
+            .map(|(u, _)| u.as_str())
+    }
+
+    /// The last `jwks_uri` found at `url`, fresh or not (used when a re-read fails).
+    pub fn last(&self, url: &str) -> Option<&str> {
+        self.found.get(url).map(|(u, _)| u.as_str())
+    }
+
+    /// Records what the document at `url` named, fresh for `ttl` seconds.
+    pub fn insert(&mut self, url: &str, jwks_uri: String, now: UnixTime, ttl: u64) {
+        self.found.insert(url.to_owned(), (jwks_uri, now.plus(ttl)));
+    }
+}
+
 /// One issuer's cached JWKS.
 #[derive(Debug, Clone)]
 pub struct JwksCache {
@@ -103,6 +150,25 @@ impl JwksCache {
             Lookup::Fetch
         } else {
             Lookup::Unknown
+        }
+    }
+
+    /// The next step for a token's key: refresh first when the keys are due (so a key the IdP
+    /// withdrew stops verifying), then the key, else a fetch for an unknown `kid` when allowed,
+    /// else unknown. A fetch step is recorded as started.
+    pub fn step(&mut self, kid: Option<&str>, alg: Alg, now: UnixTime) -> Step {
+        let cold = self.keys.is_none();
+        if !cold && self.refresh_due(now) {
+            self.fetch_started(now);
+            return Step::Fetch { cold };
+        }
+        match self.lookup(kid, alg, now) {
+            Lookup::Key(k) => Step::Found(k.clone()),
+            Lookup::Fetch => {
+                self.fetch_started(now);
+                Step::Fetch { cold }
+            }
+            Lookup::Unknown => Step::Unknown,
         }
     }
 
@@ -214,6 +280,28 @@ mod tests {
             assert!(matches!(c.lookup(Some("rs-1"), Alg::RS256, later), Lookup::Key(_)));
             assert!(!c.refresh_due(later.plus(29)), "retries are rate-limited");
             assert!(c.refresh_due(later.plus(30)));
+        }
+    }
+
+    both_targets_test! {
+        fn step_refreshes_when_due_and_fetches_unknown_kids() {
+            let mut c = JwksCache::new(JwksPolicy::default());
+            let t = UnixTime(10_000);
+            assert!(matches!(c.step(Some("es-1"), Alg::ES256, t), Step::Fetch { cold: true }));
+            c.fetch_succeeded(jwks(), Some(120), t);
+            assert!(matches!(c.step(Some("es-1"), Alg::ES256, t.plus(1)), Step::Found(_)));
+            // due: refresh before answering, even for a known key
+            assert!(matches!(c.step(Some("es-1"), Alg::ES256, t.plus(120)), Step::Fetch { cold: false }));
+            c.fetch_succeeded(KeySet::default(), Some(120), t.plus(120));
+            // the IdP withdrew the key: no longer found, and no second fetch yet
+            assert!(matches!(c.step(Some("es-1"), Alg::ES256, t.plus(121)), Step::Unknown));
+            assert!(matches!(c.step(Some("es-1"), Alg::ES256, t.plus(150)), Step::Fetch { cold: false }));
+            let mut d = DiscoveryCache::default();
+            d.insert("https://i/.well-known/openid-configuration", "https://i/jwks".into(), t, DISCOVERY_TTL);
+            let url = "https://i/.well-known/openid-configuration";
+            assert_eq!(d.fresh(url, t.plus(DISCOVERY_TTL - 1)), Some("https://i/jwks"));
+            assert_eq!(d.fresh(url, t.plus(DISCOVERY_TTL)), None);
+            assert_eq!(d.last(url), Some("https://i/jwks"));
         }
     }
 

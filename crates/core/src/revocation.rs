@@ -145,6 +145,12 @@ impl RevocationList {
         None
     }
 
+    /// When `user` of `org` was last revoked, if ever (tokens and IdP logins issued at or
+    /// before it are refused).
+    pub fn user_revoked_at(&self, org: &str, user: &str) -> Option<UnixTime> {
+        self.users.get(&(org.to_owned(), user.to_owned())).copied()
+    }
+
     /// Forgets token entries whose token expired before `now` (they can never verify again).
     pub fn prune(&mut self, now: UnixTime) -> usize {
         let before = self.tokens.len();

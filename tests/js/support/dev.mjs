@@ -40,7 +40,7 @@ const { url, mf } = await startWorker({
 const jwksFile = join(DEV, 'jwks.json');
 writeFileSync(jwksFile, (await cli('jwks', keyFile)).stdout, { mode: 0o600 });
 const broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${MQTT_PORT}`, '--issuer', issuer, '--issuer-jwks', jwksFile,
-  '--issuer-revocations', `${issuer}/v1/revocations`,
+  '--issuer-revocations', `${issuer}/v1/revocations`, '--issuer-revocations-token-file', adminFile,
   '--data-dir', join(DEV, 'data'), '--control-addr', '127.0.0.1:8080'], {
   stdio: ['ignore', 'inherit', 'inherit'],
 });

@@ -609,6 +609,7 @@ async fn rotate_signing_key(
 /// MQTT credentials, the worker's exchange run natively.
 async fn exchange_token(
     State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> ApiResult<Json<TokenResponse>> {
     let Some(x) = cp.config.exchange.clone() else {
@@ -618,6 +619,22 @@ async fn exchange_token(
             "no identity provider is configured (see --supabase-url)",
         ));
     };
+    let rate_limited = |what: &str| {
+        info!(what, "exchange refused: rate limited");
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many exchanges for this {what}; retry in a minute"),
+        )
+    };
+    // before any cryptography, as the worker
+    if !x
+        .per_address
+        .lock()
+        .allow(&format!("ip:{}", peer.ip()), unix_now())
+    {
+        return Err(rate_limited("address"));
+    }
     let jwt = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -663,6 +680,26 @@ async fn exchange_token(
         .idp
         .verify(pending, &key, unix_now())
         .map_err(|e| invalid(e.to_string()))?;
+    let user = identity.subject.as_str();
+    if !x
+        .per_user
+        .lock()
+        .allow(&format!("user:{}|{user}", identity.issuer), unix_now())
+    {
+        return Err(rate_limited("user"));
+    }
+    let revoked_at = cp
+        .broker
+        .get()
+        .and_then(|b| b.user_revoked_at(cp.org.as_str(), user));
+    if cloudsignal_core::exchange::user_revoked(revoked_at, &identity, unix_now()) {
+        info!(sub = %user, "exchange refused: the user's credentials were revoked");
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "user_revoked",
+            "this user's credentials were revoked; sign in again",
+        ));
+    }
     let policy = cloudsignal_core::exchange::ExchangePolicy {
         issuer: cp.config.issuer.clone(),
         org: cp.org.clone(),

@@ -26,7 +26,9 @@ mod supabase;
 
 pub use config::{ProviderConfig, ProvidersConfig};
 pub use discovery::{discovery_url, jwks_uri_from_discovery};
-pub use providers::{Auth0Config, ClerkConfig, FirebaseConfig, OidcConfig, FIREBASE_JWKS_URL};
+pub use providers::{
+    checked_url, Auth0Config, ClerkConfig, FirebaseConfig, OidcConfig, FIREBASE_JWKS_URL,
+};
 pub use supabase::SupabaseConfig;
 
 use crate::ids::UserId;

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 pub const FIREBASE_JWKS_URL: &str =
     "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com";
 
-/// An issuer or JWKS URL, checked: `https://`, or `http://` to a loopback host (local
-/// development and tests). No trailing slash. `what` names the setting in errors.
-pub(super) fn checked_url(what: &str, url: &str) -> Result<String, IdpError> {
+/// An issuer, JWKS or feed URL, checked: `https://`, or `http://` to a loopback host (local
+/// development and tests). No trailing slash. `what` names the setting in errors. Every URL
+/// keys or revocations are fetched from passes here (the broker, the control plane, the worker).
+pub fn checked_url(what: &str, url: &str) -> Result<String, IdpError> {
     let url = url.trim().trim_end_matches('/');
     let host = |rest: &str| {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");

@@ -66,11 +66,10 @@ impl SupabaseConfig {
         }
         let (issuer, jwks_url) = match self.url.as_deref().map(|u| u.trim().trim_end_matches('/')) {
             Some(url) => {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(IdpError::Config(format!(
-                        "SUPABASE_URL must be an http(s) URL, got {url:?}"
-                    )));
-                }
+                // https, or http only to this machine (local Supabase): keys fetched over plain
+                // http from anywhere else could be swapped in transit
+                let url = super::providers::checked_url("SUPABASE_URL", url)?;
+                let url = url.as_str();
                 algorithms.extend([Alg::ES256, Alg::RS256]);
                 (
                     IssuerMatch::Exact(format!("{url}/auth/v1")),
