@@ -209,6 +209,25 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().trim().to_owned()
 }
 
+/// The line of a command's output (stdout, then stderr, whatever its exit status: some tools
+/// print their version with `--help` and exit non-zero) that names a version.
+fn version_line(cmd: &mut Command) -> String {
+    let Ok(out) = cmd.output() else {
+        return "(does not run)".into();
+    };
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.contains("version") || l.starts_with(|c: char| c.is_ascii_digit() || c == 'v'))
+        .or_else(|| text.lines().map(str::trim).find(|l| !l.is_empty()))
+        .unwrap_or("(no version)")
+        .to_owned()
+}
+
 /// A row for a command found on PATH (or at a fixed path).
 fn command_row(name: &str, path: Option<PathBuf>, args: &[&str]) -> Row {
     let Some(path) = path else {
@@ -219,9 +238,7 @@ fn command_row(name: &str, path: Option<PathBuf>, args: &[&str]) -> Row {
             origin: "not installed (the bootstrap installs it)".into(),
         };
     };
-    let version = output(Command::new(&path).args(args))
-        .map(|v| first_line(&v))
-        .unwrap_or_else(|| "(no version)".into());
+    let version = version_line(Command::new(&path).args(args));
     let origin = debian_package(&path).unwrap_or_else(|| origin_by_location(&path));
     Row {
         tool: name.into(),
@@ -284,7 +301,11 @@ pub(crate) fn doctor(tools: &ToolRoot) -> Result<()> {
         .unwrap_or_else(|| "(rustup not found)".into());
     rows.push(Row {
         tool: "rust toolchain".into(),
-        version: first_line(&toolchain),
+        version: first_line(&toolchain)
+            .split(" (")
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
         path: "-".into(),
         origin: "rustup".into(),
     });

@@ -415,8 +415,23 @@ const SYS_INTERVAL: Duration = Duration::from_secs(10);
 async fn sys_stats(shared: Arc<Shared>) {
     let started = std::time::Instant::now();
     let mut tick = tokio::time::interval(SYS_INTERVAL);
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
+        ticks += 1;
+        if ticks.is_multiple_of(6) {
+            // once a minute: forget revocations no token that could still verify can match
+            let now = cloudsignal_core::UnixTime(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            );
+            let pruned = shared.revocations.write().prune(now);
+            if pruned > 0 {
+                info!(pruned, "expired revocations forgotten");
+            }
+        }
         let mut router = shared.router.lock();
         let stats = router.stats;
         let values = [

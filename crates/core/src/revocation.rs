@@ -85,12 +85,21 @@ pub struct Credential {
 }
 
 /// Every revocation in force.
+///
+/// Entries are forgotten ([`Self::prune`]) once every token they could match has expired: a
+/// token entry after its token's `exp` (or, unknown, its revocation time plus the longest
+/// token lifetime), a user entry once its time plus the longest lifetime has passed. Key
+/// entries stay (a key's revocation is also in its store record, and keys are few).
 #[derive(Debug, Clone, Default)]
 pub struct RevocationList {
-    tokens: HashMap<String, Option<UnixTime>>,
+    /// jti → when no token with it can still be valid.
+    tokens: HashMap<String, UnixTime>,
     users: HashMap<(String, String), UnixTime>,
     keys: HashSet<String>,
 }
+
+/// How long past its reach an entry is kept: the longest token lifetime plus clock skew.
+const HORIZON: u64 = crate::token::MAX_LIFETIME + 300;
 
 impl RevocationList {
     /// An empty list.
@@ -101,17 +110,20 @@ impl RevocationList {
     /// Adds an entry; whether it changed anything.
     pub fn apply(&mut self, e: &Entry) -> bool {
         match &e.revocation {
-            Revocation::Token { jti, exp } => match self.tokens.get_mut(jti) {
-                // the same token again: keep whichever entry knows its expiry
-                Some(known) => {
-                    *known = known.or(*exp);
-                    false
+            Revocation::Token { jti, exp } => {
+                let until = exp.map_or(e.at.plus(HORIZON), |x| x.plus(300));
+                match self.tokens.get_mut(jti) {
+                    // the same token again: keep whichever entry reaches further
+                    Some(known) => {
+                        *known = (*known).max(until);
+                        false
+                    }
+                    None => {
+                        self.tokens.insert(jti.clone(), until);
+                        true
+                    }
                 }
-                None => {
-                    self.tokens.insert(jti.clone(), *exp);
-                    true
-                }
-            },
+            }
             Revocation::User { org, user } => {
                 let before = self
                     .users
@@ -151,11 +163,13 @@ impl RevocationList {
         self.users.get(&(org.to_owned(), user.to_owned())).copied()
     }
 
-    /// Forgets token entries whose token expired before `now` (they can never verify again).
+    /// Forgets entries no token that could still verify can match (see the type's docs);
+    /// returns how many went.
     pub fn prune(&mut self, now: UnixTime) -> usize {
-        let before = self.tokens.len();
-        self.tokens.retain(|_, exp| exp.is_none_or(|e| e >= now));
-        before - self.tokens.len()
+        let before = self.tokens.len() + self.users.len();
+        self.tokens.retain(|_, until| *until >= now);
+        self.users.retain(|_, at| at.plus(HORIZON) >= now);
+        before - self.tokens.len() - self.users.len()
     }
 
     /// Number of entries in force.
@@ -206,7 +220,7 @@ mod tests {
             let at = UnixTime(1_000);
             let entry = |seq, revocation| Entry { seq, at, revocation };
             assert!(l.apply(&entry(1, Revocation::Token { jti: "j1".into(), exp: Some(UnixTime(2_000)) })));
-            assert!(!l.apply(&entry(2, Revocation::Token { jti: "j1".into(), exp: None })), "idempotent");
+            assert!(!l.apply(&entry(2, Revocation::Token { jti: "j1".into(), exp: Some(UnixTime(2_000)) })), "idempotent");
             l.apply(&entry(3, Revocation::User { org: "org_1".into(), user: "bob".into() }));
             l.apply(&entry(4, Revocation::Key { key_id: "k9".into() }));
             assert_eq!(l.check(&token("j1", "alice", 900)), Some("token revoked"));
@@ -219,9 +233,18 @@ mod tests {
             assert!(user.matches(at, &token("x", "bob", 1_000)));
             assert!(!user.matches(at, &token("x", "bob", 1_001)));
             assert!(!user.matches(at, &token("x", "carol", 10)));
-            assert_eq!(l.prune(UnixTime(1_999)), 0);
-            assert_eq!(l.prune(UnixTime(2_001)), 1, "an expired token's entry can go");
+            // entries go once no token they match can verify (expiry, or the longest lifetime,
+            // plus clock skew)
+            assert_eq!(l.prune(UnixTime(2_299)), 0);
+            assert_eq!(l.prune(UnixTime(2_301)), 1, "an expired token's entry can go");
             assert_eq!(l.len(), 2);
+            assert_eq!(l.prune(UnixTime(1_000 + HORIZON)), 0);
+            assert_eq!(l.prune(UnixTime(1_001 + HORIZON)), 1, "a user entry past every token it covers");
+            assert_eq!(l.check(&token("j3", "bob", 1_000)), None);
+            l.apply(&entry(5, Revocation::Token { jti: "j5".into(), exp: None }));
+            assert_eq!(l.prune(UnixTime(1_000 + HORIZON)), 0, "unknown exp: kept for the longest lifetime");
+            assert_eq!(l.prune(UnixTime(1_001 + HORIZON)), 1);
+            assert_eq!(l.len(), 1, "key entries stay");
         }
     }
 

@@ -182,6 +182,10 @@ pub struct VerifiedToken {
     pub kid: String,
 }
 
+/// Longest lifetime (`exp - iat`) a `tkn_` token may have: 24 hours, the issuers' hard maximum
+/// ([`crate::exchange::MAX_TTL`]).
+pub const MAX_LIFETIME: u64 = crate::exchange::MAX_TTL;
+
 /// Verifies `tkn_` tokens against the keys of trusted issuers.
 #[derive(Debug, Clone)]
 pub struct TokenVerifier {
@@ -262,6 +266,13 @@ impl TokenVerifier {
                 "iat, nbf and exp are required".into(),
             ));
         };
+        // tkn_ tokens are short-lived by design; the cap is also what lets a revocation list
+        // forget an entry once every token it could match has expired
+        if exp.secs().saturating_sub(iat.secs()) > MAX_LIFETIME {
+            return Err(TokenError::BadClaims(format!(
+                "exp - iat exceeds the {MAX_LIFETIME} s maximum lifetime"
+            )));
+        }
         let body: Body = serde_json::from_value(serde_json::Value::Object(jwt.claims))
             .map_err(|e| TokenError::BadClaims(e.to_string()))?;
         body.acl

@@ -76,6 +76,16 @@ both_targets_test! {
 }
 
 both_targets_test! {
+    fn lifetime_is_capped_at_24_hours() {
+        let now = tv::t0();
+        let day = issue(&claims(now, MAX_LIFETIME), &key());
+        assert!(verifier().verify(&day, ALICE, now).is_ok());
+        let year = issue(&claims(now, MAX_LIFETIME + 1), &key());
+        assert!(err(verifier().verify(&year, ALICE, now)).contains("maximum lifetime"));
+    }
+}
+
+both_targets_test! {
     fn client_id_binding() {
         let mut c = claims(tv::t0(), 60);
         c.client_id = Some("phone-1".into());
