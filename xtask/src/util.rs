@@ -128,6 +128,8 @@ pub(crate) fn totals() -> (u64, u64) {
 fn pytest_summary(line: &str) -> Option<(Vec<(u64, &str)>, &str)> {
     let line = line.trim_matches(|c| c == '=' || c == ' ');
     let (counts, time) = line.rsplit_once(" in ")?;
+    // "5.37s", or past a minute "84.13s (0:01:24)"
+    let time = time.split(" (").next().unwrap_or(time);
     if !time.ends_with('s') {
         return None;
     }
@@ -139,4 +141,19 @@ fn pytest_summary(line: &str) -> Option<(Vec<(u64, &str)>, &str)> {
         })
         .collect();
     parsed.filter(|p| !p.is_empty()).map(|p| (p, time))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pytest_summary;
+
+    #[test]
+    fn pytest_summaries_are_counted_whatever_their_duration() {
+        let (counts, _) = pytest_summary("3 failed, 9 passed in 5.37s").expect("short run");
+        assert_eq!(counts, vec![(3, "failed"), (9, "passed")]);
+        let (counts, _) =
+            pytest_summary("======= 39 passed in 84.13s (0:01:24) =======").expect("long run");
+        assert_eq!(counts, vec![(39, "passed")]);
+        assert!(pytest_summary("collected in the bin").is_none());
+    }
 }
