@@ -88,16 +88,21 @@ pub(crate) fn start_mosquitto_password() -> Result<Broker> {
 
 /// CloudSignal trusting the bench issuer (JWKS file), with its control plane on `api_port`.
 pub(crate) fn start_cloudsignal_auth(api_port: u16) -> Result<Broker> {
+    let exe = std::env::current_exe()?.with_file_name("cloudsignal");
+    start_auth_binary(&exe, api_port)
+}
+
+/// [`start_cloudsignal_auth`] with another `cloudsignal` binary (an earlier build, to compare).
+pub(crate) fn start_auth_binary(exe: &std::path::Path, api_port: u16) -> Result<Broker> {
     let port = free_port();
     let d = dir()?;
     let jwks = d.join("jwks.json");
     let mut set = KeySet::default();
     set.push(key().verifying_entry());
     std::fs::write(&jwks, set.to_jwks_json())?;
-    let data = d.join("data");
+    let data = d.join(format!("data-{api_port}"));
     let _ = std::fs::remove_dir_all(&data);
-    let exe = std::env::current_exe()?.with_file_name("cloudsignal");
-    let child = Command::new(&exe)
+    let child = Command::new(exe)
         .args([
             "serve",
             "--ws-addr",

@@ -5,7 +5,12 @@
 //! cargo run --release -p cloudsignal-bench            # full run: medians of 3 rounds
 //! cargo run --release -p cloudsignal-bench -- --quick # smaller loads, one round
 //! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, auth
+//! CLOUDSIGNAL_BENCH_BASELINE=/path/to/older/cloudsignal cargo run --release -p cloudsignal-bench -- --only auth
 //! ```
+//!
+//! With `CLOUDSIGNAL_BENCH_BASELINE` set to another build of `cloudsignal`, the authentication
+//! part also runs the CONNECT rates and the re-authentication round trip against it, in the
+//! same rounds, and prints that build next to this one with ratios.
 //!
 //! Both brokers run anonymous on loopback with their defaults. The load generator is a small
 //! async client on `cloudsignal-core`'s codec (so both brokers see identical bytes).
@@ -352,6 +357,7 @@ async fn main() -> Result<()> {
         }
     }
     // authentication (issues 4 and 5); CloudSignal-only measures get their own table
+    let mut versus: Vec<Row> = Vec::new();
     let mut solo: Vec<(String, &'static str, Vec<f64>)> = Vec::new();
     let mut solo_push = |name: &str, unit, v: f64| match solo.iter_mut().find(|r| r.0 == name) {
         Some(r) => r.2.push(v),
@@ -390,13 +396,64 @@ async fn main() -> Result<()> {
                 1,
             );
             let (admin, org) = auth::admin(api)?;
-            let svc = format!("svc@{org}");
+            // a key is one identity: the first admin key is admin@<org>
+            let svc = format!("admin@{org}");
             auth::connect_rate(c.addr, &svc, &admin, 1, 1).await?; // warms the bcrypt cache
             let key = auth::connect_rate(c.addr, &svc, &admin, workers, per).await?;
             solo_push("tkn_ CONNECT rate", "conn/s", tkn);
             solo_push("API key (sk_) CONNECT rate, warm cache", "conn/s", key);
             solo_push("API key rate / tkn_ rate", "%", 100.0 * key / tkn);
             let h = auth::reauth_rtt(c.addr, reauths).await?;
+            if let Some(base) = std::env::var_os("CLOUDSIGNAL_BENCH_BASELINE") {
+                let now = [
+                    tkn,
+                    key,
+                    h.value_at_quantile(0.5) as f64,
+                    h.value_at_quantile(0.99) as f64,
+                ];
+                drop(c);
+                let api = free_port();
+                let b = auth::start_auth_binary(std::path::Path::new(&base), api)?;
+                let btkn = auth::connect_rate(b.addr, user, &auth::token("bench", 1), workers, per)
+                    .await?;
+                let (badmin, borg) = auth::admin(api)?;
+                let bsvc = format!("admin@{borg}");
+                auth::connect_rate(b.addr, &bsvc, &badmin, 1, 1).await?;
+                let bkey = auth::connect_rate(b.addr, &bsvc, &badmin, workers, per).await?;
+                let bh = auth::reauth_rtt(b.addr, reauths).await?;
+                drop(b);
+                let then = [
+                    btkn,
+                    bkey,
+                    bh.value_at_quantile(0.5) as f64,
+                    bh.value_at_quantile(0.99) as f64,
+                ];
+                for (i, name) in [
+                    "tkn_ CONNECT rate",
+                    "API key (sk_) CONNECT rate, warm cache",
+                    "re-authentication round trip p50",
+                    "re-authentication round trip p99",
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let at = match versus.iter().position(|r: &Row| r.name == name) {
+                        Some(at) => at,
+                        None => {
+                            versus.push(Row {
+                                name: name.to_owned(),
+                                unit: if i < 2 { "conn/s" } else { "µs" },
+                                higher_is_better: i < 2,
+                                samples: [Vec::new(), Vec::new()],
+                            });
+                            versus.len() - 1
+                        }
+                    };
+                    versus[at].samples[0].push(then[i]);
+                    versus[at].samples[1].push(now[i]);
+                }
+                continue;
+            }
             solo_push(
                 "re-authentication round trip p50",
                 "µs",
@@ -445,6 +502,19 @@ async fn main() -> Result<()> {
             "| {} | {} | {:.0} | {:.0} | {:.2}× |",
             r.name, r.unit, m, c, ratio
         );
+    }
+    if !versus.is_empty() {
+        println!("\nThis build against CLOUDSIGNAL_BENCH_BASELINE, same rounds:\n");
+        println!("| measure | unit | baseline | this build | ratio (better > 1) |");
+        println!("|---|---|---:|---:|---:|");
+        for r in &versus {
+            let (b, c) = (median(&r.samples[0]), median(&r.samples[1]));
+            let ratio = if r.higher_is_better { c / b } else { b / c };
+            println!(
+                "| {} | {} | {:.0} | {:.0} | {:.2}× |",
+                r.name, r.unit, b, c, ratio
+            );
+        }
     }
     if !solo.is_empty() {
         println!("\nCloudSignal alone (no Mosquitto equivalent):\n");
