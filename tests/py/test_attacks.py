@@ -49,6 +49,10 @@ def test_a_key_cannot_connect_as_a_user_nor_take_over_their_session(control):
     alice.subscribe("users/alice/#")
     usage_only = new_key(control, "rk", ["usage:read"])
     scoped = new_key(control, "rk", ["mqtt:publish:users/alice/#", "mqtt:subscribe:users/alice/#"])
+    # the key's one identity is in the create response and the listing
+    assert scoped["mqtt_username"] == f"{scoped['name']}@{control.org}" and scoped["org"] == control.org
+    listed = {k["id"]: k for k in control.api("GET", "/v1/keys")[1]["keys"]}
+    assert listed[scoped["id"]]["mqtt_username"] == scoped["mqtt_username"]
     for k in (usage_only, scoped):
         # alice's username, alice's client id, resuming: refused, and alice never notices
         thief = Client(control, "alice", V5, client_id="phone-1", clean=False, session_expiry=300,
