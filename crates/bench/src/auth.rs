@@ -277,9 +277,34 @@ fn http(method: &str, url: &str, key: &str, body: Option<&str>) -> Result<serde_
     Ok(serde_json::from_str(&resp.body_mut().read_to_string()?)?)
 }
 
+/// One build's authentication figures on a fresh process: tkn_ and API-key CONNECT rates, and
+/// the re-authentication round trip's p50 and p99 (µs).
+pub(crate) async fn sample(
+    exe: &std::path::Path,
+    user: &str,
+    workers: usize,
+    per: usize,
+    reauths: usize,
+) -> Result<[f64; 4]> {
+    let api = free_port();
+    let b = start_auth_binary(exe, api)?;
+    let tkn = connect_rate(b.addr, user, &token("bench", 1), workers, per).await?;
+    let (admin, org) = admin(api)?;
+    let svc = format!("admin@{org}");
+    connect_rate(b.addr, &svc, &admin, 1, 1).await?; // warms the bcrypt cache
+    let key = connect_rate(b.addr, &svc, &admin, workers, per).await?;
+    let h = reauth_rtt(b.addr, reauths).await?;
+    Ok([
+        tkn,
+        key,
+        h.value_at_quantile(0.5) as f64,
+        h.value_at_quantile(0.99) as f64,
+    ])
+}
+
 /// The admin key of the bench's control plane and its org.
 pub(crate) fn admin(api_port: u16) -> Result<(String, String)> {
-    let key = std::fs::read_to_string(dir()?.join("data").join("admin.key"))?
+    let key = std::fs::read_to_string(dir()?.join(format!("data-{api_port}")).join("admin.key"))?
         .trim()
         .to_owned();
     let probe = http(

@@ -405,29 +405,22 @@ async fn main() -> Result<()> {
             solo_push("API key rate / tkn_ rate", "%", 100.0 * key / tkn);
             let h = auth::reauth_rtt(c.addr, reauths).await?;
             if let Some(base) = std::env::var_os("CLOUDSIGNAL_BENCH_BASELINE") {
-                let now = [
-                    tkn,
-                    key,
-                    h.value_at_quantile(0.5) as f64,
-                    h.value_at_quantile(0.99) as f64,
-                ];
                 drop(c);
-                let api = free_port();
-                let b = auth::start_auth_binary(std::path::Path::new(&base), api)?;
-                let btkn = auth::connect_rate(b.addr, user, &auth::token("bench", 1), workers, per)
-                    .await?;
-                let (badmin, borg) = auth::admin(api)?;
-                let bsvc = format!("admin@{borg}");
-                auth::connect_rate(b.addr, &bsvc, &badmin, 1, 1).await?;
-                let bkey = auth::connect_rate(b.addr, &bsvc, &badmin, workers, per).await?;
-                let bh = auth::reauth_rtt(b.addr, reauths).await?;
-                drop(b);
-                let then = [
-                    btkn,
-                    bkey,
-                    bh.value_at_quantile(0.5) as f64,
-                    bh.value_at_quantile(0.99) as f64,
-                ];
+                // both builds on fresh processes, the same sequence each, in alternating order
+                // (what runs second after a connect storm measures differently)
+                let this = std::env::current_exe()?.with_file_name("cloudsignal");
+                let base = std::path::PathBuf::from(base);
+                let mut now = [0.0; 4];
+                let mut then = [0.0; 4];
+                for which in if round % 2 == 0 { [0, 1] } else { [1, 0] } {
+                    let exe = if which == 0 { &this } else { &base };
+                    let sample = auth::sample(exe, user, workers, per, reauths).await?;
+                    if which == 0 {
+                        now = sample;
+                    } else {
+                        then = sample;
+                    }
+                }
                 for (i, name) in [
                     "tkn_ CONNECT rate",
                     "API key (sk_) CONNECT rate, warm cache",

@@ -136,18 +136,13 @@ pub fn recover_admin_key(data_dir: &Path) -> Result<(ApiKey, String, PathBuf)> {
     let now = unix_now();
     let name = format!("admin-recovered-{}", now.secs());
     let admin = new_api_key(KeyKind::Secret)?;
-    let stored = StoredKey {
-        id: admin.id().into(),
-        org: org.clone(),
-        kind: "sk".into(),
-        name: name.clone(),
-        secret_hash: keys::hash_secret(admin.secret())?,
-        scopes: Vec::new(),
-        allow_cidrs: Vec::new(),
-        created_at: now,
-        expires_at: None,
-        revoked_at: None,
-    };
+    let stored = StoredKey::admin(
+        admin.id(),
+        &org,
+        &name,
+        keys::hash_secret(admin.secret())?,
+        now,
+    );
     store.insert_key(&stored)?;
     store.append_audit(&store::AuditEntry {
         seq: 0,
@@ -221,18 +216,13 @@ impl ControlPlane {
         let admin_file = dir.join("admin.key");
         if store.list_keys(org.as_str())?.is_empty() {
             let admin = new_api_key(KeyKind::Secret)?;
-            store.insert_key(&StoredKey {
-                id: admin.id().into(),
-                org: org.as_str().into(),
-                kind: "sk".into(),
-                name: "admin".into(),
-                secret_hash: keys::hash_secret(admin.secret())?,
-                scopes: Vec::new(),
-                allow_cidrs: Vec::new(),
-                created_at: now,
-                expires_at: None,
-                revoked_at: None,
-            })?;
+            store.insert_key(&StoredKey::admin(
+                admin.id(),
+                org.as_str(),
+                "admin",
+                keys::hash_secret(admin.secret())?,
+                now,
+            ))?;
             let _ = std::fs::remove_file(&admin_file);
             write_secret_file(&admin_file, &format!("{}\n", admin.expose()))?;
             first = Some(FirstStart {

@@ -100,17 +100,8 @@ impl KeyAuthority for MqttKeys {
         let rules = if k.kind == "sk" {
             AclRules::new(["#"], ["#"])
         } else {
-            let scoped = |kind: &str| -> Vec<String> {
-                k.scopes
-                    .iter()
-                    .filter_map(|s| {
-                        s.strip_prefix("mqtt:")?
-                            .strip_prefix(kind)?
-                            .strip_prefix(':')
-                    })
-                    .map(str::to_owned)
-                    .collect()
-            };
+            let scoped =
+                |kind: &str| -> Vec<String> { k.mqtt_scopes(kind).map(str::to_owned).collect() };
             AclRules::new(scoped("publish"), scoped("subscribe"))
         };
         let acl = rules

@@ -80,6 +80,32 @@ impl StoredKey {
             .map(|n| format!("{}@{}", n.as_str(), self.org))
     }
 
+    /// The MQTT filters of its `mqtt:<kind>:<filter>` scopes (`kind`: `publish` or
+    /// `subscribe`), templates unresolved.
+    pub fn mqtt_scopes<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.scopes.iter().filter_map(move |s| {
+            s.strip_prefix("mqtt:")?
+                .strip_prefix(kind)?
+                .strip_prefix(':')
+        })
+    }
+
+    /// A new admin (`sk_`) key record: every scope of its org, from anywhere, never expiring.
+    pub fn admin(id: &str, org: &str, name: &str, secret_hash: String, now: UnixTime) -> Self {
+        Self {
+            id: id.into(),
+            org: org.into(),
+            kind: "sk".into(),
+            name: name.into(),
+            secret_hash,
+            scopes: Vec::new(),
+            allow_cidrs: Vec::new(),
+            created_at: now,
+            expires_at: None,
+            revoked_at: None,
+        }
+    }
+
     /// Whether the key can be used at `now` (not revoked, not expired).
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)

@@ -25,7 +25,6 @@ mod keys;
 mod privilege;
 
 use crate::keys::{KeyRefusal, VerifiedKey};
-use crate::store::StoredKey;
 use crate::{unix_now, ControlPlane};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
@@ -189,6 +188,7 @@ async fn jwks(State(cp): State<Arc<ControlPlane>>) -> ApiResult<Response> {
         .into_response())
 }
 
+/// `?after=<seq>&limit=<n>`: a cursor into an append-only list (the feed, the audit log).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct After {
@@ -338,20 +338,12 @@ pub(crate) fn audit(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    #[serde(default)]
-    after: u64,
-    limit: Option<usize>,
-}
-
 /// `GET /v1/audit?after=<seq>&limit=<n>`: the org's audit log, oldest first.
 async fn audit_log(
     State(cp): State<Arc<ControlPlane>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<After>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     authorize(&cp, &headers, peer.ip(), "audit:read").await?;
     let Query(q) =
@@ -406,15 +398,6 @@ fn parse_body<T: serde::de::DeserializeOwned>(
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
 }
 
-/// The MQTT filters an `rk_` key's scopes allow for `kind` (`publish` or `subscribe`).
-fn mqtt_scopes<'a>(key: &'a StoredKey, kind: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    key.scopes.iter().filter_map(move |s| {
-        s.strip_prefix("mqtt:")?
-            .strip_prefix(kind)?
-            .strip_prefix(':')
-    })
-}
-
 fn within<'a>(filter: &str, mut allowed: impl Iterator<Item = &'a str>) -> bool {
     let Ok(f) = TopicFilter::parse(filter) else {
         return false;
@@ -447,10 +430,10 @@ async fn issue_token(
             AclRules::new(["users/{user}/#"], ["users/{user}/#"]).map_err(Problem::internal)?
         }
         (None, _) => AclRules {
-            publish: mqtt_scopes(&key.key, "publish")
-                .map(str::to_owned)
-                .collect(),
-            subscribe: mqtt_scopes(&key.key, "subscribe")
+            publish: key.key.mqtt_scopes("publish").map(str::to_owned).collect(),
+            subscribe: key
+                .key
+                .mqtt_scopes("subscribe")
                 .map(str::to_owned)
                 .collect(),
         },
@@ -465,7 +448,7 @@ async fn issue_token(
         for (kind, filters) in [("publish", &acl.publish), ("subscribe", &acl.subscribe)] {
             if let Some(f) = filters
                 .iter()
-                .find(|f| !within(f, mqtt_scopes(&key.key, kind)))
+                .find(|f| !within(f, key.key.mqtt_scopes(kind)))
             {
                 return Err(Problem::new(
                     StatusCode::FORBIDDEN,

@@ -60,16 +60,7 @@ pub(crate) fn wider_than(actor: &StoredKey, target: &StoredKey) -> Option<String
 
 /// The MQTT filters of `key`'s scopes of `kind`, templates filled in for `key`'s identity.
 fn resolved_filters(key: &StoredKey, kind: &str) -> Vec<String> {
-    let raw: Vec<String> = key
-        .scopes
-        .iter()
-        .filter_map(|s| {
-            s.strip_prefix("mqtt:")?
-                .strip_prefix(kind)?
-                .strip_prefix(':')
-                .map(str::to_owned)
-        })
-        .collect();
+    let raw: Vec<String> = key.mqtt_scopes(kind).map(str::to_owned).collect();
     AclRules {
         publish: raw,
         subscribe: Vec::new(),
