@@ -151,7 +151,7 @@ export async function startServe(args, { ports, env = {} }) {
   const proc = spawn(CLI, ['serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   proc.logs = '';
   proc.stderr.on('data', (d) => { proc.logs += d; });
-  proc.exited = new Promise((r) => proc.once('exit', (code) => r(code ?? 'signal')));
+  proc.exited = new Promise((r) => proc.once('close', (code) => r(code ?? 'signal')));
   proc.stop = () => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM'); return proc.exited; };
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -180,7 +180,8 @@ export function mosquittoSub(args) {
   // line-buffered: its stdout is a pipe here, and the SUBACK line must arrive when it happens
   const p = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-d', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   p.out = '';
-  p.exited = new Promise((r) => p.once('exit', (code) => r(code ?? 'signal')));
+  // 'close', not 'exit': 'exit' may come before the last of its output has been read
+  p.exited = new Promise((r) => p.once('close', (code) => r(code ?? 'signal')));
   p.subscribed = new Promise((resolve, reject) => {
     const seen = () => { if (/^Subscribed \(mid/m.test(p.out)) resolve(); };
     p.stdout.on('data', (d) => { p.out += d; seen(); });
