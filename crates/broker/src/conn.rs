@@ -26,6 +26,12 @@ const MIN_READ: usize = 256;
 const MAX_READ: usize = 64 * 1024;
 /// A write that cannot complete in this time ends the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a publisher is held (not read) waiting for a subscriber's mailbox to drain below
+/// its high-water mark, before that subscriber counts as stalled and the slow-consumer policy
+/// applies to it.
+const STALL_LIMIT: Duration = Duration::from_secs(5);
+/// Most deliveries taken from the mailbox at once (the session writes them in one go).
+const BATCH: usize = 1024;
 /// How long a connection taking over a live session waits for the old connection's state.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -68,6 +74,9 @@ struct Conn<W> {
     wants_expiry_warning: bool,
     /// The `exp` an expiry warning was already sent for.
     warned_for: Option<UnixTime>,
+    /// Subscribers' mailboxes this connection's last publish left congested: it reads nothing
+    /// more from its client until they have room (or stall).
+    congested: Vec<Arc<crate::mailbox::Mailbox>>,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
@@ -239,6 +248,29 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             .accept(now, Some(stored), assigned.as_deref(), will, keep_alive);
     }
 
+    /// How many deliveries the session can take now without refusing one: QoS 1/2 messages
+    /// wait in its queue of `max_queued`; when it is full, deliveries stay in the mailbox and
+    /// publishers are slowed instead.
+    fn room(&self) -> usize {
+        let (queued, _) = self.session.backlog();
+        self.shared
+            .session_config
+            .max_queued
+            .saturating_sub(queued)
+            .min(BATCH)
+    }
+
+    /// Waits (at most [`STALL_LIMIT`] each) for the mailboxes this connection's publishes
+    /// congested to have room; a subscriber that makes none is counted as stalled.
+    async fn wait_for_subscribers(&mut self) {
+        for mailbox in std::mem::take(&mut self.congested) {
+            if !mailbox.wait_space(STALL_LIMIT).await {
+                self.shared.router.lock().stats.stalled += 1;
+                warn!(client_id = %self.client_id, "a subscriber made no room for {STALL_LIMIT:?}: it is stalled, and publishers no longer wait for it");
+            }
+        }
+    }
+
     /// Whether deliveries may be fed to the session.
     fn ready(&self) -> bool {
         self.principal.is_some() && self.pending_handoff.is_none()
@@ -284,7 +316,14 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                         Instant::now(),
                     );
                     match routed {
-                        Ok(_) => {
+                        Ok(routed) => {
+                            let own = &self.handle.mailbox;
+                            self.congested.extend(
+                                routed
+                                    .congested
+                                    .into_iter()
+                                    .filter(|m| !Arc::ptr_eq(m, own)),
+                            );
                             self.meter.counters.published += 1;
                             self.meter.counters.published_bytes += size;
                             ReasonCode::SUCCESS
@@ -546,6 +585,7 @@ where
         connect_at: tokio::time::Instant::now(),
         wants_expiry_warning: false,
         warned_for: None,
+        congested: Vec::new(),
     };
     let mut buf = vec![0u8; MIN_READ];
     let mut quiet = false;
@@ -586,6 +626,15 @@ where
                 }
                 ev => open &= conn.on_event(ev),
             }
+            if !conn.congested.is_empty() {
+                // flow control: answer what was handled, then hold this publisher (its
+                // further packets stay unread, in its socket) until the subscribers it fed
+                // have room
+                if conn.flush().await.is_err() {
+                    conn.session.handle_connection_lost();
+                }
+                Box::pin(conn.wait_for_subscribers()).await;
+            }
         }
         if conn.flush().await.is_err() {
             conn.session.handle_connection_lost();
@@ -624,6 +673,7 @@ where
         .into_iter()
         .flatten()
         .min();
+        let room = conn.room();
         tokio::select! {
             // while a CONNECT awaits its decision nothing is read: the socket's own window
             // holds what the client pipelines, not this process's memory
@@ -643,7 +693,7 @@ where
                 }
             },
             stored = wait_handoff(&mut conn.pending_handoff) => conn.on_handoff(stored),
-            mail = mailbox.recv(), if conn.ready() => match mail {
+            mail = mailbox.recv(room), if conn.ready() && room > 0 => match mail {
                 Mail::Close(reason, text) => conn.session.close(reason, text.as_deref()),
                 Mail::Deliveries(batch) => {
                     for d in batch {

@@ -468,6 +468,7 @@ async fn sys_stats(shared: Arc<Shared>) {
                 "$SYS/broker/clients/slow_consumers_disconnected",
                 stats.slow_consumers.to_string(),
             ),
+            ("$SYS/broker/clients/stalled", stats.stalled.to_string()),
         ];
         for (topic, value) in values {
             let Ok(topic) = cloudsignal_core::topic::TopicName::parse(topic) else {

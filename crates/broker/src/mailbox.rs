@@ -6,6 +6,15 @@
 //! an idle connection holds an empty `VecDeque` and a `Notify`. A close order (takeover, slow
 //! consumer, revocation, shutdown) travels through the same wake-up and overtakes queued
 //! deliveries.
+//!
+//! **Flow control.** `capacity` is the high-water mark: a delivery that leaves the queue at or
+//! above it reports the mailbox *congested*, and the publisher's connection stops reading its
+//! client until the consumer has taken the backlog ([`Mailbox::wait_space`]) — so a publisher
+//! faster than its subscriber is slowed down, not dropped. The queue may hold up to twice
+//! `capacity` (what a publisher had already read when it paused); past that, and for a consumer
+//! that has not made room within the stall limit (it is then marked *stalled*, and publishers
+//! stop waiting for it), the slow-consumer policy applies: QoS 0 dropped and counted, QoS 1/2
+//! refused (the broker disconnects the client 0x97).
 
 use cloudsignal_core::mqtt::{QoS, ReasonCode};
 use cloudsignal_core::session::Delivery;
@@ -36,6 +45,18 @@ struct State {
     queue: VecDeque<Delivery>,
     closed: bool,
     kill: Option<(ReasonCode, Option<String>)>,
+    /// A publisher waited the stall limit for room in vain: nobody waits for this consumer
+    /// until it has taken its backlog.
+    stalled: bool,
+}
+
+/// What became of a queued delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Queued {
+    /// A QoS 0 delivery was dropped to make room for it.
+    pub evicted: bool,
+    /// The queue is at or above its high-water mark: the publisher should wait for room.
+    pub congested: bool,
 }
 
 /// A bounded multi-producer, single-consumer queue of deliveries.
@@ -43,6 +64,8 @@ struct State {
 pub struct Mailbox {
     state: Mutex<State>,
     ready: Notify,
+    /// Signalled when the consumer takes deliveries (room for waiting publishers).
+    space: Notify,
     capacity: usize,
 }
 
@@ -52,20 +75,21 @@ impl Mailbox {
         Self {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
+            space: Notify::new(),
             capacity,
         }
     }
 
-    /// Queues a delivery without waiting. When the queue is full, a QoS 1/2 delivery takes the
-    /// place of the oldest queued QoS 0 one (the slow-consumer policy drops QoS 0 first);
-    /// `Ok(true)` says a QoS 0 message was dropped for it.
-    pub fn try_send(&self, d: Delivery) -> Result<bool, Refused> {
+    /// Queues a delivery without waiting. When the queue is full (twice the high-water mark),
+    /// a QoS 1/2 delivery takes the place of the oldest queued QoS 0 one (the slow-consumer
+    /// policy drops QoS 0 first).
+    pub fn try_send(&self, d: Delivery) -> Result<Queued, Refused> {
         let mut q = self.state.lock();
         if q.closed {
             return Err(Refused::Closed);
         }
         let mut evicted = false;
-        if q.queue.len() >= self.capacity {
+        if q.queue.len() >= self.capacity.saturating_mul(2) {
             let qos0 = q.queue.iter().position(|x| x.qos == QoS::AtMostOnce);
             match qos0 {
                 Some(i) if d.qos != QoS::AtMostOnce => {
@@ -76,9 +100,37 @@ impl Mailbox {
             }
         }
         q.queue.push_back(d);
+        let congested = q.queue.len() >= self.capacity && !q.stalled;
         drop(q);
         self.ready.notify_one();
-        Ok(evicted)
+        Ok(Queued { evicted, congested })
+    }
+
+    /// Waits until the consumer has brought the queue below its high-water mark, at most
+    /// `limit`. `false`: it did not (it is marked stalled; nobody waits for it again until it
+    /// takes its backlog).
+    pub async fn wait_space(&self, limit: std::time::Duration) -> bool {
+        let waited = tokio::time::timeout(limit, async {
+            loop {
+                let room = self.space.notified();
+                tokio::pin!(room);
+                // registered before the check: a signal in between is not lost
+                room.as_mut().enable();
+                {
+                    let q = self.state.lock();
+                    if q.closed || q.stalled || q.queue.len() < self.capacity {
+                        return;
+                    }
+                }
+                room.await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            self.state.lock().stalled = true;
+            return false;
+        }
+        true
     }
 
     /// Orders the connection closed (the first order wins).
@@ -87,8 +139,9 @@ impl Mailbox {
         self.ready.notify_one();
     }
 
-    /// Waits for a close order or deliveries; a close order comes first.
-    pub async fn recv(&self) -> Mail {
+    /// Waits for a close order or deliveries (at most `max` of them, the oldest); a close
+    /// order comes first. Taking deliveries makes room for waiting publishers.
+    pub async fn recv(&self, max: usize) -> Mail {
         loop {
             {
                 let mut q = self.state.lock();
@@ -96,7 +149,18 @@ impl Mailbox {
                     return Mail::Close(reason, text);
                 }
                 if !q.queue.is_empty() {
-                    return Mail::Deliveries(std::mem::take(&mut q.queue));
+                    let batch = if q.queue.len() <= max {
+                        std::mem::take(&mut q.queue)
+                    } else {
+                        let rest = q.queue.split_off(max);
+                        std::mem::replace(&mut q.queue, rest)
+                    };
+                    if q.queue.len() < self.capacity {
+                        q.stalled = false;
+                        drop(q);
+                        self.space.notify_waiters();
+                    }
+                    return Mail::Deliveries(batch);
                 }
             }
             // a notification sent between the check and here is kept as a permit, not lost
@@ -108,7 +172,10 @@ impl Mailbox {
     pub fn close(&self) -> VecDeque<Delivery> {
         let mut q = self.state.lock();
         q.closed = true;
-        std::mem::take(&mut q.queue)
+        let left = std::mem::take(&mut q.queue);
+        drop(q);
+        self.space.notify_waiters();
+        left
     }
 }
 
@@ -139,12 +206,12 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_qos0_first() {
-        let m = Mailbox::new(2);
-        assert!(!m.try_send(d(QoS::AtMostOnce)).unwrap());
-        assert!(!m.try_send(d(QoS::AtLeastOnce)).unwrap());
+        let m = Mailbox::new(1);
+        assert!(!m.try_send(d(QoS::AtMostOnce)).unwrap().evicted);
+        assert!(!m.try_send(d(QoS::AtLeastOnce)).unwrap().evicted);
         assert!(matches!(m.try_send(d(QoS::AtMostOnce)), Err(Refused::Full)));
         assert!(
-            m.try_send(d(QoS::AtLeastOnce)).unwrap(),
+            m.try_send(d(QoS::AtLeastOnce)).unwrap().evicted,
             "the QoS 0 message made room"
         );
         assert!(
@@ -152,5 +219,35 @@ mod tests {
             "only QoS 1/2 left: slow consumer"
         );
         assert_eq!(m.close().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn congestion_waits_for_room_then_marks_a_stalled_consumer() {
+        let m = Arc::new(Mailbox::new(2));
+        assert!(!m.try_send(d(QoS::AtMostOnce)).unwrap().congested);
+        assert!(m.try_send(d(QoS::AtMostOnce)).unwrap().congested);
+        let waiter = {
+            let m = m.clone();
+            tokio::spawn(async move { m.wait_space(std::time::Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        match m.recv(1).await {
+            Mail::Deliveries(batch) => assert_eq!(batch.len(), 1, "at most what was asked"),
+            Mail::Close(..) => panic!("no close order"),
+        }
+        assert!(waiter.await.unwrap(), "taking a delivery made room");
+        assert!(m.try_send(d(QoS::AtMostOnce)).unwrap().congested);
+        // a consumer that takes nothing: the wait ends at the limit and marks it stalled
+        assert!(!m.wait_space(std::time::Duration::from_millis(20)).await);
+        assert!(
+            !m.try_send(d(QoS::AtMostOnce)).unwrap().congested,
+            "stalled: publishers no longer wait for it"
+        );
+        let _ = m.recv(usize::MAX).await;
+        assert!(m.try_send(d(QoS::AtMostOnce)).is_ok());
+        assert!(
+            m.try_send(d(QoS::AtMostOnce)).unwrap().congested,
+            "it took its backlog: waited for again"
+        );
     }
 }

@@ -723,7 +723,7 @@ async fn sys_statistics_are_retained_under_dollar_sys() {
         "-t",
         "$SYS/broker/#",
         "-C",
-        "9",
+        "10",
         "-v",
         "-W",
         "5",

@@ -104,6 +104,16 @@ impl std::fmt::Display for QuotaExceeded {
     }
 }
 
+/// What a publish did: how many sessions it reached, and the mailboxes it left at or above their
+/// high-water mark (the publisher should wait for room in them before reading on).
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// Sessions the message reached.
+    pub reached: usize,
+    /// Congested subscribers' mailboxes.
+    pub congested: Vec<Arc<Mailbox>>,
+}
+
 /// What one identity holds, for its quotas.
 #[derive(Debug, Default)]
 struct OwnerUse {
@@ -169,6 +179,8 @@ pub struct Stats {
     pub dropped_qos0: u64,
     /// Connections closed as slow consumers.
     pub slow_consumers: u64,
+    /// Times a publisher waited the stall limit for a subscriber that made no room.
+    pub stalled: u64,
     /// Messages for absent clients dropped (QoS 0, or the stored queue was full).
     pub dropped_offline: u64,
     /// Messages for absent clients stored for later delivery.
@@ -619,10 +631,11 @@ impl Router {
         from: ConnId,
         message: Arc<Message>,
         now: Instant,
-    ) -> Result<usize, QuotaExceeded> {
+    ) -> Result<Routed, QuotaExceeded> {
         if message.retain {
             self.retain(from, &message, now)?;
         }
+        let mut congested = Vec::new();
         // one delivery per session: highest QoS, all subscription ids [MQTT-3.3.4-2]
         let mut targets: BTreeMap<ConnId, (QoS, bool, Vec<u32>)> = BTreeMap::new();
         self.subs.for_each_match(&message.topic, |conn, sub| {
@@ -661,9 +674,12 @@ impl Router {
                 continue;
             };
             match handle.mailbox.try_send(delivery) {
-                Ok(evicted) => {
+                Ok(queued) => {
                     self.stats.delivered += 1;
-                    self.stats.dropped_qos0 += u64::from(evicted);
+                    self.stats.dropped_qos0 += u64::from(queued.evicted);
+                    if queued.congested {
+                        congested.push(handle.mailbox.clone());
+                    }
                 }
                 Err(Refused::Full) if qos == QoS::AtMostOnce => self.stats.dropped_qos0 += 1,
                 Err(Refused::Full) => {
@@ -674,7 +690,7 @@ impl Router {
                 Err(Refused::Closed) => {}
             }
         }
-        Ok(reached)
+        Ok(Routed { reached, congested })
     }
 
     /// Records the credential a live session re-authenticated with.
