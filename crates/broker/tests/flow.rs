@@ -2,7 +2,7 @@
 //! broker arrives, every message, at QoS 0, 1 and 2. Clients nobody here wrote; the broker is
 //! the real one over real sockets. A publisher faster than its subscriber is slowed down (the
 //! broker stops reading it), not dropped.
-#![allow(clippy::unwrap_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
 
 mod common;
 
