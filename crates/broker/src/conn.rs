@@ -30,6 +30,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// its high-water mark, before that subscriber counts as stalled and the slow-consumer policy
 /// applies to it.
 const STALL_LIMIT: Duration = Duration::from_secs(5);
+/// How long a closed connection drains what its client still sends (see the end of [`serve`]).
+const LINGER: Duration = Duration::from_secs(2);
 /// Most deliveries taken from the mailbox at once (the session writes them in one go).
 const BATCH: usize = 1024;
 /// How long a connection taking over a live session waits for the old connection's state.
@@ -732,6 +734,26 @@ where
     }
     let _ = conn.writer.shutdown().await;
     conn.report_usage(true);
+    // the session is handed on (takeover) or stored first: a client that lingers must not
+    // delay the connection taking its place
+    detach(&mut conn, &mailbox);
+    // lingering close: the write side is shut (FIN after the DISCONNECT or CONNACK); read and
+    // discard what the client still sends, briefly, so closing with unread data does not reset
+    // the connection before the client has read why it was closed (0x93, 0x98, 0xA0, 0x8E…)
+    let _ = tokio::time::timeout(LINGER, async {
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// Hands the session of a connection that ended to its successor, stores it for the client's
+/// return, or ends it.
+fn detach<W>(conn: &mut Conn<W>, mailbox: &crate::mailbox::Mailbox) {
     let Some(generation) = conn.generation else {
         return;
     };
@@ -746,7 +768,7 @@ where
         conn.id,
         generation,
         stored,
-        &mailbox,
+        mailbox,
         expiry,
         will,
         Instant::now(),

@@ -165,3 +165,54 @@ async fn a_stalled_subscriber_does_not_cost_the_others_their_messages() {
     );
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_closed_while_it_still_sends_reads_the_reason_instead_of_a_reset() {
+    use cloudsignal_core::mqtt::{Properties, QoS, ReasonCode};
+    use tokio::io::AsyncReadExt;
+    let addr = start(true).await;
+    let (mut flood, code) = common::Raw::connect(addr, Protocol::V5, "linger", None, None).await;
+    assert_eq!(code, ReasonCode::SUCCESS);
+    // QoS 2 PUBLISHes never released: the 101st exceeds the Receive Maximum (100) and the
+    // broker closes with 0x93 while a megabyte more is on its way
+    let mut bytes = Vec::new();
+    for n in 1..=20_000u16 {
+        Packet::Publish(cloudsignal_core::mqtt::Publish {
+            dup: false,
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            topic: "rm/q2",
+            packet_id: std::num::NonZeroU16::new(n),
+            properties: Properties::default(),
+            payload: &[0u8; 40],
+        })
+        .encode(Protocol::V5, &mut bytes);
+    }
+    flood.stream.write_all(&bytes).await.unwrap();
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let outcome = loop {
+        match tokio::time::timeout(Duration::from_secs(10), flood.stream.read(&mut chunk)).await {
+            Err(_) => break "timed out".to_owned(),
+            Ok(Ok(0)) => break "closed".to_owned(),
+            Ok(Ok(n)) => received.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => break format!("{e}"),
+        }
+    };
+    assert_eq!(outcome, "closed", "an orderly close (FIN), not a reset");
+    let mut at = 0;
+    let mut last = None;
+    while let Ok(Some((p, used))) =
+        cloudsignal_core::mqtt::decode_from_server(&received[at..], Protocol::V5, 1 << 20)
+    {
+        at += used;
+        if let Packet::Disconnect(d) = p {
+            last = Some(d.reason);
+        }
+    }
+    assert_eq!(
+        last,
+        Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+        "the client read why it was closed"
+    );
+}
