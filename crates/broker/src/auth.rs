@@ -88,6 +88,12 @@ impl Identity {
             Self::User { org, .. } | Self::Service { org, .. } => Some(org),
         }
     }
+
+    /// The tenant whose topics this identity lives in: its org; anonymous development clients
+    /// share the tenant of no org.
+    pub fn tenant(&self) -> crate::router::Tenant {
+        crate::router::Tenant::from(self.org().unwrap_or(""))
+    }
 }
 
 /// Who a connection is, and what it may do, for its whole life.
@@ -182,6 +188,17 @@ impl Authenticator {
     /// control plane rotated its signing key.
     pub fn trust(&self, issuer: &str, keys: Vec<cloudsignal_core::keys::KeyEntry>) {
         self.tokens.write().trust(issuer, keys);
+    }
+
+    /// Binds `issuer` to `orgs`: see [`TokenVerifier::bind_orgs`]. Takes effect at once, also
+    /// for cached tokens (checked again at every use).
+    pub fn bind_orgs(&self, issuer: &str, orgs: impl IntoIterator<Item = String>) {
+        self.tokens.write().bind_orgs(issuer, orgs);
+    }
+
+    /// Whether tokens of `issuer` may claim `org` (see [`TokenVerifier::may_issue`]).
+    pub fn may_issue(&self, issuer: &str, org: &str) -> bool {
+        self.tokens.read().may_issue(issuer, org)
     }
 
     /// Accepts API keys as MQTT passwords, verified by `keys`.

@@ -2,7 +2,7 @@
 
 use crate::auth::Principal;
 use crate::mailbox::Mail;
-use crate::router::{ConnHandle, ConnId, Resume};
+use crate::router::{ConnHandle, ConnId, Resume, Tenant};
 use crate::Shared;
 use cloudsignal_core::mqtt::{Protocol, ReasonCode};
 use cloudsignal_core::session::{
@@ -54,6 +54,8 @@ struct Conn<W> {
     writer: W,
     epoch: Instant,
     principal: Option<Principal>,
+    /// The principal's tenant (its org): where its messages are routed.
+    tenant: Tenant,
     client_id: String,
     will: Option<Box<Message>>,
     will_delay: u32,
@@ -172,6 +174,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                 return self.refuse_after(refusal.reason, extra);
             }
         };
+        self.tenant = principal.identity.tenant();
         let registered = {
             let mut router = self.shared.router.lock();
             router
@@ -179,6 +182,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     self.id,
                     &client_id,
                     &principal.identity.owner(),
+                    &self.tenant,
                     &principal.credential,
                     self.handle.clone(),
                     req.clean_start,
@@ -267,7 +271,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     async fn wait_for_subscribers(&mut self) {
         for mailbox in std::mem::take(&mut self.congested) {
             if !mailbox.wait_space(STALL_LIMIT).await {
-                self.shared.router.lock().stats.stalled += 1;
+                self.shared.router.lock().count_stalled(&self.tenant);
                 warn!(client_id = %self.client_id, "a subscriber made no room for {STALL_LIMIT:?}: it is stalled, and publishers no longer wait for it");
             }
         }
@@ -281,11 +285,12 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     /// Routes a message from this session (a will).
     fn publish(&self, message: Message) {
         let topic = message.topic.clone();
-        let routed = self
-            .shared
-            .router
-            .lock()
-            .publish(self.id, Arc::new(message), Instant::now());
+        let routed = self.shared.router.lock().publish(
+            self.id,
+            &self.tenant,
+            Arc::new(message),
+            Instant::now(),
+        );
         if let Err(quota) = routed {
             warn!(client_id = %self.client_id, %topic, %quota, "will not published: quota exceeded");
         }
@@ -314,6 +319,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     let topic = message.topic.clone();
                     let routed = self.shared.router.lock().publish(
                         self.id,
+                        &self.tenant,
                         Arc::new(message),
                         Instant::now(),
                     );
@@ -572,6 +578,7 @@ where
         writer,
         epoch,
         principal: None,
+        tenant: Tenant::default(),
         client_id: String::new(),
         will: None,
         will_delay: 0,
@@ -776,6 +783,7 @@ fn detach<W>(conn: &mut Conn<W>, mailbox: &crate::mailbox::Mailbox) {
     if kept {
         tokio::spawn(session_timers(
             conn.shared.clone(),
+            conn.tenant.clone(),
             conn.id,
             generation,
             will_delay,
@@ -789,6 +797,7 @@ fn detach<W>(conn: &mut Conn<W>, mailbox: &crate::mailbox::Mailbox) {
 /// [MQTT-3.1.3-9]. Both are no-ops once the client has returned.
 async fn session_timers(
     shared: Arc<Shared>,
+    tenant: Tenant,
     id: ConnId,
     generation: u64,
     will_delay: u32,
@@ -798,10 +807,11 @@ async fn session_timers(
     let publish = |will: Message| {
         info!(topic = %will.topic, "publishing delayed will");
         let topic = will.topic.clone();
-        if let Err(quota) = shared
-            .router
-            .lock()
-            .publish(id, Arc::new(will), Instant::now())
+        if let Err(quota) =
+            shared
+                .router
+                .lock()
+                .publish(id, &tenant, Arc::new(will), Instant::now())
         {
             warn!(%topic, %quota, "delayed will not published: quota exceeded");
         }

@@ -410,8 +410,9 @@ where
 /// How often `$SYS/broker/...` statistics are refreshed.
 const SYS_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Publishes broker statistics as retained messages under `$SYS/broker/` (readable by clients
-/// whose ACL allows `$SYS/#`, e.g. anonymous development clients).
+/// Publishes statistics as retained messages under `$SYS/broker/` in every tenant with
+/// sessions, each tenant its own figures (readable by clients whose ACL allows `$SYS/#`, e.g.
+/// anonymous development clients).
 async fn sys_stats(shared: Arc<Shared>) {
     let started = std::time::Instant::now();
     let mut tick = tokio::time::interval(SYS_INTERVAL);
@@ -433,58 +434,58 @@ async fn sys_stats(shared: Arc<Shared>) {
             }
         }
         let mut router = shared.router.lock();
-        let stats = router.stats;
-        let values = [
-            (
-                "$SYS/broker/version",
-                format!("cloudsignal {}", env!("CARGO_PKG_VERSION")),
-            ),
-            (
-                "$SYS/broker/uptime",
-                format!("{} seconds", started.elapsed().as_secs()),
-            ),
-            (
-                "$SYS/broker/clients/connected",
-                router.connections().to_string(),
-            ),
-            (
-                "$SYS/broker/clients/disconnected",
-                router.stored_sessions().to_string(),
-            ),
-            (
-                "$SYS/broker/subscriptions/count",
-                router.subscriptions().to_string(),
-            ),
-            ("$SYS/broker/messages/stored", stats.stored.to_string()),
-            (
-                "$SYS/broker/messages/delivered",
-                stats.delivered.to_string(),
-            ),
-            (
-                "$SYS/broker/messages/dropped",
-                stats.dropped_qos0.to_string(),
-            ),
-            (
-                "$SYS/broker/clients/slow_consumers_disconnected",
-                stats.slow_consumers.to_string(),
-            ),
-            ("$SYS/broker/clients/stalled", stats.stalled.to_string()),
-        ];
-        for (topic, value) in values {
-            let Ok(topic) = cloudsignal_core::topic::TopicName::parse(topic) else {
-                continue;
-            };
-            let message = cloudsignal_core::session::Message {
-                topic,
-                payload: value.into_bytes(),
-                qos: cloudsignal_core::mqtt::QoS::AtMostOnce,
-                retain: true,
-                expiry: None,
-                forwarded: Default::default(),
-            };
-            // publisher id 0 is no connection
-            // the broker's own messages (publisher 0) count against no quota
-            let _ = router.publish(0, Arc::new(message), std::time::Instant::now());
+        let uptime = started.elapsed().as_secs();
+        for figures in router.tenants() {
+            for (topic, value) in sys_values(&figures, uptime) {
+                let Ok(topic) = cloudsignal_core::topic::TopicName::parse(topic) else {
+                    continue;
+                };
+                let message = cloudsignal_core::session::Message {
+                    topic,
+                    payload: value.into_bytes(),
+                    qos: cloudsignal_core::mqtt::QoS::AtMostOnce,
+                    retain: true,
+                    expiry: None,
+                    forwarded: Default::default(),
+                };
+                // publisher id 0 is no connection: the broker's own messages count against no
+                // quota
+                let _ = router.publish(
+                    0,
+                    &figures.tenant,
+                    Arc::new(message),
+                    std::time::Instant::now(),
+                );
+            }
         }
     }
+}
+
+/// One tenant's `$SYS/broker/…` topics: its own figures only (orgs see nothing of each other).
+fn sys_values(f: &router::TenantFigures, uptime: u64) -> [(&'static str, String); 10] {
+    let s = f.stats;
+    [
+        (
+            "$SYS/broker/version",
+            format!("cloudsignal {}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("$SYS/broker/uptime", format!("{uptime} seconds")),
+        ("$SYS/broker/clients/connected", f.connections.to_string()),
+        (
+            "$SYS/broker/clients/disconnected",
+            f.stored_sessions.to_string(),
+        ),
+        (
+            "$SYS/broker/subscriptions/count",
+            f.subscriptions.to_string(),
+        ),
+        ("$SYS/broker/messages/stored", s.stored.to_string()),
+        ("$SYS/broker/messages/delivered", s.delivered.to_string()),
+        ("$SYS/broker/messages/dropped", s.dropped_qos0.to_string()),
+        (
+            "$SYS/broker/clients/slow_consumers_disconnected",
+            s.slow_consumers.to_string(),
+        ),
+        ("$SYS/broker/clients/stalled", s.stalled.to_string()),
+    ]
 }

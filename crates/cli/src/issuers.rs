@@ -9,6 +9,9 @@
 //! # the feed's credential (the worker's CLOUDSIGNAL_FEED_SECRET, or an API key with
 //! # revocations:read), read from a file
 //! revocations_token_file = "/etc/cloudsignal/feed.secret"
+//! # the orgs (tenants) it may issue tokens for; an org bound to some issuers is refused from
+//! # every other one. Unbound issuers may claim any org no issuer is bound to.
+//! orgs = ["org_k7xm4pqr2n5t"]
 //!
 //! [[issuers]]
 //! iss = "https://backend.example"
@@ -42,6 +45,9 @@ pub(crate) struct IssuerConfig {
     /// A file holding the feed's bearer credential.
     #[serde(default)]
     pub(crate) revocations_token_file: Option<PathBuf>,
+    /// The orgs it may issue tokens for (empty: unbound).
+    #[serde(default)]
+    pub(crate) orgs: Vec<String>,
 }
 
 impl IssuerConfig {
@@ -51,6 +57,7 @@ impl IssuerConfig {
         jwks: &str,
         revocations: Option<&str>,
         token_file: Option<&std::path::Path>,
+        orgs: &[String],
     ) -> Self {
         let remote = jwks.starts_with("https://") || jwks.starts_with("http://");
         Self {
@@ -59,6 +66,7 @@ impl IssuerConfig {
             jwks_file: (!remote).then(|| PathBuf::from(jwks)),
             revocations_url: revocations.map(str::to_owned),
             revocations_token_file: token_file.map(PathBuf::from),
+            orgs: orgs.to_vec(),
         }
     }
 
@@ -79,7 +87,7 @@ impl IssuerConfig {
 /// Parses the `issuers` array of the config file.
 pub(crate) fn from_toml(value: toml::Value, path: &str) -> Result<Vec<IssuerConfig>> {
     let issuers: Vec<IssuerConfig> = value.try_into().with_context(|| {
-        format!("{path}: [[issuers]] entries take iss, jwks_url or jwks_file, revocations_url, revocations_token_file")
+        format!("{path}: [[issuers]] entries take iss, jwks_url or jwks_file, revocations_url, revocations_token_file, orgs")
     })?;
     for i in &issuers {
         if i.jwks_url.is_some() == i.jwks_file.is_some() {
@@ -102,6 +110,16 @@ pub(crate) fn install(
     let mut remote = Vec::new();
     let mut feeds = Vec::new();
     for i in issuers {
+        if i.orgs.is_empty() {
+            warn!(issuer = %i.iss, "issuer not bound to orgs: its tokens may claim any org no issuer is bound to (set orgs, or --issuer-org)");
+        } else {
+            for o in &i.orgs {
+                cloudsignal_core::ids::OrgId::parse(o)
+                    .with_context(|| format!("issuer {:?}: org {o:?}", i.iss))?;
+            }
+            info!(issuer = %i.iss, orgs = ?i.orgs, "issuer bound to orgs");
+            tokens.bind_orgs(&i.iss, i.orgs.iter().cloned());
+        }
         if let Some(path) = &i.jwks_file {
             let doc = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -167,18 +185,20 @@ mod tests {
             "https://w.example/.well-known/jwks.json",
             None,
             None,
+            &[],
         );
         assert_eq!(
             w.feed_url().as_deref(),
             Some("https://w.example/v1/revocations")
         );
-        let f = IssuerConfig::from_flags("https://b", "/etc/jwks.json", None, None);
+        let f = IssuerConfig::from_flags("https://b", "/etc/jwks.json", None, None, &[]);
         assert_eq!(f.feed_url(), None);
         let off = IssuerConfig::from_flags(
             "https://w",
             "https://w/.well-known/jwks.json",
             Some("off"),
             None,
+            &[],
         );
         assert_eq!(off.feed_url(), None);
         let doc: toml::Table = r#"

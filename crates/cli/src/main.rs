@@ -68,6 +68,19 @@ enum AdminCommand {
         #[arg(long, env = "CLOUDSIGNAL_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Create another org (a tenant: its own topics, keys, sessions and usage) with its first
+    /// admin `sk_` key.
+    ///
+    /// The key is printed once and written to <data-dir>/admin-<org>.key (mode 0600). Works
+    /// while `cloudsignal serve` runs: the org's keys work at once, its tokens within 10 s.
+    CreateOrg {
+        /// The data directory of `cloudsignal serve`.
+        #[arg(long, env = "CLOUDSIGNAL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// A name for people (the org's id is generated).
+        #[arg(long, default_value = "org")]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +209,16 @@ fn main() -> Result<()> {
                 "New admin API key (shown once; also saved to {}, mode 0600):\n\n    {}\n\nIts MQTT username is {username}.",
                 file.display(),
                 key.expose()
+            );
+        }
+        Command::Admin(AdminCommand::CreateOrg { data_dir, name }) => {
+            let (org, key, file) = cloudsignal_control::create_org(&data_dir, &name)?;
+            println!(
+                "Created org {} ({name}). Its admin API key (shown once; also saved to {}, mode 0600):\n\n    {}\n\nIts MQTT username is admin@{}.",
+                org.as_str(),
+                file.display(),
+                key.expose(),
+                org.as_str()
             );
         }
         Command::Jwks { key } => {

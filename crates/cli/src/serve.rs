@@ -60,6 +60,16 @@ pub(crate) struct ServeArgs {
         requires = "issuer"
     )]
     issuer_revocations_token_file: Option<PathBuf>,
+    /// Orgs (tenants) that issuer may issue tokens for, comma-separated. An org bound to some
+    /// issuers is refused from every other one; an unbound issuer may claim any org no issuer
+    /// is bound to. The control plane's issuer is always bound to the control plane's orgs.
+    #[arg(
+        long,
+        env = "CLOUDSIGNAL_ISSUER_ORG",
+        value_delimiter = ',',
+        requires = "issuer"
+    )]
+    issuer_org: Vec<String>,
     /// Seconds between polls of remote revocation feeds.
     #[arg(long, env = "CLOUDSIGNAL_REVOCATION_POLL", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -151,6 +161,10 @@ pub(crate) struct ServeArgs {
     /// Default: $XDG_DATA_HOME/cloudsignal, else ~/.local/share/cloudsignal.
     #[arg(long, env = "CLOUDSIGNAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Id of the org (tenant) the control plane creates in a new data directory (`org_` and 12
+    /// of a-z 0-9; default random). A data directory that holds another org is refused.
+    #[arg(long, env = "CLOUDSIGNAL_ORG")]
+    org: Option<String>,
     /// Control plane HTTP API (API keys, token issuance, revocation). `off` disables it.
     #[arg(long, env = "CLOUDSIGNAL_CONTROL_ADDR", default_value = "0.0.0.0:8080")]
     control_addr: String,
@@ -218,6 +232,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                     max_ttl: args.max_token_ttl,
                     exchange,
                     api_throttle: throttle_policy(&args),
+                    org: args
+                        .org
+                        .as_deref()
+                        .map(cloudsignal_core::ids::OrgId::parse)
+                        .transpose()
+                        .context("--org")?,
                 })?;
             if let Some(first) = first {
                 #[allow(clippy::print_stdout)]
@@ -232,6 +252,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             }
             info!(dir = %data_dir.display(), issuer = cp.issuer(), org = cp.org().as_str(), "control plane ready; its signing key is trusted");
             tokens.trust(cp.issuer(), cp.trusted_keys()?);
+            // the control plane's tokens are for its own orgs, and its orgs' tokens come only
+            // from it (or from issuers explicitly bound to them)
+            tokens.bind_orgs(cp.issuer(), cp.orgs()?);
             Some((std::sync::Arc::new(cp), addr))
         }
     };
@@ -242,6 +265,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             jwks,
             args.issuer_revocations.as_deref(),
             args.issuer_revocations_token_file.as_deref(),
+            &args.issuer_org,
         ));
     }
     let (remote, feeds) = crate::issuers::install(
@@ -337,6 +361,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         // listeners first: an issuer that is slow or down must not keep the broker from
         // starting (a CONNECT needing its keys waits for this fetch; see broker::jwks)
         let auth = config.auth.clone();
+        let auth_for_orgs = config.auth.clone();
         let broker = Broker::bind(config).await?;
         tokio::spawn(async move { auth.load_remote_keys(now).await });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -353,6 +378,18 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 "revocations loaded from the store"
             );
             cp.attach_broker(handle);
+            // orgs created with `cloudsignal admin create-org` while serving
+            let (cp2, auth2) = (cp.clone(), auth_for_orgs.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(cloudsignal_control::ORG_REFRESH);
+                loop {
+                    tick.tick().await;
+                    match cp2.orgs() {
+                        Ok(orgs) => auth2.bind_orgs(cp2.issuer(), orgs),
+                        Err(e) => warn!(error = %e, "reading the orgs failed"),
+                    }
+                }
+            });
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the control plane on {addr}"))?;

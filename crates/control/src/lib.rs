@@ -44,6 +44,9 @@ pub struct ControlConfig {
     pub exchange: Option<std::sync::Arc<exchange::NativeExchange>>,
     /// Failed API-key authentications per source before it is banned (HTTP 429).
     pub api_throttle: cloudsignal_broker::throttle::ThrottlePolicy,
+    /// The id of the default org to create at first start (default: random). A data directory
+    /// whose default org is another one is refused.
+    pub org: Option<OrgId>,
 }
 
 /// What the first start created (the admin key is shown once, by the caller).
@@ -164,7 +167,63 @@ pub fn recover_admin_key(data_dir: &Path) -> Result<(ApiKey, String, PathBuf)> {
     Ok((admin, format!("{name}@{org}"), file))
 }
 
+/// `cloudsignal admin create-org`: creates another org (tenant) in the data directory's store
+/// with its first `sk_` key, written to `admin-<org>.key` (0600) beside `admin.key`. The org's
+/// keys work at once; tokens for it are accepted once the serving broker has re-read the orgs
+/// (within [`ORG_REFRESH`]). Returns the org, the key and the file.
+pub fn create_org(data_dir: &Path, name: &str) -> Result<(OrgId, ApiKey, PathBuf)> {
+    let db = data_dir.join("cloudsignal.db");
+    if !db.exists() {
+        anyhow::bail!(
+            "{} holds no CloudSignal store (cloudsignal.db); start `cloudsignal serve --data-dir {}` once first",
+            data_dir.display(),
+            data_dir.display()
+        );
+    }
+    let store = SqliteStore::open(&db)?;
+    let now = unix_now();
+    let org = OrgId::from_random(random::<8>()?);
+    store.create_org(org.as_str(), name, now)?;
+    let admin = new_api_key(KeyKind::Secret)?;
+    let stored = StoredKey::admin(
+        admin.id(),
+        org.as_str(),
+        "admin",
+        keys::hash_secret(admin.secret())?,
+        now,
+    );
+    store.insert_key(&stored)?;
+    store.append_audit(&store::AuditEntry {
+        seq: 0,
+        at: now,
+        org: org.as_str().to_owned(),
+        actor: "local".into(),
+        actor_kind: "local".into(),
+        action: "org.create".into(),
+        target: Some(stored.id.clone()),
+        peer: None,
+        outcome: "ok".into(),
+        detail: format!("org {name:?} created with its admin key, with the data directory's files"),
+    })?;
+    let file = data_dir.join(format!("admin-{}.key", org.as_str()));
+    write_secret_file(&file, &format!("{}\n", admin.expose()))?;
+    Ok((org, admin, file))
+}
+
+/// How often a serving control plane re-reads its orgs (for the broker's issuer binding).
+pub const ORG_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl ControlPlane {
+    /// Every org of this control plane (the tenants its issuer may issue tokens for).
+    pub fn orgs(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .list_orgs()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
     /// Opens the data directory, creating what a first start needs.
     pub fn open(config: ControlConfig) -> Result<(Self, Option<FirstStart>)> {
         let dir = &config.data_dir;
@@ -181,9 +240,23 @@ impl ControlPlane {
         let now = unix_now();
         let mut first = None;
         let org = match store.default_org()? {
-            Some(id) => OrgId::parse(&id).with_context(|| format!("stored org id {id:?}"))?,
+            Some(id) => {
+                let stored = OrgId::parse(&id).with_context(|| format!("stored org id {id:?}"))?;
+                if let Some(wanted) = config.org.as_ref().filter(|o| **o != stored) {
+                    anyhow::bail!(
+                        "--org {} was given, but the data directory {} belongs to org {}: --org applies when a data directory is created (use another --data-dir, or drop --org)",
+                        wanted.as_str(),
+                        dir.display(),
+                        stored.as_str()
+                    );
+                }
+                stored
+            }
             None => {
-                let org = OrgId::from_random(random::<8>()?);
+                let org = match &config.org {
+                    Some(o) => o.clone(),
+                    None => OrgId::from_random(random::<8>()?),
+                };
                 store.create_org(org.as_str(), "default", now)?;
                 info!(org = %org.as_str(), "created the default org");
                 org

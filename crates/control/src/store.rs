@@ -118,6 +118,8 @@ pub trait Store: Send + Sync {
     fn default_org(&self) -> Result<Option<String>>;
     /// Creates an org.
     fn create_org(&self, id: &str, name: &str, now: UnixTime) -> Result<()>;
+    /// Every org: (id, name), oldest first.
+    fn list_orgs(&self) -> Result<Vec<(String, String)>>;
     /// Records a signing key's public JWK.
     fn add_signing_key(&self, kid: &str, public_jwk: &str, now: UnixTime) -> Result<()>;
     /// Sets when a signing key stops being published (tokens it signed have expired by then).
@@ -300,6 +302,14 @@ impl Store for SqliteStore {
                 params![id, name, secs(now)],
             )
             .map(drop)
+        })
+    }
+
+    fn list_orgs(&self) -> Result<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut q = c.prepare("SELECT id, name FROM orgs ORDER BY created_at, id")?;
+            let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
         })
     }
 

@@ -162,6 +162,10 @@ pub enum TokenError {
     /// `iss` names no trusted issuer.
     #[error("untrusted issuer")]
     UntrustedIssuer,
+    /// The issuer may not mint tokens for the token's `org` (orgs are tenants: an org bound to
+    /// some issuers is accepted only from them, see [`TokenVerifier::bind_orgs`]).
+    #[error("issuer may not issue tokens for org {0}")]
+    ForeignOrg(String),
     /// The claims are not a `tkn_` token's claims (missing `org`, bad `acl`, …).
     #[error("malformed tkn_ claims: {0}")]
     BadClaims(String),
@@ -190,6 +194,8 @@ pub const MAX_LIFETIME: u64 = crate::exchange::MAX_TTL;
 #[derive(Debug, Clone)]
 pub struct TokenVerifier {
     issuers: Vec<(String, KeySet)>,
+    /// Orgs each bound issuer may issue for (issuers absent here are unbound).
+    bound: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Clock-skew allowance in seconds. Default 30.
     pub leeway: u64,
     /// Maximum token length in bytes. Default 8 KiB.
@@ -200,6 +206,7 @@ impl Default for TokenVerifier {
     fn default() -> Self {
         Self {
             issuers: Vec::new(),
+            bound: std::collections::BTreeMap::new(),
             leeway: 30,
             max_len: DEFAULT_MAX_TOKEN_LEN,
         }
@@ -212,6 +219,24 @@ impl TokenVerifier {
         let set = KeySet::new(keys.into_iter().collect());
         self.issuers.retain(|(iss, _)| iss != issuer);
         self.issuers.push((issuer.to_owned(), set));
+    }
+
+    /// Binds `issuer` to `orgs` (replacing an earlier binding): its tokens are accepted only for
+    /// those orgs, and those orgs' tokens only from the issuers bound to them. An issuer that is
+    /// never bound may issue for any org no issuer is bound to. An org is a tenant, so this is
+    /// what keeps one issuer (a worker, a partner's backend) from minting its way into another
+    /// tenant's topics.
+    pub fn bind_orgs(&mut self, issuer: &str, orgs: impl IntoIterator<Item = String>) {
+        self.bound
+            .insert(issuer.to_owned(), orgs.into_iter().collect());
+    }
+
+    /// Whether `issuer` may issue tokens for `org` (see [`Self::bind_orgs`]).
+    pub fn may_issue(&self, issuer: &str, org: &str) -> bool {
+        match self.bound.get(issuer) {
+            Some(orgs) => orgs.contains(org),
+            None => !self.bound.values().any(|orgs| orgs.contains(org)),
+        }
     }
 
     /// Verifies `password` as a `tkn_` token for MQTT `username` at time `now`.
@@ -275,6 +300,9 @@ impl TokenVerifier {
         }
         let body: Body = serde_json::from_value(serde_json::Value::Object(jwt.claims))
             .map_err(|e| TokenError::BadClaims(e.to_string()))?;
+        if !self.may_issue(issuer, body.org.as_str()) {
+            return Err(TokenError::ForeignOrg(body.org.as_str().to_owned()));
+        }
         body.acl
             .validate()
             .map_err(|e| TokenError::BadClaims(e.to_string()))?;
@@ -321,6 +349,9 @@ impl TokenVerifier {
         }
         if !self.trusts(&c.iss, &token.kid) {
             return Err(JwsError::UnknownKey(Some(token.kid.clone())).into());
+        }
+        if !self.may_issue(&c.iss, c.org.as_str()) {
+            return Err(TokenError::ForeignOrg(c.org.as_str().to_owned()));
         }
         match Username::parse(username) {
             Ok(u) if u.user == c.sub && u.org == c.org => Ok(()),

@@ -1,6 +1,13 @@
 //! Routing: sessions by client id (takeover, persistence), subscriptions (plain and shared,
 //! in a topic trie) and retained messages.
 //!
+//! Every org is a *tenant* with its own space: subscription index, retained messages, shared
+//! subscription groups and counters. A session belongs to its identity's tenant and a
+//! publish reaches only subscribers of its publisher's tenant, so traffic cannot cross orgs
+//! whatever the ACLs say: there is no topic, filter or `$share` group that names another
+//! tenant's space. Clients keep writing `users/alice/…`; identities with no org (anonymous
+//! development clients) share the tenant `""`.
+//!
 //! A *session* outlives its network connection when the client asked for it (Session Expiry
 //! Interval > 0, or Clean Session 0 in v3.1.1). While the client is away the session keeps
 //! its subscriptions and a bounded queue of QoS 1/2 messages; QoS 0 messages for an absent
@@ -8,13 +15,19 @@
 //! broker restart.
 
 mod index;
+mod quota;
+mod tenant;
+
+pub use quota::{QuotaExceeded, Quotas};
+use tenant::Space;
+pub use tenant::{Stats, Tenant, TenantFigures};
 
 use crate::mailbox::{Mailbox, Refused};
 use cloudsignal_core::mqtt::{QoS, ReasonCode, SubscriptionOptions};
 use cloudsignal_core::revocation::{Credential, Entry};
 use cloudsignal_core::session::{Delivery, Message, StoredSession};
 use cloudsignal_core::topic::{FilterLevel, SubscriptionFilter, TopicFilter};
-use index::{Index, Sub, SubKey};
+use index::{Sub, SubKey};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,64 +59,6 @@ struct Retained {
     owner: Option<Arc<str>>,
 }
 
-/// Per-identity and per-client limits. An identity is a user (token), a service (API key) or
-/// anonymous; anonymous development clients are not limited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quotas {
-    /// Live connections of one identity. Default 1,000 (a service key may run a fleet).
-    pub connections_per_identity: usize,
-    /// Persistent sessions (Session Expiry > 0, or v3.1.1 Clean Session 0), live or stored, of
-    /// one identity. Default 100: each may hold --max-queued-messages while its client is away.
-    pub sessions_per_identity: usize,
-    /// Subscriptions of one session. Default 1,000.
-    pub subscriptions_per_client: usize,
-    /// Retained messages stored by one identity. Default 10,000.
-    pub retained_per_identity: usize,
-    /// Bytes of retained payload stored by one identity. Default 64 MiB.
-    pub retained_bytes_per_identity: u64,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        Self {
-            connections_per_identity: 1_000,
-            sessions_per_identity: 100,
-            subscriptions_per_client: 1_000,
-            retained_per_identity: 10_000,
-            retained_bytes_per_identity: 64 << 20,
-        }
-    }
-}
-
-/// A quota a request would exceed (answered 0x97, quota exceeded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuotaExceeded {
-    /// [`Quotas::connections_per_identity`].
-    Connections(usize),
-    /// [`Quotas::sessions_per_identity`].
-    Sessions(usize),
-    /// [`Quotas::subscriptions_per_client`].
-    Subscriptions(usize),
-    /// [`Quotas::retained_per_identity`].
-    RetainedMessages(usize),
-    /// [`Quotas::retained_bytes_per_identity`].
-    RetainedBytes(u64),
-}
-
-impl std::fmt::Display for QuotaExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Connections(n) => write!(f, "at most {n} live connections per identity"),
-            Self::Sessions(n) => write!(f, "at most {n} persistent sessions per identity"),
-            Self::Subscriptions(n) => write!(f, "at most {n} subscriptions per client"),
-            Self::RetainedMessages(n) => write!(f, "at most {n} retained messages per identity"),
-            Self::RetainedBytes(n) => {
-                write!(f, "at most {n} bytes of retained messages per identity")
-            }
-        }
-    }
-}
-
 /// What a publish did: how many sessions it reached, and the mailboxes it left at or above their
 /// high-water mark (the publisher should wait for room in them before reading on).
 #[derive(Debug, Default)]
@@ -126,6 +81,7 @@ struct OwnerUse {
 struct Session {
     client_id: String,
     owner: String,
+    tenant: Tenant,
     /// Bumped whenever a new connection takes the session over.
     generation: u64,
     /// The live connection, or `None` while the client is away.
@@ -170,28 +126,10 @@ pub enum Resume {
     Handoff(oneshot::Receiver<StoredSession>),
 }
 
-/// Counters for `$SYS` and logs.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Stats {
-    /// Messages routed to subscribers.
-    pub delivered: u64,
-    /// QoS 0 messages dropped because a subscriber's queue was full.
-    pub dropped_qos0: u64,
-    /// Connections closed as slow consumers.
-    pub slow_consumers: u64,
-    /// Times a publisher waited the stall limit for a subscriber that made no room.
-    pub stalled: u64,
-    /// Messages for absent clients dropped (QoS 0, or the stored queue was full).
-    pub dropped_offline: u64,
-    /// Messages for absent clients stored for later delivery.
-    pub stored: u64,
-}
-
 /// The broker's routing state. Lives behind a mutex that is never held across an await.
 #[derive(Debug)]
 pub struct Router {
-    subs: Index,
-    retained: BTreeMap<String, Retained>,
+    spaces: HashMap<Tenant, Space>,
     sessions: HashMap<ConnId, Session>,
     /// Sessions by (owner, client id): client ids are scoped to the identity that uses them,
     /// so one identity can never take over, resume or squat another's session.
@@ -200,7 +138,7 @@ pub struct Router {
     owners: HashMap<Arc<str>, OwnerUse>,
     quotas: Quotas,
     max_stored: usize,
-    /// Counters.
+    /// Counters over all tenants.
     pub stats: Stats,
 }
 
@@ -241,8 +179,7 @@ impl Router {
     /// `quotas`.
     pub fn new(max_stored: usize, quotas: Quotas) -> Self {
         Self {
-            subs: Index::default(),
-            retained: BTreeMap::new(),
+            spaces: HashMap::new(),
             sessions: HashMap::new(),
             clients: HashMap::new(),
             owners: HashMap::new(),
@@ -253,7 +190,7 @@ impl Router {
     }
 
     /// Registers connection `conn` for `client_id` of `owner` (an [`crate::auth::Identity`]'s
-    /// owner key).
+    /// owner key) in `tenant` (the identity's org).
     ///
     /// Client ids are scoped to their owner: the same id used by another identity names
     /// another session. A live connection on the same session is told to close (0x8E, session
@@ -269,6 +206,7 @@ impl Router {
         conn: ConnId,
         client_id: &str,
         owner: &str,
+        tenant: &Tenant,
         credential: &Credential,
         handle: ConnHandle,
         clean_start: bool,
@@ -319,6 +257,7 @@ impl Router {
             Session {
                 client_id: client_id.to_owned(),
                 owner: owner.to_owned(),
+                tenant: tenant.clone(),
                 generation: 0,
                 handle: Some(handle),
                 stored: None,
@@ -383,8 +322,10 @@ impl Router {
         if self.clients.get(&slot) == Some(&id) {
             self.clients.remove(&slot);
         }
-        for k in &s.filters {
-            self.subs.remove(k, id);
+        if let Some(space) = self.spaces.get_mut(&s.tenant) {
+            for k in &s.filters {
+                space.subs.remove(k, id);
+            }
         }
         s.delayed_will.map(|w| *w)
     }
@@ -473,7 +414,8 @@ impl Router {
         {
             return Err(QuotaExceeded::Subscriptions(max));
         }
-        let existed = self.subs.insert(&k, conn, Sub { opts, id });
+        let space = self.spaces.entry(session.tenant.clone()).or_default();
+        let existed = space.subs.insert(&k, conn, Sub { opts, id });
         session.filters.insert(k.clone());
         let replay = match opts.retain_handling {
             0 => true,
@@ -484,8 +426,7 @@ impl Router {
         if !replay || k.0.is_some() {
             return Ok(Vec::new());
         }
-        Ok(self
-            .retained_matching(&k.1)
+        Ok(retained_matching(&space.retained, &k.1)
             .filter_map(|r| {
                 let expiry = remaining_expiry(&r.message, r.at, now).ok()?;
                 Some(Delivery {
@@ -499,11 +440,12 @@ impl Router {
             .collect())
     }
 
-    /// Stores (or, with an empty payload, clears) the retained message of `message`'s topic for
-    /// the session `from`; refused when its owner would exceed the retained quota.
+    /// Stores (or, with an empty payload, clears) the retained message of `message`'s topic in
+    /// `tenant` for the session `from`; refused when its owner would exceed the retained quota.
     fn retain(
         &mut self,
         from: ConnId,
+        tenant: &Tenant,
         message: &Arc<Message>,
         now: Instant,
     ) -> Result<(), QuotaExceeded> {
@@ -520,8 +462,9 @@ impl Router {
                 .get(owner)
                 .map_or((0, 0), |u| (u.retained, u.retained_bytes));
             let replaced = self
-                .retained
-                .get(topic)
+                .spaces
+                .get(tenant)
+                .and_then(|s| s.retained.get(topic))
                 .filter(|r| r.owner.as_ref() == Some(owner))
                 .map(|r| r.message.payload.len() as u64);
             let count = count + usize::from(replaced.is_none());
@@ -538,7 +481,11 @@ impl Router {
                 ));
             }
         }
-        if let Some(old) = self.retained.remove(topic) {
+        let old = self
+            .spaces
+            .get_mut(tenant)
+            .and_then(|s| s.retained.remove(topic));
+        if let Some(old) = old {
             self.release_retained(&old);
         }
         if !message.payload.is_empty() {
@@ -547,14 +494,18 @@ impl Router {
                 usage.retained += 1;
                 usage.retained_bytes += size;
             }
-            self.retained.insert(
-                topic.to_owned(),
-                Retained {
-                    message: message.clone(),
-                    at: now,
-                    owner,
-                },
-            );
+            self.spaces
+                .entry(tenant.clone())
+                .or_default()
+                .retained
+                .insert(
+                    topic.to_owned(),
+                    Retained {
+                        message: message.clone(),
+                        at: now,
+                        owner,
+                    },
+                );
         }
         Ok(())
     }
@@ -572,39 +523,44 @@ impl Router {
             }
         }
     }
+}
 
-    /// Retained messages matching `filter`, scanning only the range of its literal prefix.
-    fn retained_matching<'a>(
-        &'a self,
-        filter: &'a TopicFilter,
-    ) -> impl Iterator<Item = &'a Retained> + 'a {
-        let mut prefix = String::new();
-        for level in filter.levels() {
-            match level {
-                FilterLevel::Literal(l) => {
-                    prefix.push_str(l);
-                    prefix.push('/');
-                }
-                _ => break,
+/// Retained messages matching `filter`, scanning only the range of its literal prefix.
+fn retained_matching<'a>(
+    retained: &'a BTreeMap<String, Retained>,
+    filter: &'a TopicFilter,
+) -> impl Iterator<Item = &'a Retained> + 'a {
+    let mut prefix = String::new();
+    for level in filter.levels() {
+        match level {
+            FilterLevel::Literal(l) => {
+                prefix.push_str(l);
+                prefix.push('/');
             }
+            _ => break,
         }
-        // "a/b/" covers "a/b/…"; the topic "a/b" itself (matched by "a/b" or "a/b/#") sorts
-        // just before it
-        let start = prefix.strip_suffix('/').unwrap_or("").to_owned();
-        self.retained
-            .range(start..)
-            .take_while(move |(t, _)| t.starts_with(prefix.trim_end_matches('/')))
-            .filter(move |(_, r)| filter.matches(&r.message.topic))
-            .map(|(_, r)| r)
     }
+    // "a/b/" covers "a/b/…"; the topic "a/b" itself (matched by "a/b" or "a/b/#") sorts
+    // just before it
+    let start = prefix.strip_suffix('/').unwrap_or("").to_owned();
+    retained
+        .range(start..)
+        .take_while(move |(t, _)| t.starts_with(prefix.trim_end_matches('/')))
+        .filter(move |(_, r)| filter.matches(&r.message.topic))
+        .map(|(_, r)| r)
+}
 
+impl Router {
     /// Removes a subscription; whether it existed.
     pub fn unsubscribe(&mut self, conn: ConnId, filter: SubscriptionFilter) -> bool {
         let k = key(filter);
-        if let Some(s) = self.sessions.get_mut(&conn) {
-            s.filters.remove(&k);
-        }
-        self.subs.remove(&k, conn)
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return false;
+        };
+        s.filters.remove(&k);
+        self.spaces
+            .get_mut(&s.tenant)
+            .is_some_and(|space| space.subs.remove(&k, conn))
     }
 
     /// Removes every subscription of `conn` that `keep` refuses (after a narrower re-auth).
@@ -619,26 +575,34 @@ impl Router {
         let gone: Vec<SubKey> = s.filters.iter().filter(|k| !keep(&k.1)).cloned().collect();
         for k in &gone {
             s.filters.remove(k);
-            self.subs.remove(k, conn);
+            if let Some(space) = self.spaces.get_mut(&s.tenant) {
+                space.subs.remove(k, conn);
+            }
         }
         gone.len()
     }
 
-    /// Routes a message published by `from`; returns how many sessions it reached. A retained
-    /// message its publisher's owner has no quota left for is refused whole (not routed).
+    /// Routes a message published by `from` in `tenant` (the publisher's org: nobody outside
+    /// it can receive the message); returns how many sessions it reached. A retained message
+    /// its publisher's owner has no quota left for is refused whole (not routed).
     pub fn publish(
         &mut self,
         from: ConnId,
+        tenant: &Tenant,
         message: Arc<Message>,
         now: Instant,
     ) -> Result<Routed, QuotaExceeded> {
         if message.retain {
-            self.retain(from, &message, now)?;
+            self.retain(from, tenant, &message, now)?;
         }
+        let Some(space) = self.spaces.get_mut(tenant) else {
+            return Ok(Routed::default());
+        };
         let mut congested = Vec::new();
+        let mut stats = Stats::default();
         // one delivery per session: highest QoS, all subscription ids [MQTT-3.3.4-2]
         let mut targets: BTreeMap<ConnId, (QoS, bool, Vec<u32>)> = BTreeMap::new();
-        self.subs.for_each_match(&message.topic, |conn, sub| {
+        space.subs.for_each_match(&message.topic, |conn, sub| {
             if sub.opts.no_local && conn == from {
                 return;
             }
@@ -667,30 +631,61 @@ impl Router {
                     .as_mut()
                     .is_some_and(|b| b.0.enqueue(delivery, self.max_stored));
                 if kept {
-                    self.stats.stored += 1;
+                    stats.stored += 1;
                 } else {
-                    self.stats.dropped_offline += 1;
+                    stats.dropped_offline += 1;
                 }
                 continue;
             };
             match handle.mailbox.try_send(delivery) {
                 Ok(queued) => {
-                    self.stats.delivered += 1;
-                    self.stats.dropped_qos0 += u64::from(queued.evicted);
+                    stats.delivered += 1;
+                    stats.dropped_qos0 += u64::from(queued.evicted);
                     if queued.congested {
                         congested.push(handle.mailbox.clone());
                     }
                 }
-                Err(Refused::Full) if qos == QoS::AtMostOnce => self.stats.dropped_qos0 += 1,
+                Err(Refused::Full) if qos == QoS::AtMostOnce => stats.dropped_qos0 += 1,
                 Err(Refused::Full) => {
                     // slow consumer: it cannot take a message it must not lose; close it
-                    self.stats.slow_consumers += 1;
+                    stats.slow_consumers += 1;
                     handle.kill(ReasonCode::QUOTA_EXCEEDED, Some("slow consumer".into()));
                 }
                 Err(Refused::Closed) => {}
             }
         }
+        space.stats.add(&stats);
+        self.stats.add(&stats);
         Ok(Routed { reached, congested })
+    }
+
+    /// Counts a subscriber in `tenant` that made no room within the stall limit.
+    pub fn count_stalled(&mut self, tenant: &Tenant) {
+        self.stats.stalled += 1;
+        if let Some(space) = self.spaces.get_mut(tenant) {
+            space.stats.stalled += 1;
+        }
+    }
+
+    /// Each tenant's figures (tenants holding nothing but `$SYS` messages are forgotten first).
+    pub fn tenants(&mut self) -> Vec<TenantFigures> {
+        let mut figures: HashMap<Tenant, TenantFigures> = HashMap::new();
+        for s in self.sessions.values() {
+            let f = figures.entry(s.tenant.clone()).or_default();
+            f.connections += usize::from(s.handle.is_some());
+            f.stored_sessions += usize::from(s.handle.is_none());
+        }
+        self.spaces
+            .retain(|t, space| figures.contains_key(t) || !space.is_idle());
+        for (t, space) in &self.spaces {
+            let f = figures.entry(t.clone()).or_default();
+            f.subscriptions = space.subs.len();
+            f.stats = space.stats;
+        }
+        figures
+            .into_iter()
+            .map(|(tenant, f)| TenantFigures { tenant, ..f })
+            .collect()
     }
 
     /// Records the credential a live session re-authenticated with.
@@ -755,6 +750,6 @@ impl Router {
 
     /// Number of subscriptions.
     pub fn subscriptions(&self) -> usize {
-        self.subs.len()
+        self.spaces.values().map(|s| s.subs.len()).sum()
     }
 }

@@ -156,7 +156,8 @@ async fn create(
     }
     let mut stored = StoredKey {
         id: String::new(),
-        org: cp.org.as_str().into(),
+        // a key is created in its creator's org: an org's keys never reach another org
+        org: creator.key.org.clone(),
         kind: kind.name().into(),
         name: req.name,
         secret_hash: String::new(),
@@ -178,7 +179,7 @@ async fn create(
     no_wider(creator, &stored)?;
     let taken = cp
         .store
-        .list_keys(cp.org.as_str())
+        .list_keys(&creator.key.org)
         .map_err(Problem::internal)?
         .into_iter()
         .any(|k| k.name == stored.name && k.is_live(now));
@@ -207,11 +208,8 @@ pub(super) async fn list_keys(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(&cp, &headers, peer.ip(), "keys:read").await?;
-    let keys = cp
-        .store
-        .list_keys(cp.org.as_str())
-        .map_err(Problem::internal)?;
+    let by = authorize(&cp, &headers, peer.ip(), "keys:read").await?;
+    let keys = cp.store.list_keys(&by.key.org).map_err(Problem::internal)?;
     Ok(Json(
         json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
     ))
@@ -228,12 +226,12 @@ pub(super) async fn revoke_key(
     audited(&cp, &by, "key.revoke", Some(&id), peer.ip(), result)
 }
 
-/// A live key of this org by id, or 404.
-fn live_key(cp: &ControlPlane, id: &str) -> ApiResult<StoredKey> {
+/// A live key of `org` by id, or 404 (another org's key is as absent as a missing one).
+fn live_key(cp: &ControlPlane, org: &str, id: &str) -> ApiResult<StoredKey> {
     cp.store
         .find_key(id)
         .map_err(Problem::internal)?
-        .filter(|k| k.revoked_at.is_none() && k.org == cp.org.as_str())
+        .filter(|k| k.revoked_at.is_none() && k.org == org)
         .ok_or_else(|| {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -244,7 +242,7 @@ fn live_key(cp: &ControlPlane, id: &str) -> ApiResult<StoredKey> {
 }
 
 fn revoke(cp: &ControlPlane, by: &VerifiedKey, id: &str) -> ApiResult<Json<serde_json::Value>> {
-    let target = live_key(cp, id)?;
+    let target = live_key(cp, &by.key.org, id)?;
     no_wider(by, &target)?;
     match cp
         .store
@@ -313,7 +311,7 @@ async fn rotate(
     id: &str,
     grace_seconds: u64,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let old = live_key(cp, id)?;
+    let old = live_key(cp, &by.key.org, id)?;
     // rotating hands out the key's new secret: only to a key at least as wide
     no_wider(by, &old)?;
     let kind = if old.kind == "sk" {
@@ -359,12 +357,12 @@ pub(super) async fn key_usage(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(&cp, &headers, peer.ip(), "usage:read").await?;
+    let by = authorize(&cp, &headers, peer.ip(), "usage:read").await?;
     let key = cp
         .store
         .find_key(&id)
         .map_err(Problem::internal)?
-        .filter(|k| k.org == cp.org.as_str())
+        .filter(|k| k.org == by.key.org)
         .ok_or_else(|| {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -404,7 +402,7 @@ pub(super) async fn usage_today(
     headers: HeaderMap,
     q: Result<Query<DayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(&cp, &headers, peer.ip(), "usage:read").await?;
+    let by = authorize(&cp, &headers, peer.ip(), "usage:read").await?;
     let Query(q) =
         q.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let day = q.day.unwrap_or_else(|| crate::usage::day_of(unix_now()));
@@ -423,14 +421,22 @@ pub(super) async fn usage_today(
             "day is YYYY-MM-DD",
         ));
     }
-    let (cp2, d) = (cp.clone(), day.clone());
-    let rows = tokio::task::spawn_blocking(move || {
+    let (cp2, d, org) = (cp.clone(), day.clone(), by.key.org.clone());
+    let (rows, org_keys) = tokio::task::spawn_blocking(move || {
         cp2.flush_usage();
-        cp2.store.usage_on(&d)
+        anyhow::Ok((cp2.store.usage_on(&d)?, cp2.store.list_keys(&org)?))
     })
     .await
     .map_err(Problem::internal)?
     .map_err(Problem::internal)?;
-    let (keys, users): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.subject_kind == "key");
+    // only this org's keys and users: usage is per tenant
+    let user_suffix = format!("@{}", by.key.org);
+    let (keys, users): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .filter(|r| match r.subject_kind.as_str() {
+            "key" => org_keys.iter().any(|k| k.id == r.subject),
+            _ => r.subject.ends_with(&user_suffix),
+        })
+        .partition(|r| r.subject_kind == "key");
     Ok(Json(json!({ "day": day, "keys": keys, "users": users })))
 }

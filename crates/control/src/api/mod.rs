@@ -34,7 +34,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cloudsignal_core::acl::AclRules;
 use cloudsignal_core::exchange::{refresh_at, MqttCredentials, TokenResponse, MAX_TTL, MIN_TTL};
-use cloudsignal_core::ids::UserId;
+use cloudsignal_core::ids::{OrgId, UserId};
 use cloudsignal_core::revocation::{Feed, Revocation};
 use cloudsignal_core::token::{Jti, TokenClaims};
 use cloudsignal_core::topic::TopicFilter;
@@ -324,7 +324,7 @@ pub(crate) fn audit(
     let entry = crate::store::AuditEntry {
         seq: 0,
         at: unix_now(),
-        org: cp.org.as_str().to_owned(),
+        org: by.key.org.clone(),
         actor: by.key.id.clone(),
         actor_kind: by.key.kind.clone(),
         action: action.to_owned(),
@@ -345,13 +345,13 @@ async fn audit_log(
     headers: HeaderMap,
     q: Result<Query<After>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(&cp, &headers, peer.ip(), "audit:read").await?;
+    let by = authorize(&cp, &headers, peer.ip(), "audit:read").await?;
     let Query(q) =
         q.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = cp
         .store
-        .audit_after(cp.org.as_str(), q.after, limit)
+        .audit_after(&by.key.org, q.after, limit)
         .map_err(Problem::internal)?;
     let next = entries.last().map_or(q.after, |e| e.seq);
     Ok(Json(json!({ "entries": entries, "next": next })))
@@ -423,7 +423,8 @@ async fn issue_token(
     let req: TokenRequest = parse_body(body)?;
     let user = UserId::parse(&req.user)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_user", e.to_string()))?;
-    let org = cp.org.clone();
+    // a token is for a user of the issuing key's org
+    let org = OrgId::parse(&key.key.org).map_err(Problem::internal)?;
     let acl = match (req.acl, key.key.kind.as_str()) {
         (Some(acl), _) => acl,
         (None, "sk") => {
@@ -535,7 +536,7 @@ async fn revoke_user(
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_user", e.to_string()))?;
     let (entry, closed) = cp
         .revoke(Revocation::User {
-            org: cp.org.as_str().to_owned(),
+            org: key.key.org.clone(),
             user: user.as_str().to_owned(),
         })
         .map_err(Problem::internal)?;

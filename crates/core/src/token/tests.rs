@@ -147,3 +147,26 @@ both_targets_test! {
         assert!(v.recheck(&ok, ALICE, now).is_err(), "its key is no longer trusted");
     }
 }
+
+both_targets_test! {
+    /// Orgs are tenants: an issuer bound to orgs issues only for them, and an org bound to an
+    /// issuer is refused from every other issuer, even one signing with a trusted key.
+    fn org_binding() {
+        let now = tv::t0();
+        let token = issue(&claims(now, 3600), &key());
+        let mut v = verifier();
+        v.trust("https://other", [key().verifying_entry()]);
+        assert!(v.verify(&token, ALICE, now).is_ok(), "unbound issuer, unbound org");
+        v.bind_orgs(ISS, ["org_aaaaaaaaaaaa".to_owned()]);
+        assert!(matches!(v.verify(&token, ALICE, now), Err(TokenError::ForeignOrg(o)) if o == "org_k7xm4pqr2n5t"));
+        v.bind_orgs(ISS, ["org_k7xm4pqr2n5t".to_owned()]);
+        let ok = v.verify(&token, ALICE, now).unwrap();
+        // another (unbound) issuer may not claim an org that is bound to ISS
+        assert!(v.may_issue(ISS, "org_k7xm4pqr2n5t"));
+        assert!(!v.may_issue("https://other", "org_k7xm4pqr2n5t"));
+        assert!(v.may_issue("https://other", "org_zzzzzzzzzzzz"));
+        // a binding changed after verification is enforced on the cached token too
+        v.bind_orgs(ISS, Vec::new());
+        assert!(matches!(v.recheck(&ok, ALICE, now), Err(TokenError::ForeignOrg(_))));
+    }
+}
