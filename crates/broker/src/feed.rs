@@ -27,6 +27,9 @@ pub struct FeedSource {
     pub interval: Duration,
     /// The credential sent as `Authorization: Bearer`, if the feed needs one.
     pub bearer: Option<Bearer>,
+    /// The issuer whose feed it is: a user revocation for an org this issuer may not issue
+    /// for (another tenant's) is ignored, so one issuer cannot revoke another tenant's users.
+    pub issuer: String,
 }
 
 /// A feed credential: never printed.
@@ -71,6 +74,14 @@ pub(crate) async fn poll(broker: BrokerHandle, source: FeedSource) {
                     let fresh: Vec<_> =
                         feed.revocations.iter().filter(|e| e.seq > cursor).collect();
                     for e in &fresh {
+                        if let cloudsignal_core::revocation::Revocation::User { org, .. } =
+                            &e.revocation
+                        {
+                            if !broker.may_issue(&source.issuer, org) {
+                                warn!(url = %source.url, issuer = %source.issuer, %org, "revocation feed entry ignored: this issuer may not issue for that org");
+                                continue;
+                            }
+                        }
                         broker.revoke(e);
                     }
                     debug!(url = %source.url, applied = fresh.len(), next = feed.next, "revocation feed polled");

@@ -198,6 +198,11 @@ impl BrokerHandle {
         self.shared.auth.trust(issuer, keys);
     }
 
+    /// Whether tokens of `issuer` may claim `org` (see `TokenVerifier::bind_orgs`).
+    pub fn may_issue(&self, issuer: &str, org: &str) -> bool {
+        self.shared.auth.may_issue(issuer, org)
+    }
+
     /// Loads stored revocations at start (no session is live yet, so nothing is closed).
     pub fn load_revocations(&self, entries: &[cloudsignal_core::revocation::Entry]) {
         let mut list = self.shared.revocations.write();

@@ -159,6 +159,7 @@ pub(crate) fn install(
                 url,
                 interval: poll,
                 bearer,
+                issuer: i.iss.clone(),
             });
         }
     }

@@ -125,8 +125,9 @@ struct IssueArgs {
     /// Org id (`org`).
     #[arg(long)]
     org: String,
-    /// Lifetime in seconds.
-    #[arg(long, default_value_t = 3600)]
+    /// Lifetime in seconds, 5 to 86400 (24 h, the most a broker accepts).
+    #[arg(long, default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(5..=86_400))]
     ttl: u64,
     /// Publish filter (repeatable; templates {user}, {org}, {client_id}).
     #[arg(long = "pub")]
@@ -169,7 +170,35 @@ fn read_key(path: &PathBuf) -> Result<SigningKey> {
         .with_context(|| format!("{} is not an Ed25519 private JWK", path.display()))
 }
 
-fn main() -> Result<()> {
+/// An error and its causes on one line, each cause once: a context that already quotes its
+/// cause (`reading x: No such file`) is not followed by the cause again. Never a backtrace
+/// (even with `RUST_BACKTRACE` set): that is for bugs, and these are the user's errors.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let mut issuers = Vec::new();
     {
         use clap::CommandFactory;

@@ -18,17 +18,21 @@ pub(crate) struct ServeArgs {
     /// TOML configuration file (keys: the flag names with underscores).
     #[arg(long, env = "CLOUDSIGNAL_CONFIG")]
     config: Option<PathBuf>,
-    /// MQTT over TCP listener.
-    #[arg(long, env = "CLOUDSIGNAL_MQTT_ADDR", default_value = "0.0.0.0:1883")]
+    /// MQTT over TCP listener (address or host name, and port).
+    #[arg(long, env = "CLOUDSIGNAL_MQTT_ADDR", default_value = "0.0.0.0:1883",
+          value_parser = listen_addr)]
     mqtt_addr: SocketAddr,
     /// MQTT over WebSocket listener (plain, for development). `off` disables it.
-    #[arg(long, env = "CLOUDSIGNAL_WS_ADDR", default_value = "0.0.0.0:18884")]
+    #[arg(long, env = "CLOUDSIGNAL_WS_ADDR", default_value = "0.0.0.0:18884",
+          value_parser = optional_listen_addr)]
     ws_addr: String,
     /// MQTT over TLS listener; opened when --tls-cert and --tls-key are given.
-    #[arg(long, env = "CLOUDSIGNAL_TLS_ADDR", default_value = "0.0.0.0:8883")]
+    #[arg(long, env = "CLOUDSIGNAL_TLS_ADDR", default_value = "0.0.0.0:8883",
+          value_parser = listen_addr)]
     tls_addr: SocketAddr,
     /// MQTT over secure WebSocket listener; opened when --tls-cert and --tls-key are given.
-    #[arg(long, env = "CLOUDSIGNAL_WSS_ADDR", default_value = "0.0.0.0:18885")]
+    #[arg(long, env = "CLOUDSIGNAL_WSS_ADDR", default_value = "0.0.0.0:18885",
+          value_parser = listen_addr)]
     wss_addr: SocketAddr,
     /// PEM certificate chain for the TLS and WSS listeners.
     #[arg(long, env = "CLOUDSIGNAL_TLS_CERT", requires = "tls_key")]
@@ -166,7 +170,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CLOUDSIGNAL_ORG")]
     org: Option<String>,
     /// Control plane HTTP API (API keys, token issuance, revocation). `off` disables it.
-    #[arg(long, env = "CLOUDSIGNAL_CONTROL_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "CLOUDSIGNAL_CONTROL_ADDR", default_value = "0.0.0.0:8080",
+          value_parser = optional_listen_addr)]
     control_addr: String,
     /// Public URL of the control plane: the `iss` of the tokens it issues.
     /// Default: http://127.0.0.1:<control port>.
@@ -196,6 +201,49 @@ pub(crate) struct ServeArgs {
     max_token_ttl: u64,
 }
 
+/// Fails, naming the flag, if a listener's address is taken: checked before anything is
+/// created (a first start would otherwise make a data directory and print an admin key, then
+/// stop at the busy port).
+fn ports_free(args: &ServeArgs) -> Result<()> {
+    let mut wanted = vec![("--mqtt-addr", args.mqtt_addr.to_string())];
+    for (flag, a) in [("--ws-addr", &args.ws_addr), ("--control-addr", &args.control_addr)] {
+        if !matches!(a.as_str(), "off" | "") {
+            wanted.push((flag, a.clone()));
+        }
+    }
+    if args.tls_cert.is_some() {
+        wanted.push(("--tls-addr", args.tls_addr.to_string()));
+        wanted.push(("--wss-addr", args.wss_addr.to_string()));
+    }
+    for (flag, addr) in wanted {
+        if let Err(e) = std::net::TcpListener::bind(&addr) {
+            bail!("{flag} {addr}: cannot listen there ({e}); is another server using it? Choose another with {flag}");
+        }
+    }
+    Ok(())
+}
+
+/// A listen address: `ip:port`, or `host:port` resolved now (the first address it names, e.g.
+/// `localhost:1883`).
+fn listen_addr(s: &str) -> std::result::Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not a listen address (host:port): {e}"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} names no address"))
+}
+
+/// [`listen_addr`], or `off`/empty; kept as text (the caller turns it into an address).
+fn optional_listen_addr(s: &str) -> std::result::Result<String, String> {
+    match s {
+        "off" | "" => Ok(s.to_owned()),
+        _ => listen_addr(s).map(|a| a.to_string()),
+    }
+}
+
 pub(crate) fn run(args: ServeArgs) -> Result<()> {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -206,6 +254,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    ports_free(&args)?;
     let mut tokens = TokenVerifier::default();
     tokens.leeway = args.token_leeway;
     let control = match args.control_addr.as_str() {
@@ -518,16 +567,17 @@ pub(crate) fn apply_config_file(
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("{path} is not valid TOML"))?;
-    let known: Vec<(String, String)> = serve
+    // (key = the flag's name with underscores, the name of its variable without
+    // CLOUDSIGNAL_ as an older spelling, the flag, the variable)
+    let known: Vec<(String, String, &clap::Arg, String)> = serve
         .get_arguments()
         .filter_map(|a| {
             let env = a.get_env()?.to_string_lossy().into_owned();
-            Some((
-                env.trim_start_matches("CLOUDSIGNAL_").to_ascii_lowercase(),
-                env,
-            ))
+            let key = a.get_long()?.replace('-', "_");
+            let legacy = env.trim_start_matches("CLOUDSIGNAL_").to_ascii_lowercase();
+            Some((key, legacy, a, env))
         })
-        .filter(|(key, _)| key != "config")
+        .filter(|(key, ..)| key != "config")
         .collect();
     let mut issuers = Vec::new();
     for (key, value) in table {
@@ -535,8 +585,19 @@ pub(crate) fn apply_config_file(
             issuers = crate::issuers::from_toml(value, &path)?;
             continue;
         }
-        let Some((_, env)) = known.iter().find(|(k, _)| *k == key) else {
-            let keys: Vec<&str> = known.iter().map(|(k, _)| k.as_str()).collect();
+        let found = known.iter().find(|(k, ..)| *k == key).or_else(|| {
+            let old = known.iter().find(|(_, legacy, ..)| *legacy == key)?;
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "warning: {path}: key {key:?} is an old name; use {:?} (the flag's name)",
+                    old.0
+                );
+            }
+            Some(old)
+        });
+        let Some((name, _, arg, env)) = found else {
+            let keys: Vec<&str> = known.iter().map(|(k, ..)| k.as_str()).collect();
             bail!(
                 "{path}: unknown key {key:?}; known keys: {}",
                 keys.join(", ")
@@ -557,6 +618,20 @@ pub(crate) fn apply_config_file(
                 .join(","),
             other => bail!("{path}: {key} has an unsupported value {other}"),
         };
+        // checked here with the flag's own parser, so a bad value names the file and the key
+        if arg.get_action().takes_values() {
+            if let Err(e) = serve.clone().try_get_matches_from([
+                "serve".to_owned(),
+                format!("--{}={value}", arg.get_long().unwrap_or(name)),
+            ]) {
+                use clap::error::ErrorKind;
+                if matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+                    let why = e.to_string();
+                    let why = why.lines().next().unwrap_or("").trim_start_matches("error: ");
+                    bail!("{path}: key {key:?}: {why}");
+                }
+            }
+        }
         if std::env::var_os(env).is_none() {
             std::env::set_var(env, value);
         }

@@ -71,6 +71,31 @@ pub struct ControlPlane {
     pub(crate) bcrypt_slots: Arc<tokio::sync::Semaphore>,
     /// Failed API authentications per source address: too many ban the source (HTTP 429).
     pub(crate) api_throttle: parking_lot::Mutex<cloudsignal_broker::throttle::Throttle>,
+    /// `cloudsignal.lock`, locked while this control plane lives: one server per data directory.
+    _lock: std::fs::File,
+}
+
+/// Locks `dir` for one server: a second `cloudsignal serve` on the same data directory is
+/// refused (two would each cache keys and revocations the other changes).
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("cloudsignal.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "the data directory {} is in use by another cloudsignal serve (it holds {}); stop it, or give this one another --data-dir",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -236,6 +261,7 @@ impl ControlPlane {
                 .with_context(|| format!("creating the data directory {}", dir.display()))?;
             info!(dir = %dir.display(), "created the data directory");
         }
+        let lock = lock_data_dir(dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("cloudsignal.db"))?);
         let now = unix_now();
         let mut first = None;
@@ -306,6 +332,7 @@ impl ControlPlane {
         Ok((
             Self {
                 store,
+                _lock: lock,
                 keys: KeyVerifier::default(),
                 signing: std::sync::RwLock::new(signing),
                 org,
