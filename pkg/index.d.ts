@@ -104,8 +104,12 @@ export interface ClientOptions {
 
 /** Thrown by the default token source when the endpoint answers 401/403 (fatal: no retry). */
 export class TokenRefusedError extends Error {
+  /** The HTTP status. */
   readonly status: number;
+  /** The stable `code` of the endpoint's problem document (e.g. `invalid_token`). */
   readonly code?: string;
+  /** Its human `detail`. */
+  readonly detail: string;
   readonly fatal: true;
 }
 

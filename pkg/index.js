@@ -67,13 +67,18 @@ function normalize(value) {
   return { username: t.username, password: t.password, expiresAt: t.expiresAt, refreshAt: t.refreshAt, wssUrl: t.wssUrl };
 }
 
-/** An error from the token endpoint that retrying will not fix (401/403: signed out, revoked). */
+/** An error from the token endpoint that retrying will not fix (401/403: signed out, revoked).
+ * `code` and `detail` come from the endpoint's RFC 9457 problem document (the worker's and the
+ * control plane's shape; an older `{error, error_description}` body is read too). */
 export class TokenRefusedError extends Error {
   constructor(status, body) {
-    super(`token endpoint refused: HTTP ${status}${body?.error ? ` ${body.error}: ${body.error_description ?? ''}` : ''}`);
+    const code = body?.code ?? body?.error;
+    const detail = body?.detail ?? body?.error_description ?? '';
+    super(`token endpoint refused: HTTP ${status}${code ? ` ${code}: ${detail}` : ''}`);
     this.name = 'TokenRefusedError';
     this.status = status;
-    this.code = body?.error;
+    this.code = code;
+    this.detail = detail;
     this.fatal = true;
   }
 }
@@ -203,7 +208,7 @@ export function supabaseHeaders(supabase) {
   return async () => {
     const { data } = await supabase.auth.getSession();
     const token = data?.session?.access_token;
-    if (!token) throw new TokenRefusedError(401, { error: 'signed_out', error_description: 'no Supabase session' });
+    if (!token) throw new TokenRefusedError(401, { code: 'signed_out', detail: 'no Supabase session' });
     return { authorization: `Bearer ${token}` };
   };
 }

@@ -19,6 +19,8 @@ function startBroker() {
   return startServe(['--data-dir', `${dir}/data`, '--control-addr', `127.0.0.1:${ports.control}`,
     '--mqtt-addr', `127.0.0.1:${ports.mqtt}`, '--ws-addr', 'off', '--tls-addr', `127.0.0.1:${ports.tls}`,
     '--wss-addr', `127.0.0.1:${ports.wss}`, '--tls-cert', `${dir}/cert.pem`, '--tls-key', `${dir}/key.pem`,
+    // the control plane's org is the worker's: the backend's key and the app's users are one tenant
+    '--org', ORG, '--issuer-org', ORG,
     '--issuer', ISSUER, '--issuer-jwks', `${worker.url}/.well-known/jwks.json`, '--revocation-poll', '1',
     '--issuer-revocations-token-file', writeTemp(dir, 'feed.secret', ADMIN)],
   { ports: [ports.wss, ports.control, ports.tls], env: { CLOUDSIGNAL_LOG: 'info' } });

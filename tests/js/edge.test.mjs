@@ -47,7 +47,7 @@ test('a role map kept in KV applies without a redeploy; a broken one fails close
     await config.put('role-map', '{"roles": {"editor": ');
     r = await acl();
     assert.equal(r.status, 500);
-    assert.equal(r.body.error, 'server_misconfigured');
+    assert.equal(r.body.code, 'server_misconfigured');
     assert.match(w.logs.join(''), /KV CONFIG key role-map/);
 
     await config.delete('role-map');
@@ -88,7 +88,7 @@ test('CORS: allowed origins get a preflight and readable responses; others are r
 
     const evil = await exchange(w, (await mint()).jwt, { origin: 'https://evil.example' });
     assert.equal(evil.status, 403);
-    assert.equal((await evil.json()).error, 'origin_not_allowed');
+    assert.equal((await evil.json()).code, 'origin_not_allowed');
     assert.equal(evil.headers.get('access-control-allow-origin'), null);
     // no Origin header (a backend, curl): not a browser, CORS does not apply
     assert.equal((await exchange(w, (await mint()).jwt)).status, 200);
@@ -111,7 +111,7 @@ test('rate limits: per user after verification, per address before any cryptogra
     assert.deepEqual(statuses, [200, 200, 200, 429, 429], 'the fourth exchange for one user is limited');
     const limited = await exchange(w, (await mint({ sub: alice })).jwt);
     assert.equal(limited.headers.get('retry-after'), '60');
-    assert.equal((await limited.json()).error, 'rate_limited');
+    assert.equal((await limited.json()).code, 'rate_limited');
     // another user from the same address is not affected by alice's limit
     assert.equal((await exchange(w, (await mint()).jwt)).status, 200);
     // the address limit counts every request, even garbage that never reaches a verifier
@@ -167,7 +167,7 @@ test('POST /v1/revoke: admin secret, validated bodies; user revocations stop exc
     for (const body of [{}, { user, jti: 'abc' }, { user: 'a/b' }, { jti: 'x'.repeat(65) }, { user, exp: 5 }, { user, extra: 1 }, { user, at: now() + 400 * 86400 }]) {
       const res = await revoke(w, body);
       assert.equal(res.status, 400, JSON.stringify(body));
-      assert.equal((await res.json()).error, 'invalid_request');
+      assert.equal((await res.json()).code, 'invalid_request');
     }
 
     const res = await revoke(w, { user });
@@ -179,7 +179,7 @@ test('POST /v1/revoke: admin secret, validated bodies; user revocations stop exc
 
     const refused = await exchange(w, before.jwt);
     assert.equal(refused.status, 403);
-    assert.equal((await refused.json()).error, 'user_revoked');
+    assert.equal((await refused.json()).code, 'user_revoked');
     // signing in again (an IdP token issued after the revocation) works
     await sleep(1100);
     assert.equal((await exchange(w, (await mint({ sub: user, iat: now() })).jwt)).status, 200);
@@ -201,7 +201,7 @@ test('GET /v1/revocations: the feed in order, with a cursor, only for its secret
     for (const secret of [null, 'wrong-secret-wrong-secret-wrong-secret', `${FEED}x`]) {
       const res = await feedOf(w, 0, secret);
       assert.equal(res.status, 401, String(secret));
-      assert.equal((await res.json()).error, 'invalid_token');
+      assert.equal((await res.json()).code, 'invalid_token');
     }
     assert.equal((await feedOf(w, 0, ADMIN)).status, 200, 'the admin secret reads it too');
     const empty = await (await feedOf(w, 0)).json();
@@ -224,10 +224,10 @@ test('GET /v1/revocations: the feed in order, with a cursor, only for its secret
   try {
     const res = await revoke(noSecret, { user: 'alice' });
     assert.equal(res.status, 501);
-    assert.match((await res.json()).error_description, /CLOUDSIGNAL_ADMIN_SECRET/);
+    assert.match((await res.json()).detail, /CLOUDSIGNAL_ADMIN_SECRET/);
     const feed = await feedOf(noSecret, 0);
     assert.equal(feed.status, 501, 'no feed secret configured: the feed is off, never public');
-    assert.match((await feed.json()).error_description, /CLOUDSIGNAL_FEED_SECRET/);
+    assert.match((await feed.json()).detail, /CLOUDSIGNAL_FEED_SECRET/);
   } finally {
     await noSecret.mf.dispose();
   }

@@ -50,7 +50,7 @@ after(async () => {
 /** The refusal code, whichever error shape (the worker's `error`, RFC 9457's `code`). */
 const codeOf = async (res) => {
   const body = await res.json();
-  return body.code ?? body.error;
+  return body.code;
 };
 const mint = (over = {}) => project.mint(over, { alg: 'ES256', kid: 'es-1' });
 

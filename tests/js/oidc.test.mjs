@@ -89,7 +89,7 @@ test("the provider's token for another audience is refused", async () => {
     const res = await fetch(`${other.url}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     const body = await res.json();
     assert.equal(res.status, 401);
-    assert.match(body.error_description, /wrong audience/);
+    assert.match(body.detail, /wrong audience/);
   } finally {
     await other.mf.dispose();
   }
@@ -109,7 +109,7 @@ test('a discovery document naming another issuer is not trusted (Discovery 1.0 ย
       .setProtectedHeader({ alg: 'RS256', kid: 'oidc-provider-1' }).setIssuedAt().setExpirationTime('5m').sign(forger.privateKey);
     const res = await fetch(`${w.url}/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     assert.equal(res.status, 503);
-    assert.equal((await res.json()).error, 'idp_unavailable');
+    assert.equal((await res.json()).code, 'idp_unavailable');
     await new Promise((r) => setTimeout(r, 100));
     assert.match(w.logs.join(''), /"event":"discovery_failed".*ยง4\.3/);
   } finally {

@@ -114,6 +114,37 @@ test('attachSupabase follows the session: refreshed â†’ new token, signed out â†
   assert.ok(result.detached);
 });
 
+test('a failing token fetch is a state the app sees: connecting, then reconnecting with the cause; a refusal is fatal', async () => {
+  const result = await page.evaluate(async () => {
+    const m = await import('/pkg/index.js');
+    let attempts = 0;
+    const failing = new m.CloudSignalClient({ getToken: async () => { attempts += 1; throw new TypeError('Failed to fetch'); } });
+    const states = [];
+    failing.on('state', (d) => states.push({ state: d.state, reasonName: d.reasonName, reasonString: d.reasonString, retry: d.retryInMs }));
+    failing.connect();
+    const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+    for (let i = 0; i < 100 && states.length < 2; i += 1) await wait(20);
+    failing.disconnect();
+    // the worker answers 401 with a problem document: fatal, with its code and detail
+    const refused = new m.CloudSignalClient({
+      getToken: async () => { throw new m.TokenRefusedError(401, { type: 'x', title: 'Unauthorized', status: 401, code: 'invalid_token', detail: 'the token has expired' }); },
+    });
+    const fatal = [];
+    refused.on('state', (d) => fatal.push({ state: d.state, reason: d.reason, reasonName: d.reasonName, reasonString: d.reasonString }));
+    refused.connect();
+    for (let i = 0; i < 100 && fatal.length < 2; i += 1) await wait(20);
+    return { states, attempts, fatal, stateNow: refused.state };
+  });
+  assert.deepEqual(result.states.map((s) => s.state), ['connecting', 'reconnecting', 'closed'], 'disconnect() ends the retries');
+  assert.equal(result.states[1].reasonName, 'Token fetch failed');
+  assert.equal(result.states[1].reasonString, 'Failed to fetch');
+  assert.ok(result.states[1].retry > 0, 'the next try is announced');
+  assert.deepEqual(result.fatal.map((s) => s.state), ['connecting', 'fatal']);
+  assert.equal(result.fatal[1].reason, null, 'no MQTT reason code is invented for an HTTP refusal');
+  assert.match(result.fatal[1].reasonString, /invalid_token: the token has expired/);
+  assert.equal(result.stateNow, 'fatal');
+});
+
 test('CloudSignalClient refuses bad options and bad topics with clear errors', async () => {
   const errors = await page.evaluate(async () => {
     const m = await import('/pkg/index.js');

@@ -112,8 +112,8 @@ for (const kind of KINDS) {
       const res = await exchange(jwt);
       const body = await res.json();
       assert.equal(res.status, 401, `${kind} ${name}: ${JSON.stringify(body)}`);
-      assert.equal(body.error, 'invalid_token', `${kind} ${name}`);
-      assert.match(body.error_description, why[name], `${kind} ${name}`);
+      assert.equal(body.code, 'invalid_token', `${kind} ${name}`);
+      assert.match(body.detail, why[name], `${kind} ${name}`);
     }
     const logs = worker.logs.join('');
     for (const { jwt } of Object.values(cases)) assert.ok(!logs.includes(jwt), 'tokens never reach the logs');

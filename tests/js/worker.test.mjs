@@ -42,10 +42,10 @@ const exchange = (jwt, init = {}) =>
 
 async function expectError(res, status, code) {
   assert.equal(res.status, status);
-  assert.match(res.headers.get('content-type'), /application\/json/);
+  assert.equal(res.headers.get('content-type'), 'application/problem+json');
   const body = await res.json();
-  assert.equal(body.error, code, JSON.stringify(body));
-  assert.equal(typeof body.error_description, 'string');
+  assert.equal(body.code, code, JSON.stringify(body));
+  assert.equal(typeof body.detail, 'string');
   return body;
 }
 

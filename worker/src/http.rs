@@ -14,12 +14,13 @@ pub(crate) fn json_text(status: u16, body: String) -> Result<Response> {
     Ok(resp)
 }
 
-/// An error response: `{"error": code, "error_description": description}`.
+/// An error response: an RFC 9457 problem document (`code`, `detail`, …), the same shape as
+/// the control plane's (`cloudsignal_core::problem`).
 pub(crate) fn error(status: u16, code: &str, description: &str) -> Result<Response> {
-    let mut resp = json(
-        status,
-        &serde_json::json!({"error": code, "error_description": description}),
-    )?;
+    let body = cloudsignal_core::problem::document(status, code, description);
+    let mut resp = Response::ok(body.to_string())?.with_status(status);
+    resp.headers_mut()
+        .set("content-type", cloudsignal_core::problem::CONTENT_TYPE)?;
     if status == 401 {
         resp.headers_mut().set(
             "www-authenticate",

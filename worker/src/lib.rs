@@ -8,8 +8,9 @@
 //!
 //! Routes: `POST /v1/token` (`Authorization: Bearer <IdP JWT>`), `GET /.well-known/jwks.json`,
 //! `POST /v1/revoke` (admin secret), `GET /v1/revocations?after=` (the brokers' feed),
-//! `GET /healthz`; `OPTIONS` preflights for allowed origins. Errors are JSON
-//! `{"error": "<stable code>", "error_description": "..."}`.
+//! `GET /healthz`; `OPTIONS` preflights for allowed origins. Errors are RFC 9457 problem
+//! documents (`application/problem+json`: `type`, `title`, `status`, a stable `code` and a
+//! human `detail`), the same shape as the control plane's.
 #![forbid(unsafe_code)]
 
 mod config;

@@ -17,13 +17,32 @@ let countdown;
 function show(state, detail = {}) {
   $('state').dataset.state = state;
   $('state').textContent = state === 'fatal' ? `fatal: ${detail.reasonName}` : state;
-  if (detail.reason != null || detail.reasonString) {
-    $('reason').textContent = `${detail.reasonName ?? ''} (0x${(detail.reason ?? 0).toString(16)})${detail.reasonString ? ` — ${detail.reasonString}` : ''}`;
+  if (detail.reasonName || detail.reasonString) {
+    // an MQTT reason code only when there is one (a failed token fetch has none)
+    const code = typeof detail.reason === 'number' ? ` (0x${detail.reason.toString(16).padStart(2, '0')})` : '';
+    const retry = detail.retryInMs ? `; retrying in ${Math.ceil(detail.retryInMs / 1000)} s` : '';
+    $('reason').textContent = `${detail.reasonName ?? ''}${code}${detail.reasonString ? ` — ${detail.reasonString}` : ''}${retry}`;
+  } else if (state === 'connected') {
+    $('reason').textContent = '—';
   }
+}
+
+/** Back to the signed-out page: nothing of the last session stays on screen. */
+function signedOut() {
+  clearInterval(countdown);
+  $('state').dataset.state = 'idle';
+  $('state').textContent = 'signed out';
+  for (const id of ['user', 'countdown', 'reason']) $(id).textContent = '—';
+  $('refreshes').textContent = '0';
+  $('suberror').textContent = '';
+  $('messages').replaceChildren();
+  $('signin').disabled = false;
+  $('signout').disabled = true;
 }
 
 async function signIn() {
   const res = await fetch(`${IDP_URL}?sub=${encodeURIComponent(params.get('sub') ?? '')}`);
+  if (!res.ok) throw new Error(`sign-in failed: HTTP ${res.status} from ${IDP_URL}`);
   const session = await res.json(); // { access_token, sub }
   log.sub = session.sub;
   $('user').textContent = session.sub;
@@ -71,9 +90,8 @@ async function signIn() {
 $('signin').addEventListener('click', () => signIn().catch((e) => show('fatal', { reasonName: e.message })));
 $('signout').addEventListener('click', () => {
   client?.disconnect();
-  clearInterval(countdown);
-  $('signin').disabled = false;
-  $('signout').disabled = true;
+  client = undefined;
+  signedOut();
 });
 $('peek').addEventListener('submit', (e) => {
   e.preventDefault();

@@ -186,8 +186,17 @@ fn dev(tool_root: &tools::ToolRoot) -> Result<()> {
         "-p",
         "cloudsignal-cli",
     ]))?;
-    step("starting the broker, the worker (http://127.0.0.1:8787) and the demo app (http://127.0.0.1:5173/www/dist/) (Ctrl-C to stop)");
-    run(Command::new("node")
+    step("starting the broker, the worker and the demo app (Ctrl-C to stop)");
+    let status = Command::new("node")
         .current_dir(root())
-        .arg("tests/js/support/dev.mjs"))
+        .arg("tests/js/support/dev.mjs")
+        .status()?;
+    // Ctrl-C reaches the whole process group: node (or workerd's exit hook in it) ends with
+    // 130, which is how a developer stops it, not a failure
+    use std::os::unix::process::ExitStatusExt;
+    if status.success() || status.code() == Some(130) || matches!(status.signal(), Some(2 | 15)) {
+        eprintln!("\nCloudSignal stopped.");
+        return Ok(());
+    }
+    bail!("tests/js/support/dev.mjs ended with {status}")
 }

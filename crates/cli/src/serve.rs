@@ -206,7 +206,10 @@ pub(crate) struct ServeArgs {
 /// stop at the busy port).
 fn ports_free(args: &ServeArgs) -> Result<()> {
     let mut wanted = vec![("--mqtt-addr", args.mqtt_addr.to_string())];
-    for (flag, a) in [("--ws-addr", &args.ws_addr), ("--control-addr", &args.control_addr)] {
+    for (flag, a) in [
+        ("--ws-addr", &args.ws_addr),
+        ("--control-addr", &args.control_addr),
+    ] {
         if !matches!(a.as_str(), "off" | "") {
             wanted.push((flag, a.clone()));
         }
@@ -625,9 +628,16 @@ pub(crate) fn apply_config_file(
                 format!("--{}={value}", arg.get_long().unwrap_or(name)),
             ]) {
                 use clap::error::ErrorKind;
-                if matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+                if matches!(
+                    e.kind(),
+                    ErrorKind::InvalidValue | ErrorKind::ValueValidation
+                ) {
                     let why = e.to_string();
-                    let why = why.lines().next().unwrap_or("").trim_start_matches("error: ");
+                    let why = why
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim_start_matches("error: ");
                     bail!("{path}: key {key:?}: {why}");
                 }
             }

@@ -373,9 +373,13 @@ fn open_socket(this: &Shared) {
                 ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
                 inner.handlers = vec![on_open, on_message, on_close];
                 inner.ws = Some(ws);
-                let d = Object::new();
-                set(&d, "url", url.as_str());
-                inner.set_state("connecting", d);
+                if inner.state != "connecting" {
+                    // (after a token fetch the app already saw `connecting`: one event per
+                    // attempt)
+                    let d = Object::new();
+                    set(&d, "url", url.as_str());
+                    inner.set_state("connecting", d);
+                }
                 true
             }
             Err(_) => {
@@ -442,8 +446,15 @@ fn fetch_token(this: &Shared, purpose: Purpose) {
             return;
         }
         inner.fetching = true;
+        if purpose == Purpose::Connect && !matches!(inner.state, "connecting" | "reconnecting") {
+            // the token comes first: the app sees the attempt start, not an `idle` client
+            let d = Object::new();
+            set(&d, "phase", "token");
+            inner.set_state("connecting", d);
+        }
         inner.get_token.clone()
     };
+    flush_emits(this);
     let this = this.clone();
     let settled = move |result: Result<JsValue, JsValue>| {
         this.borrow_mut().fetching = false;
@@ -570,7 +581,17 @@ fn on_token_error(this: &Shared, err: &JsValue, message: &str, purpose: Purpose)
         let delay = inner.refresh_backoff.next_delay(random());
         match (purpose, inner.plan) {
             (Purpose::Refresh, Some(plan)) => (Purpose::Refresh, plan.retry_at(t, delay) - t),
-            _ => (Purpose::Connect, delay),
+            _ => {
+                // no connection without a token: say so, and when the next try is
+                let d = Object::new();
+                set(&d, "reason", JsValue::NULL);
+                set(&d, "reasonName", "Token fetch failed");
+                set(&d, "reasonString", message);
+                set(&d, "phase", "token");
+                set(&d, "retryInMs", delay as f64);
+                inner.set_state("reconnecting", d);
+                (Purpose::Connect, delay)
+            }
         }
     };
     let weak = Rc::downgrade(this);

@@ -30,6 +30,7 @@ pub mod jwks_cache;
 pub mod jws;
 pub mod keys;
 pub mod mqtt;
+pub mod problem;
 pub mod revocation;
 pub mod session;
 pub mod time;

@@ -16,16 +16,22 @@ export async function startStaticServer(routes = {}, { port = 0 } = {}) {
       await route(req, res);
       return;
     }
-    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^\/+/, '');
+    let path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^\/+/, '');
+    if (`${path}/` === 'www/dist/' || path === '' || path === '.') {
+      // the demo's documented URLs: /, /www/dist and /www/dist/
+      res.writeHead(302, { location: `/www/dist/${new URL(req.url, 'http://x').search}` }).end();
+      return;
+    }
+    if (path.endsWith('/')) path += 'index.html';
     if (!SERVED.some((p) => path.startsWith(p)) || path.includes('..')) {
-      res.writeHead(404).end();
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: /${path} (served: ${SERVED.map((p) => `/${p}`).join(', ')})\n`);
       return;
     }
     try {
       const body = await readFile(join(ROOT, path));
       res.writeHead(200, { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream' }).end(body);
     } catch {
-      res.writeHead(404).end();
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: /${path}\n`);
     }
   });
   await new Promise((r) => server.listen(port, '127.0.0.1', r));

@@ -1,6 +1,18 @@
-// `cargo xtask dev`: CloudSignal on this machine. The broker (`cloudsignal serve`) on
-// mqtt://127.0.0.1:1883 trusts the tokens of the token-exchange worker, which runs in workerd on
-// http://127.0.0.1:8787. Development secrets live in .dev/ (mode 0600, git-ignored).
+// `cargo xtask dev`: CloudSignal on this machine. The broker (`cloudsignal serve`) trusts the
+// tokens of the token-exchange worker (workerd); the control plane's keys and the worker's
+// users are one org (tenant), so a backend key reaches the demo's users. Development secrets
+// live in the dev directory (mode 0600, git-ignored).
+//
+// Every port and the browser origins allowed to call the worker can be changed:
+//   CLOUDSIGNAL_DEV_PORT          worker (token exchange)        default 8787
+//   CLOUDSIGNAL_DEV_MQTT_PORT     broker, MQTT over TCP          default 1883
+//   CLOUDSIGNAL_DEV_WS_PORT       broker, MQTT over WebSocket    default 18884
+//   CLOUDSIGNAL_DEV_CONTROL_PORT  control plane HTTP API         default 8080
+//   CLOUDSIGNAL_DEV_DEMO_PORT     demo app + sign-in stand-in    default 5173
+//   CLOUDSIGNAL_DEV_ORIGINS       more allowed origins, comma-separated (your app's, e.g.
+//                                 http://localhost:3000); the demo's and Vite's 5173/5174 always
+//   CLOUDSIGNAL_DEV_TOKEN_TTL     token lifetime in seconds      default 120 (watch a refresh)
+//   CLOUDSIGNAL_DEV_DIR           secrets and data               default .dev/
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
@@ -8,9 +20,22 @@ import { spawn } from 'node:child_process';
 import { ROOT, ORG, CLI, cli, jose, startWorker } from './env.mjs';
 import { startStaticServer } from './browser.mjs';
 
-const DEV = join(ROOT, '.dev');
-const PORT = Number(process.env.CLOUDSIGNAL_DEV_PORT ?? 8787);
-const MQTT_PORT = Number(process.env.CLOUDSIGNAL_DEV_MQTT_PORT ?? 1883);
+const port = (name, fallback) => {
+  const v = Number(process.env[name] ?? fallback);
+  if (!Number.isInteger(v) || v < 1 || v > 65535) throw new Error(`${name}=${process.env[name]} is not a port`);
+  return v;
+};
+const PORT = port('CLOUDSIGNAL_DEV_PORT', 8787);
+const MQTT_PORT = port('CLOUDSIGNAL_DEV_MQTT_PORT', 1883);
+const WS_PORT = port('CLOUDSIGNAL_DEV_WS_PORT', 18884);
+const CONTROL_PORT = port('CLOUDSIGNAL_DEV_CONTROL_PORT', 8080);
+const DEMO_PORT = port('CLOUDSIGNAL_DEV_DEMO_PORT', 5173);
+const TTL = Number(process.env.CLOUDSIGNAL_DEV_TOKEN_TTL ?? 120);
+const DEV = process.env.CLOUDSIGNAL_DEV_DIR ?? join(ROOT, '.dev');
+const ORIGINS = [...new Set([
+  ...[DEMO_PORT, 5173, 5174].flatMap((p) => [`http://localhost:${p}`, `http://127.0.0.1:${p}`]),
+  ...(process.env.CLOUDSIGNAL_DEV_ORIGINS ?? '').split(',').map((o) => o.trim().replace(/\/$/, '')).filter(Boolean),
+])];
 mkdirSync(DEV, { recursive: true, mode: 0o700 });
 
 const keyFile = join(DEV, 'signing-key.json');
@@ -29,22 +54,28 @@ const { url, mf } = await startWorker({
   CLOUDSIGNAL_SIGNING_KEY: readFileSync(keyFile, 'utf8'),
   CLOUDSIGNAL_ISSUER: issuer,
   CLOUDSIGNAL_ORG: ORG,
+  CLOUDSIGNAL_TOKEN_TTL: String(TTL),
   SUPABASE_JWT_SECRET: secret,
-  CLOUDSIGNAL_BROKER_WSS_URL: 'ws://127.0.0.1:18884/mqtt',
-  CLOUDSIGNAL_BROKER_MQTTS_URL: 'mqtt://127.0.0.1:1883',
-  CLOUDSIGNAL_ALLOWED_ORIGINS: 'http://localhost:5173,http://127.0.0.1:5173',
+  CLOUDSIGNAL_BROKER_WSS_URL: `ws://127.0.0.1:${WS_PORT}/mqtt`,
+  CLOUDSIGNAL_BROKER_MQTTS_URL: `mqtt://127.0.0.1:${MQTT_PORT}`,
+  CLOUDSIGNAL_ALLOWED_ORIGINS: ORIGINS.join(','),
   CLOUDSIGNAL_ADMIN_SECRET: readFileSync(adminFile, 'utf8').trim(),
 }, { port: PORT, kv: true });
 
-// The broker, trusting the worker's signing key.
+// The broker, trusting the worker's signing key for its org, with the control plane in the
+// same org (one data directory per org id: an older .dev/data of another org is left alone).
 const jwksFile = join(DEV, 'jwks.json');
 writeFileSync(jwksFile, (await cli('jwks', keyFile)).stdout, { mode: 0o600 });
-const broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${MQTT_PORT}`, '--issuer', issuer, '--issuer-jwks', jwksFile,
+const dataDir = join(DEV, `data-${ORG}`);
+let stopping = false;
+const broker = spawn(CLI, ['serve', '--mqtt-addr', `127.0.0.1:${MQTT_PORT}`, '--ws-addr', `127.0.0.1:${WS_PORT}`,
+  '--issuer', issuer, '--issuer-jwks', jwksFile, '--issuer-org', ORG,
   '--issuer-revocations', `${issuer}/v1/revocations`, '--issuer-revocations-token-file', adminFile,
-  '--data-dir', join(DEV, 'data'), '--control-addr', '127.0.0.1:8080'], {
+  '--data-dir', dataDir, '--org', ORG, '--control-addr', `127.0.0.1:${CONTROL_PORT}`], {
   stdio: ['ignore', 'inherit', 'inherit'],
 });
 broker.on('exit', (code) => {
+  if (stopping) return;
   console.error(`cloudsignal serve exited (${code})`);
   process.exit(code ?? 1);
 });
@@ -57,38 +88,52 @@ const supabaseToken = (sub) => {
     email: 'dev@example.com', iat: now, exp: now + 3600,
   }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).sign(new TextEncoder().encode(secret));
 };
-const sample = await supabaseToken(randomUUID());
 
-// The demo app (www/dist, built by `cargo xtask build`) with a sign-in stand-in at /idp/token.
+// The demo app (www/dist, built by `cargo xtask build`) with a sign-in stand-in at /idp/token
+// (any origin may call it: it signs in whoever asks, which is all a development IdP does).
 const demo = await startStaticServer({
   '/idp/token': async (req, res) => {
     const sub = new URL(req.url, 'http://x').searchParams.get('sub') || randomUUID();
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: await supabaseToken(sub), sub }));
+    res.writeHead(200, { 'content-type': 'application/json', 'access-control-allow-origin': '*' })
+      .end(JSON.stringify({ access_token: await supabaseToken(sub), sub }));
   },
-}, { port: 5173 });
+}, { port: DEMO_PORT });
+
+// the broker's first start writes the admin key; wait for it (and for the broker to listen)
+const adminKey = join(dataDir, 'admin.key');
+for (let i = 0; i < 600 && !existsSync(adminKey); i += 1) await new Promise((r) => setTimeout(r, 50));
 
 console.log(`
-CloudSignal is running:
-  broker          mqtt://127.0.0.1:${MQTT_PORT}   (cloudsignal serve, trusts tokens from ${issuer})
-  token exchange  ${url}   (the worker, in workerd)
-  control plane   http://127.0.0.1:8080   (API keys, POST /v1/tokens, revocation; admin key in ${join(DEV, 'data', 'admin.key')})
+CloudSignal is running (org ${ORG}: the worker's users and the control plane's keys are one tenant):
+  broker          mqtt://127.0.0.1:${MQTT_PORT}, ws://127.0.0.1:${WS_PORT}/mqtt   (cloudsignal serve, trusts tokens from ${issuer})
+  token exchange  ${url}   (the worker, in workerd; tokens live ${TTL} s; browser origins: ${ORIGINS.join(' ')})
+  control plane   http://127.0.0.1:${CONTROL_PORT}   (API keys, POST /v1/tokens, revocation)
+  admin key       ${adminKey}   (MQTT username admin@${ORG})
   signing key     ${keyFile} (kid dev-1, mode 0600)
   Supabase        HS256 secret in ${secretFile} (issuer: any .../auth/v1)
-  demo app        ${demo.url}/www/dist/index.html   (sign in, watch the token refresh; publish to users/<id>/notifications)
+  demo app        ${demo.url}/www/dist/   (sign in, watch the token refresh; publish to users/<id>/notifications)
 
-Get MQTT credentials for a signed-in Supabase user, then use them:
-  RESP=$(curl -s -X POST ${url}/v1/token -H 'Authorization: Bearer ${sample}')
-  U=$(echo "$RESP" | node -pe 'JSON.parse(require("fs").readFileSync(0)).mqtt_credentials.username')
+Sign in as alice, get MQTT credentials for her, then use them (works whenever you paste it):
+  JWT=$(curl -s "${demo.url}/idp/token?sub=alice" | node -pe 'JSON.parse(require("fs").readFileSync(0)).access_token')
+  RESP=$(curl -s -X POST ${url}/v1/token -H "Authorization: Bearer $JWT")
+  U=$(echo "$RESP" | node -pe 'const r = JSON.parse(require("fs").readFileSync(0)); r.mqtt_credentials?.username ?? (console.error(r.detail ?? r), process.exit(1))')
   P=$(echo "$RESP" | node -pe 'JSON.parse(require("fs").readFileSync(0)).mqtt_credentials.password')
-  mosquitto_sub -h 127.0.0.1 -p ${MQTT_PORT} -V mqttv5 -u "$U" -P "$P" -t "users/\${U%@*}/#" -v &
-  mosquitto_pub -h 127.0.0.1 -p ${MQTT_PORT} -V mqttv5 -u "$U" -P "$P" -t "users/\${U%@*}/notifications" -m hello
+  mosquitto_sub -h 127.0.0.1 -p ${MQTT_PORT} -V mqttv5 -u "$U" -P "$P" -t "users/alice/#" -v &
+  mosquitto_pub -h 127.0.0.1 -p ${MQTT_PORT} -V mqttv5 -u "$U" -P "$P" -t "users/alice/notifications" -m hello
+  # from a backend, with the admin key:
+  mosquitto_pub -h 127.0.0.1 -p ${MQTT_PORT} -V mqttv5 -u admin@${ORG} -P "$(cat ${adminKey})" -t "users/alice/notifications" -m "from the backend"
 
+Ports and origins: CLOUDSIGNAL_DEV_{PORT,MQTT_PORT,WS_PORT,CONTROL_PORT,DEMO_PORT,ORIGINS,TOKEN_TTL,DIR} (see tests/js/support/dev.mjs).
 Press Ctrl-C to stop.`);
 
 const stop = async () => {
+  if (stopping) return;
+  stopping = true;
   broker.kill('SIGTERM');
+  await new Promise((r) => (broker.exitCode !== null || broker.signalCode !== null ? r() : broker.once('exit', r)));
   await mf.dispose();
   await demo.close();
+  console.log('CloudSignal stopped.');
   process.exit(0);
 };
 process.on('SIGINT', stop);

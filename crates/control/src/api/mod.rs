@@ -85,17 +85,12 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({
-            "type": format!("https://cloudsignal.dev/problems/{}", self.code),
-            "title": self.status.canonical_reason().unwrap_or("error"),
-            "status": self.status.as_u16(),
-            "code": self.code,
-            "detail": self.detail,
-        });
+        let body =
+            cloudsignal_core::problem::document(self.status.as_u16(), self.code, &self.detail);
         let mut r = (self.status, body.to_string()).into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/problem+json"),
+            header::HeaderValue::from_static(cloudsignal_core::problem::CONTENT_TYPE),
         );
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             // the limits' window (exchanges) and the shortest ban a client should wait out
