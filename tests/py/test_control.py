@@ -280,7 +280,7 @@ def test_rotation_keeps_the_old_key_for_its_grace_period_then_only_the_new(contr
     _, rc = again.connect()
     again.c.loop_stop()
     assert rc.value == 0x86
-    assert f"cause=API key " in control.logs(), "the log names why (expired or revoked), not just 'unknown'"
+    assert "cause=api_key: API key " in control.logs(), "the log names the method and why (expired or revoked), not just 'unknown'"
     new.publish("events/new", b"still fine")
     assert new.expect()[0].payload == b"still fine"
     new.disconnect()

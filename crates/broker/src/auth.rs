@@ -41,7 +41,7 @@ pub trait KeyAuthority: Send + Sync + std::fmt::Debug {
 }
 
 /// Whether a password is an API key rather than a token.
-fn is_api_key(password: &[u8]) -> bool {
+pub(crate) fn is_api_key(password: &[u8]) -> bool {
     password.starts_with(b"sk_") || password.starts_with(b"rk_")
 }
 
@@ -286,13 +286,13 @@ impl Authenticator {
             will: None,
             will_delay: 0,
         };
-        if is_api_key(token) {
+        if !token.starts_with(b"tkn_") {
             return Err(Refusal {
                 reason: ReasonCode::NOT_AUTHORIZED,
-                cause: "re-authentication takes a tkn_ token, not an API key".into(),
+                cause: "re-authentication takes a tkn_ token".into(),
             });
         }
-        self.authenticate(&req, IpAddr::from([0, 0, 0, 0]), now)
+        self.token(&req, &current.username, token, now)
             .map_err(|r| Refusal {
                 reason: ReasonCode::NOT_AUTHORIZED,
                 cause: format!("re-authentication: {}", r.cause),
@@ -326,120 +326,135 @@ impl Authenticator {
         Ok(verified)
     }
 
-    /// Authenticates a CONNECT at `now`.
-    pub fn authenticate(
+    /// Whether clients without credentials are let in (development).
+    pub fn allows_anonymous(&self) -> bool {
+        self.allow_anonymous
+    }
+
+    /// The principal of an anonymous development client (full access in the tenant of no org).
+    pub fn anonymous(&self) -> Result<Principal, Refusal> {
+        Ok(Principal {
+            username: "anonymous".into(),
+            identity: Identity::Anonymous,
+            acl: AclRules::new(["#"], ["#", "$SYS/#"])
+                .and_then(|r| r.compile(&AclContext::new("anonymous", "anonymous", None)))
+                .map_err(|e| Refusal {
+                    reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+                    cause: e.to_string(),
+                })?,
+            expires_at: None,
+            credential: Credential::default(),
+        })
+    }
+
+    /// The principal of API key `password` presented with `username` from `peer` (after
+    /// [`Self::prepare`] verified a never-seen key).
+    pub fn api_key(
         &self,
-        req: &ConnectRequest,
+        username: &str,
+        password: &[u8],
         peer: IpAddr,
         now: UnixTime,
     ) -> Result<Principal, Refusal> {
-        let refuse = |reason: ReasonCode, cause: String| Refusal { reason, cause };
-        let password =
-            req.password
-                .as_deref()
-                .or(if req.auth_method.as_deref() == Some(TOKEN_AUTH_METHOD) {
-                    req.auth_data.as_deref()
-                } else {
-                    None
-                });
-        if let Some(method) = &req.auth_method {
-            if method != TOKEN_AUTH_METHOD {
-                return Err(refuse(
-                    ReasonCode::BAD_AUTHENTICATION_METHOD,
-                    format!("unsupported authentication method {method:?}"),
-                ));
-            }
-        }
-        match (req.username.as_deref(), password) {
-            (None, None) if self.allow_anonymous => Ok(Principal {
-                username: "anonymous".into(),
-                identity: Identity::Anonymous,
-                acl: AclRules::new(["#"], ["#", "$SYS/#"])
-                    .and_then(|r| r.compile(&AclContext::new("anonymous", "anonymous", None)))
-                    .map_err(|e| {
-                        refuse(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR, e.to_string())
-                    })?,
-                expires_at: None,
-                credential: Credential::default(),
-            }),
-            (None, None) => Err(refuse(
-                ReasonCode::NOT_AUTHORIZED,
-                "no credentials and anonymous access is disabled".into(),
-            )),
-            (Some(username), Some(password)) if is_api_key(password) => match &self.keys {
-                Some(keys) => {
-                    let key = std::str::from_utf8(password).map_err(|_| {
-                        refuse(
-                            ReasonCode::BAD_USERNAME_OR_PASSWORD,
-                            "key is not UTF-8".into(),
-                        )
-                    })?;
-                    let principal = keys.check(username, key, peer, now)?;
-                    if let Some(why) = self.revocations.read().check(&principal.credential) {
-                        return Err(refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, why.into()));
-                    }
-                    Ok(principal)
-                }
-                None => Err(refuse(
-                    ReasonCode::BAD_USERNAME_OR_PASSWORD,
-                    "API keys need the control plane (it is off)".into(),
-                )),
-            },
-            (Some(username), Some(password)) => {
-                let password = std::str::from_utf8(password).map_err(|_| {
-                    refuse(
-                        ReasonCode::BAD_USERNAME_OR_PASSWORD,
-                        "password is not UTF-8".into(),
-                    )
-                })?;
-                let verified = self.verify_token(password, username, now)?;
-                verified
-                    .check_client_id(&req.client_id)
-                    .map_err(|e| refuse(ReasonCode::NOT_AUTHORIZED, e.to_string()))?;
-                let c = &verified.claims;
-                let credential = Credential {
-                    jti: Some(c.jti.as_str().to_owned()),
-                    org: Some(c.org.as_str().to_owned()),
-                    user: Some(c.sub.as_str().to_owned()),
-                    iat: Some(c.iat),
-                    key_id: None,
-                };
-                let revoked = self.revocations.read().check(&credential);
-                if let Some(why) = revoked {
-                    return Err(refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, why.into()));
-                }
-                let ctx = AclContext::new(
-                    c.sub.as_str(),
-                    c.org.as_str(),
-                    Some(&req.client_id)
-                        .filter(|id| !id.is_empty())
-                        .map(String::as_str),
-                );
-                let acl = c.acl.compile(&ctx).map_err(|e| {
-                    let reason = match e {
-                        // e.g. a `$…` client id under a {client_id} template
-                        cloudsignal_core::acl::AclError::UnsafeValue("{client_id}") => {
-                            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
-                        }
-                        _ => ReasonCode::NOT_AUTHORIZED,
-                    };
-                    refuse(reason, e.to_string())
-                })?;
-                Ok(Principal {
-                    username: username.to_owned(),
-                    identity: Identity::User {
-                        org: c.org.as_str().to_owned(),
-                        user: c.sub.as_str().to_owned(),
-                    },
-                    acl,
-                    expires_at: Some(c.exp),
-                    credential,
-                })
-            }
-            _ => Err(refuse(
+        let refuse = |reason: ReasonCode, cause: &str| Refusal {
+            reason,
+            cause: cause.into(),
+        };
+        let Some(keys) = &self.keys else {
+            return Err(refuse(
                 ReasonCode::BAD_USERNAME_OR_PASSWORD,
-                "username and password must both be given".into(),
-            )),
+                "API keys need the control plane (it is off)",
+            ));
+        };
+        let key = std::str::from_utf8(password)
+            .map_err(|_| refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, "key is not UTF-8"))?;
+        keys.check(username, key, peer, now)
+    }
+
+    /// The principal of `tkn_` token `password` presented with `username` (after
+    /// [`Self::prepare`] fetched its issuer's keys if needed).
+    pub fn token(
+        &self,
+        req: &ConnectRequest,
+        username: &str,
+        password: &[u8],
+        now: UnixTime,
+    ) -> Result<Principal, Refusal> {
+        let refuse = |reason: ReasonCode, cause: String| Refusal { reason, cause };
+        let password = std::str::from_utf8(password).map_err(|_| {
+            refuse(
+                ReasonCode::BAD_USERNAME_OR_PASSWORD,
+                "password is not UTF-8".into(),
+            )
+        })?;
+        let verified = self.verify_token(password, username, now)?;
+        verified
+            .check_client_id(&req.client_id)
+            .map_err(|e| refuse(ReasonCode::NOT_AUTHORIZED, e.to_string()))?;
+        let c = &verified.claims;
+        let credential = Credential {
+            jti: Some(c.jti.as_str().to_owned()),
+            org: Some(c.org.as_str().to_owned()),
+            user: Some(c.sub.as_str().to_owned()),
+            iat: Some(c.iat),
+            ..Credential::default()
+        };
+        let revoked = self.revocations.read().check(&credential);
+        if let Some(why) = revoked {
+            return Err(refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, why.into()));
         }
+        let ctx = AclContext::new(
+            c.sub.as_str(),
+            c.org.as_str(),
+            Some(&req.client_id)
+                .filter(|id| !id.is_empty())
+                .map(String::as_str),
+        );
+        let acl = c.acl.compile(&ctx).map_err(|e| {
+            let reason = match e {
+                // e.g. a `$…` client id under a {client_id} template
+                cloudsignal_core::acl::AclError::UnsafeValue("{client_id}") => {
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+                }
+                _ => ReasonCode::NOT_AUTHORIZED,
+            };
+            refuse(reason, e.to_string())
+        })?;
+        Ok(Principal {
+            username: username.to_owned(),
+            identity: Identity::User {
+                org: c.org.as_str().to_owned(),
+                user: c.sub.as_str().to_owned(),
+            },
+            acl,
+            expires_at: Some(c.exp),
+            credential,
+        })
+    }
+
+    /// The built-in chain methods, by name: `token`, `api_key`, `anonymous`.
+    pub fn method(&self, name: &str) -> Option<std::sync::Arc<dyn crate::chain::AuthMethod>> {
+        use crate::builtin::{AnonymousMethod, ApiKeyMethod, TokenMethod};
+        Some(match name {
+            "token" => Arc::new(TokenMethod(self.clone())),
+            "api_key" => Arc::new(ApiKeyMethod(self.clone())),
+            "anonymous" => Arc::new(AnonymousMethod(self.clone())),
+            _ => return None,
+        })
+    }
+
+    /// The default chain: `token`, `api_key`, then `extra` (client certificates, webhooks),
+    /// then `anonymous`.
+    pub fn default_chain(
+        &self,
+        extra: Vec<crate::chain::ChainEntry>,
+    ) -> Vec<crate::chain::ChainEntry> {
+        let builtin = |n: &str| self.method(n).map(crate::chain::ChainEntry::everywhere);
+        builtin("token")
+            .into_iter()
+            .chain(builtin("api_key"))
+            .chain(extra)
+            .chain(builtin("anonymous"))
+            .collect()
     }
 }

@@ -49,6 +49,10 @@ fn unix_now() -> UnixTime {
 struct Conn<W> {
     id: ConnId,
     peer: SocketAddr,
+    /// The listener's transport (`tcp`, `tls`, `ws`, `wss`).
+    listener: &'static str,
+    /// The verified client certificate (mTLS), if any.
+    cert: Option<Arc<crate::mtls::ClientCert>>,
     shared: Arc<Shared>,
     session: ServerSession,
     writer: W,
@@ -127,9 +131,13 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         banned
     }
 
-    /// Decides a CONNECT. `prepared` is the outcome of the credential's slow preparation (a
-    /// bcrypt slot, a key fetch): a refusal there (server busy) ends it here.
-    fn on_connect(&mut self, req: ConnectRequest, prepared: Result<(), crate::auth::Refusal>) {
+    /// Completes a CONNECT the authenticator chain decided (`decided`: the principal and the
+    /// method that accepted it, or the refusal).
+    fn on_connect(
+        &mut self,
+        req: ConnectRequest,
+        decided: Result<(Principal, &'static str), crate::auth::Refusal>,
+    ) {
         self.connect_at = tokio::time::Instant::now();
         let now = self.now_ms();
         let mut client_id = req.client_id.clone();
@@ -144,14 +152,10 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             client_id = crate::assigned_client_id();
             assigned = Some(client_id.clone());
         }
-        let authenticated = prepared.and_then(|()| {
-            self.shared
-                .auth
-                .authenticate(&req, self.peer.ip(), unix_now())
-        });
-        let principal = match authenticated {
-            Ok(p) => {
+        let principal = match decided {
+            Ok((p, method)) => {
                 self.shared.throttle.lock().record_success(&p.username);
+                info!(peer = %self.peer, client_id, username = %p.username, method = %method, listener = %self.listener, "authenticated");
                 p
             }
             Err(refusal) => {
@@ -299,10 +303,8 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     fn on_event(&mut self, event: Event) -> bool {
         let Some(principal) = self.principal.clone() else {
             return match event {
-                Event::Connect(req) => {
-                    self.on_connect(req, Ok(()));
-                    true
-                }
+                // a CONNECT is decided in the read loop, where the chain may wait
+                Event::Connect(_) => true,
                 Event::Closed { reason, .. } => {
                     self.log_close(&reason);
                     false
@@ -562,10 +564,17 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
 }
 
 /// Serves one connection until it closes.
-pub(crate) async fn serve<S>(stream: S, peer: SocketAddr, id: ConnId, shared: Arc<Shared>)
-where
+pub(crate) async fn serve<S>(
+    stream: S,
+    peer_info: crate::chain::PeerInfo,
+    id: ConnId,
+    shared: Arc<Shared>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let peer = peer_info.addr;
+    let listener = peer_info.listener;
+    let cert = peer_info.cert;
     let (mut reader, writer) = tokio::io::split(stream);
     let epoch = Instant::now();
     let capacity = CHANNEL_CAPACITY.max(shared.session_config.max_queued);
@@ -573,6 +582,8 @@ where
     let mut conn = Conn {
         id,
         peer,
+        listener,
+        cert,
         session: ServerSession::new(shared.session_config.clone(), 0),
         shared,
         writer,
@@ -611,14 +622,14 @@ where
                         continue;
                     }
                     let req = Box::new(req);
-                    let credential = req.password.as_ref().or(req.auth_data.as_ref());
-                    let prepared = Box::pin(
-                        conn.shared
-                            .auth
-                            .prepare(credential.map(|c| &c[..]), unix_now()),
-                    )
-                    .await;
-                    conn.on_connect(*req, prepared);
+                    let peer = crate::chain::PeerInfo {
+                        addr: conn.peer,
+                        listener: conn.listener,
+                        cert: conn.cert.clone(),
+                    };
+                    let chain = conn.shared.chain.clone();
+                    let decided = Box::pin(chain.connect(&req, &peer, unix_now())).await;
+                    conn.on_connect(*req, decided);
                 }
                 Event::Auth {
                     data,

@@ -13,15 +13,19 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod builtin;
+pub mod chain;
 mod conn;
 pub mod feed;
 pub mod jwks;
 pub mod mailbox;
+pub mod mtls;
 pub mod rate;
 pub mod router;
 pub mod throttle;
 pub mod tls;
 pub mod usage;
+pub mod webhook;
 pub mod ws;
 
 use auth::Authenticator;
@@ -34,7 +38,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 /// A client id for a client that sent none [MQTT-3.1.3-6]: `cs-` and 128 random bits, so it
@@ -66,14 +69,24 @@ pub enum Transport {
     /// MQTT over TCP (default port 1883).
     Tcp,
     /// MQTT over TLS (default port 8883).
-    Tls(TlsAcceptor),
+    Tls(Arc<tls::TlsSource>),
     /// MQTT over WebSocket (default port 18884).
     Ws,
     /// MQTT over WebSocket over TLS (default port 18885).
-    Wss(TlsAcceptor),
+    Wss(Arc<tls::TlsSource>),
 }
 
 impl Transport {
+    /// The listener's name for the authenticator chain (`tcp`, `tls`, `ws`, `wss`).
+    fn listener(&self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls(_) => "tls",
+            Self::Ws => "ws",
+            Self::Wss(_) => "wss",
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Self::Tcp => "TCP",
@@ -108,8 +121,10 @@ pub struct BrokerConfig {
     pub ws: ws::WsPolicy,
     /// Per-connection protocol limits.
     pub session: ServerConfig,
-    /// Who may connect.
+    /// Who may connect: the credentials' shared state (trusted issuers, keys, revocations).
     pub auth: Authenticator,
+    /// The authenticator chain; `None`: [`Authenticator::default_chain`] with no extras.
+    pub chain: Option<Vec<chain::ChainEntry>>,
     /// Every refused CONNECT is answered this long after it arrived, whatever the cause.
     pub auth_failure_delay: Duration,
     /// Brute-force defence.
@@ -145,6 +160,7 @@ impl BrokerConfig {
             ws: ws::WsPolicy::default(),
             session: ServerConfig::default(),
             auth,
+            chain: None,
             auth_failure_delay: Duration::from_millis(500),
             throttle: throttle::ThrottlePolicy::default(),
             expiry_grace: Duration::ZERO,
@@ -162,6 +178,7 @@ impl BrokerConfig {
 pub(crate) struct Shared {
     pub(crate) router: Mutex<Router>,
     pub(crate) auth: Authenticator,
+    pub(crate) chain: chain::Chain,
     pub(crate) session_config: ServerConfig,
     pub(crate) ws_policy: ws::WsPolicy,
     pub(crate) ids: AtomicU64,
@@ -259,6 +276,12 @@ impl Broker {
                 router: Mutex::new(Router::new(config.session.max_queued, config.quotas)),
                 revocations: config.auth.revocations(),
                 usage: config.usage.clone(),
+                chain: chain::Chain::new(
+                    config
+                        .chain
+                        .unwrap_or_else(|| config.auth.default_chain(Vec::new())),
+                    config.auth.revocations(),
+                ),
                 auth: config.auth,
                 session_config: config.session,
                 ws_policy,
@@ -355,9 +378,11 @@ async fn accept_loop(listener: TcpListener, transport: Transport, shared: Arc<Sh
         let shared = shared.clone();
         // one spawn per transport: a task's allocation is the size of its future, so a plain
         // TCP connection must not carry the TLS and WebSocket states (≈ 8 KB) with it
+        let listener = transport.listener();
         let transport = match &transport {
             Transport::Tcp => {
-                tokio::spawn(conn::serve(stream, peer, id, shared));
+                let info = chain::PeerInfo::plain(peer, listener);
+                tokio::spawn(conn::serve(stream, info, id, shared));
                 continue;
             }
             other => other.clone(),
@@ -366,18 +391,27 @@ async fn accept_loop(listener: TcpListener, transport: Transport, shared: Arc<Sh
             let handshake = async {
                 match transport {
                     Transport::Tcp => {}
-                    Transport::Tls(acceptor) => {
-                        let tls = tls_handshake(&acceptor, stream).await?;
-                        conn::serve(tls, peer, id, shared).await;
+                    Transport::Tls(source) => {
+                        let tls = tls_handshake(&source.acceptor(), stream).await?;
+                        let info = chain::PeerInfo {
+                            cert: client_cert(&tls, peer),
+                            ..chain::PeerInfo::plain(peer, listener)
+                        };
+                        conn::serve(tls, info, id, shared).await;
                     }
                     Transport::Ws => {
                         let ws = ws_handshake(stream, &shared.ws_policy).await?;
-                        conn::serve(ws, peer, id, shared).await;
+                        let info = chain::PeerInfo::plain(peer, listener);
+                        conn::serve(ws, info, id, shared).await;
                     }
-                    Transport::Wss(acceptor) => {
-                        let tls = tls_handshake(&acceptor, stream).await?;
+                    Transport::Wss(source) => {
+                        let tls = tls_handshake(&source.acceptor(), stream).await?;
+                        let info = chain::PeerInfo {
+                            cert: client_cert(&tls, peer),
+                            ..chain::PeerInfo::plain(peer, listener)
+                        };
                         let ws = ws_handshake(tls, &shared.ws_policy).await?;
-                        conn::serve(ws, peer, id, shared).await;
+                        conn::serve(ws, info, id, shared).await;
                     }
                 }
                 Ok(())
@@ -390,8 +424,23 @@ async fn accept_loop(listener: TcpListener, transport: Transport, shared: Arc<Sh
     }
 }
 
+/// The client certificate the handshake verified, if the client sent one.
+fn client_cert(
+    tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    peer: SocketAddr,
+) -> Option<Arc<mtls::ClientCert>> {
+    let der = tls.get_ref().1.peer_certificates()?.first()?;
+    match mtls::ClientCert::parse(der) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            warn!(%peer, error = %e, "client certificate verified but unreadable; ignored");
+            None
+        }
+    }
+}
+
 async fn tls_handshake(
-    acceptor: &TlsAcceptor,
+    acceptor: &tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
 ) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))

@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout)]
 
 mod issuers;
+mod methods;
 mod serve;
 
 use anyhow::{bail, Context, Result};
@@ -199,17 +200,18 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    let mut issuers = Vec::new();
+    let mut tables = serve::FileTables::default();
     {
         use clap::CommandFactory;
         let cli = Cli::command();
         if let Some(serve) = cli.find_subcommand("serve") {
-            issuers = serve::apply_config_file(serve)?;
+            tables = serve::apply_config_file(serve)?;
         }
     }
     match Cli::parse().command {
         Command::Serve(mut args) => {
-            args.issuers = issuers;
+            args.issuers = tables.issuers;
+            args.auth_entries = tables.auth;
             serve::run(*args)?
         }
         Command::Keygen { kid, out } => {

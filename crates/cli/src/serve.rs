@@ -81,6 +81,57 @@ pub(crate) struct ServeArgs {
     /// Further issuers, from `[[issuers]]` tables in the config file.
     #[arg(skip)]
     pub(crate) issuers: Vec<crate::issuers::IssuerConfig>,
+    /// The authenticator chain, from `[[auth]]` tables in the config file (see
+    /// docs/authentication.md); without them: token, api_key, then mtls and webhook when
+    /// their flags are given, then anonymous.
+    #[arg(skip)]
+    pub(crate) auth_entries: Vec<crate::methods::AuthEntry>,
+    /// PEM bundle of the CAs whose client certificates the TLS and WSS listeners accept
+    /// (mTLS); enables the `mtls` method.
+    #[arg(long, env = "CLOUDSIGNAL_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Client certificates on the TLS listener: `optional` (a client without one
+    /// authenticates otherwise) or `required` (no certificate, no connection).
+    #[arg(long, env = "CLOUDSIGNAL_TLS_CLIENT_AUTH", default_value = "optional",
+          value_parser = ["optional", "required"])]
+    tls_client_auth: String,
+    /// The same for the WSS listener (`off`: none asked).
+    #[arg(long, env = "CLOUDSIGNAL_WSS_CLIENT_AUTH", default_value = "optional",
+          value_parser = ["off", "optional", "required"])]
+    wss_client_auth: String,
+    /// PEM CRL files checked against client certificates (comma-separated; re-read when they
+    /// change).
+    #[arg(long, env = "CLOUDSIGNAL_TLS_CRL", value_delimiter = ',')]
+    tls_crl: Vec<PathBuf>,
+    /// The org certificate identities belong to. Default: the control plane's org.
+    #[arg(long, env = "CLOUDSIGNAL_MTLS_ORG")]
+    mtls_org: Option<String>,
+    /// How a certificate names its user: a template over {cn} {ou} {o} {dns} {uri} {email}
+    /// {fingerprint}. Their ACL is users/{user}/# (roles: `[[auth]]` in the config file).
+    #[arg(long, env = "CLOUDSIGNAL_MTLS_IDENTITY", default_value = "{cn}")]
+    mtls_identity: String,
+    /// Auth webhook URL (https://, or http:// to this machine): asked about CONNECTs no
+    /// earlier method claims (see docs/authentication.md). Fails closed.
+    #[arg(
+        long,
+        env = "CLOUDSIGNAL_WEBHOOK_URL",
+        requires = "webhook_secret_file"
+    )]
+    webhook_url: Option<String>,
+    /// File holding the webhook's HMAC-SHA256 secret (at least 16 characters).
+    #[arg(
+        long,
+        env = "CLOUDSIGNAL_WEBHOOK_SECRET_FILE",
+        requires = "webhook_url"
+    )]
+    webhook_secret_file: Option<PathBuf>,
+    /// The org the webhook's users belong to. Default: the control plane's org.
+    #[arg(long, env = "CLOUDSIGNAL_WEBHOOK_ORG")]
+    webhook_org: Option<String>,
+    /// Milliseconds the webhook may take to answer.
+    #[arg(long, env = "CLOUDSIGNAL_WEBHOOK_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    webhook_timeout_ms: u64,
     /// Let clients without credentials in with full access. Development only.
     #[arg(long, env = "CLOUDSIGNAL_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
@@ -201,6 +252,27 @@ pub(crate) struct ServeArgs {
     max_token_ttl: u64,
 }
 
+/// The methods the flags enable (when the config file has no `[[auth]]`).
+fn flag_methods(args: &ServeArgs) -> Result<crate::methods::FlagMethods> {
+    use crate::methods::AuthEntry;
+    Ok(crate::methods::FlagMethods {
+        mtls: args.tls_client_ca.as_ref().map(|_| AuthEntry {
+            method: "mtls".into(),
+            org: args.mtls_org.clone(),
+            identity: Some(args.mtls_identity.clone()),
+            ..AuthEntry::default()
+        }),
+        webhook: args.webhook_url.as_ref().map(|url| AuthEntry {
+            method: "webhook".into(),
+            url: Some(url.clone()),
+            secret_file: args.webhook_secret_file.clone(),
+            org: args.webhook_org.clone(),
+            timeout_ms: Some(args.webhook_timeout_ms),
+            ..AuthEntry::default()
+        }),
+    })
+}
+
 /// Fails, naming the flag, if a listener's address is taken: checked before anything is
 /// created (a first start would otherwise make a data directory and print an admin key, then
 /// stop at the busy port).
@@ -258,6 +330,34 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         )
         .init();
     ports_free(&args)?;
+    // TLS files are read before anything is created: a bad certificate, CA or CRL stops a
+    // first start before it makes a data directory
+    let mut tls_sources = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            use cloudsignal_broker::tls::{ClientAuth, TlsFiles, TlsSource};
+            let files = |mode: &str| TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client: args
+                    .tls_client_ca
+                    .as_ref()
+                    .filter(|_| mode != "off")
+                    .map(|ca| ClientAuth {
+                        ca: ca.clone(),
+                        crls: args.tls_crl.clone(),
+                        required: mode == "required",
+                    }),
+            };
+            if args.tls_client_ca.is_some() {
+                info!(tls = %args.tls_client_auth, wss = %args.wss_client_auth, crls = args.tls_crl.len(), "client certificates (mTLS) on the TLS listeners");
+            }
+            Some((
+                TlsSource::new(files(&args.tls_client_auth))?,
+                TlsSource::new(files(&args.wss_client_auth))?,
+            ))
+        }
+        _ => None,
+    };
     let mut tokens = TokenVerifier::default();
     tokens.leeway = args.token_leeway;
     let control = match args.control_addr.as_str() {
@@ -343,19 +443,42 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             transport: Transport::Ws,
         }),
     }
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let acceptor = cloudsignal_broker::tls::acceptor(cert, key)?;
+    if let Some((tls, wss)) = tls_sources.take() {
         listeners.push(ListenerConfig {
             addr: args.tls_addr,
-            transport: Transport::Tls(acceptor.clone()),
+            transport: Transport::Tls(tls),
         });
         listeners.push(ListenerConfig {
             addr: args.wss_addr,
-            transport: Transport::Wss(acceptor),
+            transport: Transport::Wss(wss),
         });
     } else {
         info!("no --tls-cert/--tls-key: the TLS (8883) and WSS (18885) listeners are off");
     }
+    let auth = {
+        let mut auth =
+            crate::issuers::with_remotes(Authenticator::new(tokens, args.allow_anonymous), &remote);
+        if let Some((cp, _)) = &control {
+            auth = auth.with_key_authority(std::sync::Arc::new(
+                cloudsignal_control::mqtt_keys::MqttKeys(cp.clone()),
+            ));
+        }
+        auth
+    };
+    let chain = crate::methods::chain(
+        &args.auth_entries,
+        &flag_methods(&args)?,
+        &auth,
+        control.as_ref().map(|(cp, _)| cp.org()),
+    )?;
+    let order: Vec<String> = chain
+        .iter()
+        .map(|e| match e.listeners.as_slice() {
+            [] => e.method.name().to_owned(),
+            l => format!("{} ({})", e.method.name(), l.join(", ")),
+        })
+        .collect();
+    info!(order = %order.join(" → "), "authenticator chain");
     let config = BrokerConfig {
         listeners,
         ws: cloudsignal_broker::ws::WsPolicy {
@@ -371,18 +494,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             connect_timeout_ms: args.connect_timeout.saturating_mul(1000),
             ..ServerConfig::default()
         },
-        auth: {
-            let mut auth = crate::issuers::with_remotes(
-                Authenticator::new(tokens, args.allow_anonymous),
-                &remote,
-            );
-            if let Some((cp, _)) = &control {
-                auth = auth.with_key_authority(std::sync::Arc::new(
-                    cloudsignal_control::mqtt_keys::MqttKeys(cp.clone()),
-                ));
-            }
-            auth
-        },
+        chain: Some(chain),
+        auth,
         usage: control.as_ref().map(|(cp, _)| {
             std::sync::Arc::new(cloudsignal_control::usage::BrokerUsage(cp.clone()))
                 as std::sync::Arc<dyn cloudsignal_broker::usage::UsageSink>
@@ -548,12 +661,19 @@ async fn shutdown_signal() {
 /// Applies `cloudsignal serve --config FILE` (or `CLOUDSIGNAL_CONFIG`) before the command line is
 /// parsed: each key sets the matching `CLOUDSIGNAL_*` variable unless the environment already
 /// has it, so flags and environment keep precedence and clap stays the one source of truth.
-pub(crate) fn apply_config_file(
-    serve: &clap::Command,
-) -> Result<Vec<crate::issuers::IssuerConfig>> {
+/// The tables of the config file (what flags cannot say).
+#[derive(Debug, Default)]
+pub(crate) struct FileTables {
+    /// `[[issuers]]`.
+    pub(crate) issuers: Vec<crate::issuers::IssuerConfig>,
+    /// `[[auth]]`.
+    pub(crate) auth: Vec<crate::methods::AuthEntry>,
+}
+
+pub(crate) fn apply_config_file(serve: &clap::Command) -> Result<FileTables> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) != Some("serve") {
-        return Ok(Vec::new());
+        return Ok(FileTables::default());
     }
     let from_flag = args.iter().enumerate().find_map(|(i, a)| {
         a.strip_prefix("--config=").map(str::to_owned).or_else(|| {
@@ -563,7 +683,7 @@ pub(crate) fn apply_config_file(
         })
     });
     let Some(path) = from_flag.or_else(|| std::env::var("CLOUDSIGNAL_CONFIG").ok()) else {
-        return Ok(Vec::new());
+        return Ok(FileTables::default());
     };
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading config file {path}"))?;
@@ -582,10 +702,14 @@ pub(crate) fn apply_config_file(
         })
         .filter(|(key, ..)| key != "config")
         .collect();
-    let mut issuers = Vec::new();
+    let mut tables = FileTables::default();
     for (key, value) in table {
         if key == "issuers" {
-            issuers = crate::issuers::from_toml(value, &path)?;
+            tables.issuers = crate::issuers::from_toml(value, &path)?;
+            continue;
+        }
+        if key == "auth" {
+            tables.auth = crate::methods::from_toml(value, &path)?;
             continue;
         }
         let found = known.iter().find(|(k, ..)| *k == key).or_else(|| {
@@ -646,5 +770,5 @@ pub(crate) fn apply_config_file(
             std::env::set_var(env, value);
         }
     }
-    Ok(issuers)
+    Ok(tables)
 }

@@ -40,6 +40,11 @@ pub enum Revocation {
         /// User id (`sub`).
         user: String,
     },
+    /// A client certificate (mTLS), by the SHA-256 of its DER, lowercase hex.
+    Certificate {
+        /// The fingerprint.
+        sha256: String,
+    },
     /// An API key, by its id.
     Key {
         /// The key's lookup id.
@@ -82,6 +87,8 @@ pub struct Credential {
     pub iat: Option<UnixTime>,
     /// API key id (API keys only).
     pub key_id: Option<String>,
+    /// SHA-256 fingerprint of the client certificate, lowercase hex (mTLS only).
+    pub cert: Option<String>,
 }
 
 /// Every revocation in force.
@@ -96,6 +103,8 @@ pub struct RevocationList {
     tokens: HashMap<String, UnixTime>,
     users: HashMap<(String, String), UnixTime>,
     keys: HashSet<String>,
+    /// Revoked client certificates (never pruned: a certificate outlives any token).
+    certs: HashSet<String>,
 }
 
 /// How long past its reach an entry is kept: the longest token lifetime plus clock skew.
@@ -134,6 +143,7 @@ impl RevocationList {
                 changed || *before == e.at
             }
             Revocation::Key { key_id } => self.keys.insert(key_id.clone()),
+            Revocation::Certificate { sha256 } => self.certs.insert(sha256.to_ascii_lowercase()),
         }
     }
 
@@ -153,6 +163,9 @@ impl RevocationList {
         }
         if c.key_id.as_ref().is_some_and(|k| self.keys.contains(k)) {
             return Some("API key revoked");
+        }
+        if c.cert.as_ref().is_some_and(|f| self.certs.contains(f)) {
+            return Some("client certificate revoked");
         }
         None
     }
@@ -174,7 +187,7 @@ impl RevocationList {
 
     /// Number of entries in force.
     pub fn len(&self) -> usize {
-        self.tokens.len() + self.users.len() + self.keys.len()
+        self.tokens.len() + self.users.len() + self.keys.len() + self.certs.len()
     }
 
     /// Whether nothing is revoked.
@@ -194,6 +207,10 @@ impl Revocation {
                     && c.iat.is_some_and(|iat| iat <= at)
             }
             Self::Key { key_id } => c.key_id.as_deref() == Some(key_id.as_str()),
+            Self::Certificate { sha256 } => c
+                .cert
+                .as_deref()
+                .is_some_and(|f| f.eq_ignore_ascii_case(sha256)),
         }
     }
 }
@@ -210,7 +227,29 @@ mod tests {
             org: Some("org_1".into()),
             user: Some(user.into()),
             iat: Some(UnixTime(iat)),
-            key_id: None,
+            ..Credential::default()
+        }
+    }
+
+    both_targets_test! {
+        /// A client certificate is revoked by its SHA-256 (any case), and only that one.
+        fn certificates_by_fingerprint() {
+            let mut l = RevocationList::new();
+            let cert = |f: &str| Credential {
+                cert: Some(f.into()),
+                ..Credential::default()
+            };
+            let entry = Entry {
+                seq: 1,
+                at: UnixTime(10),
+                revocation: Revocation::Certificate { sha256: "AB".repeat(32) },
+            };
+            assert!(l.apply(&entry));
+            assert_eq!(l.check(&cert(&"ab".repeat(32))), Some("client certificate revoked"));
+            assert_eq!(l.check(&cert(&"cd".repeat(32))), None);
+            assert!(entry.revocation.matches(entry.at, &cert(&"ab".repeat(32))));
+            assert_eq!(l.prune(UnixTime(10_000_000)), 0, "never pruned");
+            assert_eq!(l.len(), 1);
         }
     }
 

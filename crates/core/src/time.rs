@@ -4,7 +4,9 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Seconds since the Unix epoch (UTC), as used by JWT `exp`/`nbf`/`iat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct UnixTime(pub u64);
 

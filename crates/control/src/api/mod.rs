@@ -120,6 +120,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/token/exchange", post(exchange_token))
         .route("/v1/tokens/{jti}", delete(revoke_token))
         .route("/v1/users/{id}/revoke", post(revoke_user))
+        .route("/v1/certificates/{sha256}/revoke", post(revoke_certificate))
         .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
         .route("/v1/keys/{id}", delete(keys::revoke_key))
         .route("/v1/keys/{id}/rotate", post(keys::rotate_key))
@@ -541,6 +542,41 @@ async fn revoke_user(
         &key,
         "user.revoke",
         Some(user.as_str()),
+        peer.ip(),
+        "ok",
+        format!("closed {} sessions", closed.len()),
+    );
+    Ok(revoked(entry, closed))
+}
+
+/// `POST /v1/certificates/{sha256}/revoke`: a client certificate (mTLS), by the SHA-256 of its
+/// DER; its live sessions close (0x98) and it is refused from now on.
+async fn revoke_certificate(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(sha256): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let key = authorize(&cp, &headers, peer.ip(), "tokens:revoke").await?;
+    let sha256 = sha256.trim().to_ascii_lowercase().replace(':', "");
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_fingerprint",
+            "a certificate is named by the SHA-256 of its DER: 64 hex digits (colons allowed)",
+        ));
+    }
+    let (entry, closed) = cp
+        .revoke(Revocation::Certificate {
+            sha256: sha256.clone(),
+        })
+        .map_err(Problem::internal)?;
+    info!(key = %key.key.id, %sha256, closed = closed.len(), "client certificate revoked");
+    audit(
+        &cp,
+        &key,
+        "certificate.revoke",
+        Some(&sha256),
         peer.ip(),
         "ok",
         format!("closed {} sessions", closed.len()),
