@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const ISSUER: &str = "https://bench.invalid";
-const ORG: &str = "org_benchbenchbe";
+pub(crate) const ISSUER: &str = "https://bench.invalid";
+pub(crate) const ORG: &str = "org_benchbenchbe";
 
 fn dir() -> Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("cs-bench-auth-{}", std::process::id()));
@@ -39,7 +39,7 @@ fn now() -> UnixTime {
     )
 }
 
-fn key() -> SigningKey {
+pub(crate) fn key() -> SigningKey {
     SigningKey::from_seed("bench-1", [9; 32])
 }
 

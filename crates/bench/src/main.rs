@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p cloudsignal-bench            # full run: medians of 3 rounds
 //! cargo run --release -p cloudsignal-bench -- --quick # smaller loads, one round
-//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, auth
+//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, auth, enterprise
 //! CLOUDSIGNAL_BENCH_BASELINE=/path/to/older/cloudsignal cargo run --release -p cloudsignal-bench -- --only auth
 //! ```
 //!
@@ -19,6 +19,7 @@
 
 mod auth;
 mod client;
+mod enterprise;
 
 use anyhow::{bail, Context, Result};
 use client::Client;
@@ -482,6 +483,159 @@ async fn main() -> Result<()> {
                 "DELETE /v1/tokens/{jti} sent → DISCONNECT 0x98 received, p99",
                 "µs",
                 h.value_at_quantile(0.99) as f64,
+            );
+        }
+    }
+    if wants("enterprise") {
+        use enterprise::Dial;
+        let (workers, per, samples) = if quick { (4, 25, 100) } else { (8, 125, 1_000) };
+        let pki = enterprise::pki()?;
+        let (hook, calls) = enterprise::webhook().await?;
+        let cert_only: Arc<dyn Fn(usize) -> Option<(String, String)> + Send + Sync> =
+            Arc::new(|_| None);
+        let tkn: Arc<dyn Fn(usize) -> Option<(String, String)> + Send + Sync> =
+            Arc::new(|i| Some(enterprise::token_creds(i)));
+        for round in 0..rounds {
+            eprintln!("== round {}/{rounds}: mTLS and the auth webhook", round + 1);
+            let full = enterprise::tls_client(&pki, true, false)?;
+            let resumed = enterprise::tls_client(&pki, true, true)?;
+            let m = enterprise::start_mosquitto_mtls(&pki)?;
+            for (name, dial) in [
+                ("full TLS handshake each", &full),
+                ("TLS session resumed", &resumed),
+            ] {
+                let r = enterprise::rate(
+                    m.addr,
+                    Dial::Tls(dial.clone()),
+                    cert_only.clone(),
+                    workers,
+                    per,
+                )
+                .await?;
+                push(
+                    format!("mTLS CONNECT/CONNACK/DISCONNECT, certificate identity, {name}"),
+                    "conn/s",
+                    true,
+                    r,
+                    0,
+                );
+            }
+            drop(m);
+            let (c, tls) = enterprise::start_cloudsignal(&pki, &hook)?;
+            let full = enterprise::tls_client(&pki, true, false)?;
+            let resumed = enterprise::tls_client(&pki, true, true)?;
+            let mut mtls = [0.0; 2];
+            for (k, (name, dial)) in [
+                ("full TLS handshake each", &full),
+                ("TLS session resumed", &resumed),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                mtls[k] = enterprise::rate(
+                    tls,
+                    Dial::Tls(dial.clone()),
+                    cert_only.clone(),
+                    workers,
+                    per,
+                )
+                .await?;
+                push(
+                    format!("mTLS CONNECT/CONNACK/DISCONNECT, certificate identity, {name}"),
+                    "conn/s",
+                    true,
+                    mtls[k],
+                    1,
+                );
+            }
+            let plain_tls = enterprise::tls_client(&pki, false, false)?;
+            let tkn_tls =
+                enterprise::rate(tls, Dial::Tls(plain_tls), tkn.clone(), workers, per).await?;
+            solo_push("tkn_ over TLS, full handshake each", "conn/s", tkn_tls);
+            solo_push(
+                "mTLS (full handshake) rate / tkn_-over-TLS rate",
+                "%",
+                100.0 * mtls[0] / tkn_tls,
+            );
+            solo_push(
+                "mTLS (resumed) rate / tkn_-over-TLS rate",
+                "%",
+                100.0 * mtls[1] / tkn_tls,
+            );
+            let tkn_tcp = enterprise::rate(c.addr, Dial::Tcp, tkn.clone(), workers, per).await?;
+            let warm: Arc<dyn Fn(usize) -> Option<(String, String)> + Send + Sync> =
+                Arc::new(|_| Some(("hook-user".to_owned(), "hook-password".to_owned())));
+            let before = calls.load(Ordering::Relaxed);
+            let hook_rate = enterprise::rate(c.addr, Dial::Tcp, warm, workers, per).await?;
+            let made = calls.load(Ordering::Relaxed) - before;
+            solo_push("tkn_ over TCP", "conn/s", tkn_tcp);
+            solo_push("webhook, warm cache, over TCP", "conn/s", hook_rate);
+            solo_push(
+                "webhook (warm) rate / tkn_ rate",
+                "%",
+                100.0 * hook_rate / tkn_tcp,
+            );
+            solo_push(
+                "webhook calls for those CONNECTs (one credential)",
+                "calls",
+                made as f64,
+            );
+            let (t, _) = enterprise::latencies(c.addr, enterprise::token_creds, samples).await?;
+            let (h, _) = enterprise::latencies(
+                c.addr,
+                |i| (format!("cold-{round}-{i}"), "pw".to_owned()),
+                samples,
+            )
+            .await?;
+            solo_push(
+                "CONNECT→CONNACK p50, tkn_",
+                "µs",
+                t.value_at_quantile(0.5) as f64,
+            );
+            solo_push(
+                "CONNECT→CONNACK p50, webhook cold (one call each)",
+                "µs",
+                h.value_at_quantile(0.5) as f64,
+            );
+            solo_push(
+                "CONNECT→CONNACK p99, tkn_",
+                "µs",
+                t.value_at_quantile(0.99) as f64,
+            );
+            solo_push(
+                "CONNECT→CONNACK p99, webhook cold (one call each)",
+                "µs",
+                h.value_at_quantile(0.99) as f64,
+            );
+            drop(c);
+            // the endpoint down: its clients refused (0x88) at once once the breaker opens;
+            // token clients served as before
+            let (down, _) = enterprise::start_cloudsignal(
+                &pki,
+                &format!("http://127.0.0.1:{}/gone", free_port()),
+            )?;
+            let (o, reasons) = enterprise::latencies(
+                down.addr,
+                |i| (format!("out-{i}"), "pw".to_owned()),
+                samples,
+            )
+            .await?;
+            let refused = reasons.iter().filter(|r| r.0 == 0x88).count();
+            solo_push(
+                "webhook down: CONNECTs refused 0x88 (server unavailable)",
+                "%",
+                100.0 * refused as f64 / samples as f64,
+            );
+            solo_push(
+                "webhook down: refusal p99",
+                "µs",
+                o.value_at_quantile(0.99) as f64,
+            );
+            let during = enterprise::rate(down.addr, Dial::Tcp, tkn.clone(), workers, per).await?;
+            solo_push(
+                "webhook down: tkn_ rate / tkn_ rate with it up",
+                "%",
+                100.0 * during / tkn_tcp,
             );
         }
     }
