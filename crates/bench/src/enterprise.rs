@@ -190,7 +190,12 @@ pub(crate) fn start_cloudsignal(p: &Pki, webhook: &str) -> Result<(Broker, Socke
         .arg(&secret)
         .args(["--connect-rate", "1000000", "--auth-failure-delay-ms", "0"])
         // measure the methods, not the brute-force defence's refusal delays
-        .args(["--max-auth-failures", "100000000", "--max-refusal-delay-ms", "0"])
+        .args([
+            "--max-auth-failures",
+            "100000000",
+            "--max-refusal-delay-ms",
+            "0",
+        ])
         .env("CLOUDSIGNAL_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -493,8 +493,11 @@ async fn main() -> Result<()> {
         let (hook, calls) = enterprise::webhook().await?;
         let cert_only: Arc<dyn Fn(usize) -> Option<(String, String)> + Send + Sync> =
             Arc::new(|_| None);
+        // one token for every CONNECT, as one credential for the warm webhook: both paths
+        // answer from their caches (the verified-token cache; the decision cache)
+        let one = enterprise::token_creds(1);
         let tkn: Arc<dyn Fn(usize) -> Option<(String, String)> + Send + Sync> =
-            Arc::new(|i| Some(enterprise::token_creds(i)));
+            Arc::new(move |_| Some(one.clone()));
         for round in 0..rounds {
             eprintln!("== round {}/{rounds}: mTLS and the auth webhook", round + 1);
             let full = enterprise::tls_client(&pki, true, false)?;
@@ -614,15 +617,18 @@ async fn main() -> Result<()> {
                 &pki,
                 &format!("http://127.0.0.1:{}/gone", free_port()),
             )?;
-            let (o, reasons) = enterprise::latencies(
-                down.addr,
-                |i| (format!("out-{i}"), "pw".to_owned()),
-                samples,
-            )
-            .await?;
+            let calm = enterprise::rate(down.addr, Dial::Tcp, tkn.clone(), workers, per).await?;
+            // webhook clients keep failing while token clients connect
+            let addr = down.addr;
+            let storm = tokio::spawn(async move {
+                enterprise::latencies(addr, |i| (format!("out-{i}"), "pw".to_owned()), samples)
+                    .await
+            });
+            let during = enterprise::rate(down.addr, Dial::Tcp, tkn.clone(), workers, per).await?;
+            let (o, reasons) = storm.await??;
             let refused = reasons.iter().filter(|r| r.0 == 0x88).count();
             solo_push(
-                "webhook down: CONNECTs refused 0x88 (server unavailable)",
+                "webhook down: its CONNECTs refused 0x88 (server unavailable)",
                 "%",
                 100.0 * refused as f64 / samples as f64,
             );
@@ -631,11 +637,10 @@ async fn main() -> Result<()> {
                 "µs",
                 o.value_at_quantile(0.99) as f64,
             );
-            let during = enterprise::rate(down.addr, Dial::Tcp, tkn.clone(), workers, per).await?;
             solo_push(
-                "webhook down: tkn_ rate / tkn_ rate with it up",
+                "webhook down: tkn_ rate during its clients' failures / before, same broker",
                 "%",
-                100.0 * during / tkn_tcp,
+                100.0 * during / calm,
             );
         }
     }

@@ -8,7 +8,7 @@
 //! | `GET /v1/audit?after=<seq>` | `audit:read` |
 //! | `POST /v1/token/exchange` | `Authorization: Bearer <IdP JWT>` (Supabase…) |
 //! | `POST /v1/tokens` | `tokens:issue` |
-//! | `DELETE /v1/tokens/{jti}`, `POST /v1/users/{id}/revoke` | `tokens:revoke` |
+//! | `DELETE /v1/tokens/{jti}`, `POST /v1/users/{id}/revoke`, `POST /v1/certificates/{sha256}/revoke` | `tokens:revoke` |
 //! | `POST /v1/keys`, `DELETE /v1/keys/{id}`, `POST /v1/keys/{id}/rotate` | `keys:write` |
 //! | `GET /v1/keys` | `keys:read` |
 //! | `GET /v1/keys/{id}/usage`, `GET /v1/usage?day=YYYY-MM-DD` | `usage:read` |
