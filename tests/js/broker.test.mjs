@@ -101,3 +101,25 @@ test('cloudsignal serve trusts the worker by JWKS URL; a slow JWKS host neither 
     proxy.close();
   }
 });
+
+test('mqtt.js with a Topic Alias Maximum gets server-assigned aliases and resolves every topic', async () => {
+  const { default: mqttjs } = await import('mqtt');
+  const { username, password, sub } = await credentials();
+  const topic = `users/${sub}/sensors/a-rather-long-topic-name-worth-an-alias`;
+  const connect = (props) => new Promise((resolve, reject) => {
+    const c = mqttjs.connect(`mqtt://127.0.0.1:${port}`, { username, password, protocolVersion: 5, reconnectPeriod: 0, properties: props });
+    c.once('connect', () => resolve(c));
+    c.once('error', reject);
+  });
+  const receiver = await connect({ topicAliasMaximum: 4 });
+  const seen = [];
+  receiver.on('message', (t, payload, packet) => seen.push({ t, body: String(payload), alias: packet.properties?.topicAlias }));
+  await new Promise((r, j) => receiver.subscribe(topic, { qos: 1 }, (e) => (e ? j(e) : r())));
+  const sender = await connect({});
+  for (const n of [1, 2, 3]) await new Promise((r, j) => sender.publish(topic, `m${n}`, { qos: 1 }, (e) => (e ? j(e) : r())));
+  for (let i = 0; i < 100 && seen.length < 3; i += 1) await new Promise((r) => setTimeout(r, 50));
+  sender.end();
+  receiver.end();
+  assert.deepEqual(seen.map((m) => [m.t, m.body]), [[topic, 'm1'], [topic, 'm2'], [topic, 'm3']]);
+  assert.ok(seen.every((m) => m.alias === 1), `the server aliased the topic: ${JSON.stringify(seen.map((m) => m.alias))}`);
+});

@@ -201,6 +201,80 @@ async fn topic_aliases_from_the_client() {
     assert!(s.silent_for(300).await);
 }
 
+/// Server-side topic aliases on the wire: a subscriber that allows 2 gets each topic's name
+/// once with its alias, then the alias alone; a new connection starts a new table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_aliases_to_the_client() {
+    let addr = start(true).await;
+    let allows = |n| Properties {
+        topic_alias_maximum: Some(n),
+        ..Properties::default()
+    };
+    let mut s = v5(addr, "oalias-s", allows(2)).await;
+    sub(
+        &mut s,
+        1,
+        "oa/#",
+        opts(QoS::AtLeastOnce, false, false, 0),
+        None,
+    )
+    .await;
+    let mut p = v5(addr, "oalias-p", Properties::default()).await;
+    let long = "oa/a/rather/long/topic/name/for/a/sensor";
+    for (topic, body) in [(long, "1"), (long, "2"), ("oa/other", "3"), (long, "4")] {
+        p.send(&publish(
+            topic,
+            body.as_bytes(),
+            QoS::AtMostOnce,
+            0,
+            false,
+            Properties::default(),
+        ))
+        .await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let m = next_publish(&mut s).await;
+        seen.push((
+            m.topic.to_owned(),
+            m.properties.topic_alias,
+            m.payload.to_vec(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            (long.to_owned(), Some(1), b"1".to_vec()),
+            (String::new(), Some(1), b"2".to_vec()),
+            ("oa/other".to_owned(), Some(2), b"3".to_vec()),
+            (String::new(), Some(1), b"4".to_vec()),
+        ]
+    );
+    // a client that allows none gets names only; a new connection starts afresh
+    let mut again = v5(addr, "oalias-s2", Properties::default()).await;
+    sub(
+        &mut again,
+        1,
+        "oa/#",
+        opts(QoS::AtMostOnce, false, false, 0),
+        None,
+    )
+    .await;
+    p.send(&publish(
+        long,
+        b"5",
+        QoS::AtMostOnce,
+        0,
+        false,
+        Properties::default(),
+    ))
+    .await;
+    let m = next_publish(&mut again).await;
+    assert_eq!((m.topic, m.properties.topic_alias), (long, None));
+    let m = next_publish(&mut s).await;
+    assert_eq!((m.topic, m.properties.topic_alias), ("", Some(1)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_expiry_counts_down_and_removes_retained_messages() {
     let addr = start(true).await;

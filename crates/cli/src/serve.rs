@@ -152,6 +152,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CLOUDSIGNAL_RECEIVE_MAXIMUM", default_value_t = 100,
           value_parser = clap::value_parser!(u16).range(1..))]
     receive_maximum: u16,
+    /// Topic aliases the broker assigns towards a v5 client (within the client's own Topic
+    /// Alias Maximum): a topic's name is sent once per connection, then its 2-byte alias.
+    /// 0 turns them off.
+    #[arg(
+        long,
+        env = "CLOUDSIGNAL_MAX_OUTBOUND_TOPIC_ALIASES",
+        default_value_t = 64
+    )]
+    max_outbound_topic_aliases: u16,
     /// Upper bound on the keep-alive a client may ask for, in seconds (0: no bound). Clients
     /// asking for more, or for none, are told this value (v5 Server Keep Alive).
     #[arg(long, env = "CLOUDSIGNAL_MAX_KEEP_ALIVE", default_value_t = 0)]
@@ -490,6 +499,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             max_session_expiry: args.max_session_expiry,
             max_queued: args.max_queued_messages.max(1),
             receive_maximum: args.receive_maximum,
+            max_outbound_aliases: args.max_outbound_topic_aliases,
             max_keep_alive: args.max_keep_alive,
             connect_timeout_ms: args.connect_timeout.saturating_mul(1000),
             ..ServerConfig::default()

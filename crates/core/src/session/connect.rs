@@ -14,6 +14,15 @@ impl ServerSession {
         self.state = State::Authenticating;
         self.outbound.window = c.properties.receive_maximum.unwrap_or(u16::MAX);
         self.outbound.max_packet_size = c.properties.maximum_packet_size;
+        self.outbound.aliases = match c.protocol {
+            Protocol::V5 => super::outbound::Aliases::new(
+                c.properties
+                    .topic_alias_maximum
+                    .unwrap_or(0)
+                    .min(self.config.max_outbound_aliases),
+            ),
+            _ => None,
+        };
         self.auth_method = c.properties.authentication_method.map(str::to_owned);
         self.deadline = None;
         let will = match &c.will {

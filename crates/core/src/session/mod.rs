@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub receive_maximum: u16,
     /// Topic aliases a client may use. Default 32.
     pub topic_alias_maximum: u16,
+    /// Topic aliases the server uses towards a client, at most (and at most the client's
+    /// Topic Alias Maximum). Default 64; 0 turns server-side aliases off.
+    pub max_outbound_aliases: u16,
     /// Time allowed between accepting a connection and receiving CONNECT. Default 10 s.
     pub connect_timeout_ms: Millis,
     /// Upper bound on the keep-alive a client may ask for (0 = no bound). Default 0.
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             max_packet_size: 1 << 20,
             receive_maximum: 100,
             topic_alias_maximum: 32,
+            max_outbound_aliases: 64,
             connect_timeout_ms: 10_000,
             max_keep_alive: 0,
             max_topic_levels: crate::topic::DEFAULT_MAX_LEVELS,

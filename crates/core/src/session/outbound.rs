@@ -5,10 +5,17 @@
 //! queued here (the driver drops them when the socket backs up); QoS 1/2 messages beyond the
 //! window wait in a queue of at most `max_queued` entries; when it is full the delivery is
 //! refused with [`Deliver::QueueFull`] and the broker disconnects the client with 0x97.
+//!
+//! Topic aliases (v5): when the client's CONNECT allows them (Topic Alias Maximum > 0), a
+//! topic gets an alias the first time it is delivered (sent with its name), and later
+//! deliveries on this connection send the alias alone [MQTT-3.3.2-12]; with every alias taken,
+//! the oldest assignment is replaced (a PUBLISH with the alias and the new name). Aliases never
+//! exceed the client's maximum [MQTT-3.3.2-9] and last for this connection only
+//! [MQTT-3.3.2-7]: a resent (DUP) message always carries its topic name.
 
 use super::Message;
 use crate::mqtt::{Ack, Packet, PacketId, Properties, Protocol, Publish, QoS, ReasonCode};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroU16;
 use std::sync::Arc;
 
@@ -59,6 +66,68 @@ pub(crate) struct Outbound {
     /// The client's Maximum Packet Size, if it set one.
     pub(crate) max_packet_size: Option<u32>,
     pub(crate) max_queued: usize,
+    /// Topic aliases this connection may use (boxed: only clients that allow them pay).
+    pub(crate) aliases: Option<Box<Aliases>>,
+}
+
+/// The server's topic aliases on one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Aliases {
+    max: u16,
+    by_topic: HashMap<String, u16>,
+    /// Topic of alias `i + 1`.
+    topics: Vec<String>,
+    /// The alias replaced last (round robin once all are taken).
+    replaced: u16,
+}
+
+/// How a PUBLISH names its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    /// The topic name alone.
+    Name,
+    /// The topic name, establishing (or changing) alias `n`.
+    Set(u16),
+    /// Alias `n` alone (an empty topic name).
+    Use(u16),
+}
+
+impl Aliases {
+    /// Aliases for a client allowing `max` of them (`None` for 0).
+    pub(crate) fn new(max: u16) -> Option<Box<Self>> {
+        (max > 0).then(|| {
+            Box::new(Self {
+                max,
+                ..Self::default()
+            })
+        })
+    }
+
+    /// How to name `topic` now (nothing changes until [`Self::commit`]).
+    fn naming(&self, topic: &str) -> Naming {
+        if let Some(a) = self.by_topic.get(topic) {
+            return Naming::Use(*a);
+        }
+        let free = u16::try_from(self.topics.len()).unwrap_or(u16::MAX);
+        if free < self.max {
+            Naming::Set(free + 1)
+        } else {
+            Naming::Set(self.replaced % self.max + 1)
+        }
+    }
+
+    /// Records that alias `n` now names `topic` (the PUBLISH carrying both was sent).
+    fn commit(&mut self, topic: &str, n: u16) {
+        let i = usize::from(n - 1);
+        if i < self.topics.len() {
+            let old = std::mem::replace(&mut self.topics[i], topic.to_owned());
+            self.by_topic.remove(&old);
+            self.replaced = n;
+        } else {
+            self.topics.push(topic.to_owned());
+        }
+        self.by_topic.insert(topic.to_owned(), n);
+    }
 }
 
 impl Outbound {
@@ -70,6 +139,7 @@ impl Outbound {
             window: u16::MAX,
             max_packet_size: None,
             max_queued,
+            aliases: None,
         }
     }
 
@@ -100,7 +170,7 @@ impl Outbound {
         out: &mut Vec<u8>,
     ) -> Deliver {
         if d.qos == QoS::AtMostOnce {
-            return self.write(&d, None, false, protocol, out);
+            return self.write_fresh(&d, None, protocol, out);
         }
         if self.inflight.len() >= usize::from(self.window) || !self.queue.is_empty() {
             if self.queue.len() >= self.max_queued {
@@ -116,7 +186,7 @@ impl Outbound {
         let Some(id) = self.allocate_id() else {
             return Deliver::QueueFull;
         };
-        let outcome = self.write(&d, Some(id), false, protocol, out);
+        let outcome = self.write_fresh(&d, Some(id), protocol, out);
         if outcome == Deliver::Sent {
             let state = if d.qos == QoS::AtLeastOnce {
                 Inflight::Puback
@@ -128,18 +198,44 @@ impl Outbound {
         outcome
     }
 
+    /// Writes a first delivery, with a topic alias when the connection has them.
+    fn write_fresh(
+        &mut self,
+        d: &Delivery,
+        id: Option<PacketId>,
+        protocol: Protocol,
+        out: &mut Vec<u8>,
+    ) -> Deliver {
+        let topic = d.message.topic.as_str();
+        let naming = match &self.aliases {
+            Some(a) if protocol == Protocol::V5 => a.naming(topic),
+            _ => Naming::Name,
+        };
+        let outcome = self.write(d, id, false, naming, protocol, out);
+        if let (Deliver::Sent, Naming::Set(n), Some(a)) = (outcome, naming, &mut self.aliases) {
+            a.commit(topic, n);
+        }
+        outcome
+    }
+
     fn write(
         &self,
         d: &Delivery,
         id: Option<PacketId>,
         dup: bool,
+        naming: Naming,
         protocol: Protocol,
         out: &mut Vec<u8>,
     ) -> Deliver {
         let m = &d.message;
         let f = &m.forwarded;
+        let topic_alias = match naming {
+            Naming::Name => None,
+            Naming::Set(n) | Naming::Use(n) => Some(n),
+        };
         let properties = if protocol == Protocol::V5 {
             Properties {
+                topic_alias,
                 payload_format_indicator: f.payload_format_indicator,
                 message_expiry_interval: d.expiry,
                 content_type: f.content_type.as_deref(),
@@ -160,7 +256,11 @@ impl Outbound {
             dup,
             qos: d.qos,
             retain: d.retain,
-            topic: m.topic.as_str(),
+            topic: if matches!(naming, Naming::Use(_)) {
+                ""
+            } else {
+                m.topic.as_str()
+            },
             packet_id: id,
             properties,
             payload: &m.payload,
@@ -269,7 +369,8 @@ impl Outbound {
                     properties: Properties::default(),
                 })
                 .encode(protocol, out);
-            } else if self.write(&d, Some(pid), true, protocol, out) != Deliver::Sent {
+            } else if self.write(&d, Some(pid), true, Naming::Name, protocol, out) != Deliver::Sent
+            {
                 // larger than this connection's Maximum Packet Size [MQTT-3.1.2-25]
                 continue;
             }

@@ -572,3 +572,70 @@ both_targets_test! {
         assert!(s.is_closed());
     }
 }
+
+/// A v5 session whose client allows `max` topic aliases.
+fn connected_with_aliases(max: u16) -> ServerSession {
+    let mut s = ServerSession::new(ServerConfig::default(), 0);
+    let c = Packet::Connect(Connect {
+        protocol: Protocol::V5,
+        clean_start: true,
+        keep_alive: 0,
+        properties: Properties {
+            topic_alias_maximum: Some(max),
+            ..Properties::default()
+        },
+        client_id: "c1",
+        will: None,
+        username: Some("alice@org_k7xm4pqr2n5t"),
+        password: Some(b"tkn_x"),
+    });
+    s.handle_bytes(&bytes(&c, Protocol::V5), 0);
+    events(&mut s);
+    s.accept(0, None, None, false, 0);
+    sent(&mut s);
+    s
+}
+
+fn on_topic(topic: &str, qos: QoS) -> Delivery {
+    let mut d = delivery(qos, b"x");
+    std::sync::Arc::make_mut(&mut d.message).topic = TopicName::parse(topic).unwrap();
+    d
+}
+
+/// (topic name on the wire, alias) of each PUBLISH sent.
+fn naming(s: &mut ServerSession) -> Vec<(String, Option<u16>)> {
+    sent(s)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic.to_owned(), p.properties.topic_alias)),
+            _ => None,
+        })
+        .collect()
+}
+
+both_targets_test! {
+    /// Server-sent topic aliases: set with the name on first use, the alias alone after,
+    /// never above the client's maximum, the oldest replaced when all are taken; none for a
+    /// client that allows none.
+    fn outbound_topic_aliases() {
+        let mut s = connected_with_aliases(2);
+        for t in ["a/1", "a/1", "b/2", "a/1", "c/3", "c/3", "b/2", "a/1"] {
+            assert_eq!(s.deliver(on_topic(t, QoS::AtMostOnce)), Deliver::Sent);
+        }
+        let want: Vec<(String, Option<u16>)> = [
+            ("a/1", Some(1)), ("", Some(1)), ("b/2", Some(2)), ("", Some(1)),
+            ("c/3", Some(1)), ("", Some(1)), ("", Some(2)), ("a/1", Some(2)),
+        ]
+        .iter()
+        .map(|(t, a)| (t.to_string(), *a))
+        .collect();
+        assert_eq!(naming(&mut s), want);
+        // QoS 1 deliveries alias too
+        assert_eq!(s.deliver(on_topic("a/1", QoS::AtLeastOnce)), Deliver::Sent);
+        assert_eq!(naming(&mut s), [(String::new(), Some(2))]);
+        let mut none = connected_with_aliases(0);
+        none.deliver(on_topic("a/1", QoS::AtMostOnce));
+        none.deliver(on_topic("a/1", QoS::AtMostOnce));
+        assert_eq!(naming(&mut none), [("a/1".into(), None), ("a/1".into(), None)]);
+    }
+}
