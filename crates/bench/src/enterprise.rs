@@ -346,6 +346,21 @@ pub(crate) async fn rate(
     Ok((workers * per) as f64 / started.elapsed().as_secs_f64())
 }
 
+/// mTLS CONNECT rates (the certificate alone): full handshakes each, then resumed sessions.
+pub(crate) async fn mtls_rates(
+    addr: SocketAddr,
+    p: &Pki,
+    workers: usize,
+    per: usize,
+) -> Result<[f64; 2]> {
+    let mut out = [0.0; 2];
+    for (i, resume) in [false, true].into_iter().enumerate() {
+        let dial = Dial::Tls(tls_client(p, true, resume)?);
+        out[i] = rate(addr, dial, Arc::new(|_| None), workers, per).await?;
+    }
+    Ok(out)
+}
+
 /// CONNECT → CONNACK times, one at a time, in microseconds, and the reasons seen.
 pub(crate) async fn latencies(
     addr: SocketAddr,

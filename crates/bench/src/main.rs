@@ -491,8 +491,6 @@ async fn main() -> Result<()> {
         let (workers, per, samples) = if quick { (4, 25, 100) } else { (8, 125, 1_000) };
         let pki = enterprise::pki()?;
         let (hook, calls) = enterprise::webhook().await?;
-        let cert_only: Arc<dyn Fn(usize) -> Option<(String, String)> + Send + Sync> =
-            Arc::new(|_| None);
         // one token for every CONNECT, as one credential for the warm webhook: both paths
         // answer from their caches (the verified-token cache; the decision cache)
         let one = enterprise::token_creds(1);
@@ -500,21 +498,10 @@ async fn main() -> Result<()> {
             Arc::new(move |_| Some(one.clone()));
         for round in 0..rounds {
             eprintln!("== round {}/{rounds}: mTLS and the auth webhook", round + 1);
-            let full = enterprise::tls_client(&pki, true, false)?;
-            let resumed = enterprise::tls_client(&pki, true, true)?;
+            let names = ["full TLS handshake each", "TLS session resumed"];
             let m = enterprise::start_mosquitto_mtls(&pki)?;
-            for (name, dial) in [
-                ("full TLS handshake each", &full),
-                ("TLS session resumed", &resumed),
-            ] {
-                let r = enterprise::rate(
-                    m.addr,
-                    Dial::Tls(dial.clone()),
-                    cert_only.clone(),
-                    workers,
-                    per,
-                )
-                .await?;
+            let rates = enterprise::mtls_rates(m.addr, &pki, workers, per).await?;
+            for (name, r) in names.iter().zip(rates) {
                 push(
                     format!("mTLS CONNECT/CONNACK/DISCONNECT, certificate identity, {name}"),
                     "conn/s",
@@ -525,29 +512,13 @@ async fn main() -> Result<()> {
             }
             drop(m);
             let (c, tls) = enterprise::start_cloudsignal(&pki, &hook)?;
-            let full = enterprise::tls_client(&pki, true, false)?;
-            let resumed = enterprise::tls_client(&pki, true, true)?;
-            let mut mtls = [0.0; 2];
-            for (k, (name, dial)) in [
-                ("full TLS handshake each", &full),
-                ("TLS session resumed", &resumed),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                mtls[k] = enterprise::rate(
-                    tls,
-                    Dial::Tls(dial.clone()),
-                    cert_only.clone(),
-                    workers,
-                    per,
-                )
-                .await?;
+            let mtls = enterprise::mtls_rates(tls, &pki, workers, per).await?;
+            for (name, r) in names.iter().zip(mtls) {
                 push(
                     format!("mTLS CONNECT/CONNACK/DISCONNECT, certificate identity, {name}"),
                     "conn/s",
                     true,
-                    mtls[k],
+                    r,
                     1,
                 );
             }

@@ -146,28 +146,34 @@ pub(crate) fn new_api_key(kind: KeyKind) -> Result<ApiKey> {
     }
 }
 
-/// `cloudsignal admin recover`: mints a new `sk_` key in the data directory's store, writes it
-/// to `admin.key` (0600) and records the act in the audit log. Returns the key, its MQTT
-/// username and the file.
-pub fn recover_admin_key(data_dir: &Path) -> Result<(ApiKey, String, PathBuf)> {
+/// The store of an existing data directory (for the offline `cloudsignal admin` commands).
+fn existing_store(data_dir: &Path) -> Result<SqliteStore> {
     let db = data_dir.join("cloudsignal.db");
     if !db.exists() {
         anyhow::bail!(
-            "{} holds no CloudSignal store (cloudsignal.db); give the data directory of `cloudsignal serve`",
+            "{} holds no CloudSignal store (cloudsignal.db); give the data directory of `cloudsignal serve` (start it once first)",
             data_dir.display()
         );
     }
-    let store = SqliteStore::open(&db)?;
-    let org = store
-        .default_org()?
-        .context("the store has no org: start `cloudsignal serve` once first")?;
+    SqliteStore::open(&db)
+}
+
+/// Mints an `sk_` key named `name` in `org` with the data directory's files, records `action`
+/// in the audit log, and writes the key (0600) to `file` through a temporary file.
+fn mint_local_admin_key(
+    store: &SqliteStore,
+    org: &str,
+    name: &str,
+    action: &str,
+    detail: String,
+    file: &Path,
+) -> Result<ApiKey> {
     let now = unix_now();
-    let name = format!("admin-recovered-{}", now.secs());
     let admin = new_api_key(KeyKind::Secret)?;
     let stored = StoredKey::admin(
         admin.id(),
-        &org,
-        &name,
+        org,
+        name,
         keys::hash_secret(admin.secret())?,
         now,
     );
@@ -175,20 +181,34 @@ pub fn recover_admin_key(data_dir: &Path) -> Result<(ApiKey, String, PathBuf)> {
     store.append_audit(&store::AuditEntry {
         seq: 0,
         at: now,
-        org: org.clone(),
+        org: org.to_owned(),
         actor: "local".into(),
         actor_kind: "local".into(),
-        action: "admin.recover".into(),
+        action: action.into(),
         target: Some(stored.id.clone()),
         peer: None,
         outcome: "ok".into(),
-        detail: format!("new sk_ key {name} minted with the data directory's files"),
+        detail,
     })?;
-    let file = data_dir.join("admin.key");
-    let tmp = data_dir.join("admin.key.new");
+    let tmp = file.with_extension("key.new");
     let _ = std::fs::remove_file(&tmp);
     write_secret_file(&tmp, &format!("{}\n", admin.expose()))?;
-    std::fs::rename(&tmp, &file).with_context(|| format!("replacing {}", file.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("replacing {}", file.display()))?;
+    Ok(admin)
+}
+
+/// `cloudsignal admin recover`: mints a new `sk_` key in the data directory's store, writes it
+/// to `admin.key` (0600) and records the act in the audit log. Returns the key, its MQTT
+/// username and the file.
+pub fn recover_admin_key(data_dir: &Path) -> Result<(ApiKey, String, PathBuf)> {
+    let store = existing_store(data_dir)?;
+    let org = store
+        .default_org()?
+        .context("the store has no org: start `cloudsignal serve` once first")?;
+    let name = format!("admin-recovered-{}", unix_now().secs());
+    let file = data_dir.join("admin.key");
+    let detail = format!("new sk_ key {name} minted with the data directory's files");
+    let admin = mint_local_admin_key(&store, &org, &name, "admin.recover", detail, &file)?;
     Ok((admin, format!("{name}@{org}"), file))
 }
 
@@ -197,41 +217,13 @@ pub fn recover_admin_key(data_dir: &Path) -> Result<(ApiKey, String, PathBuf)> {
 /// keys work at once; tokens for it are accepted once the serving broker has re-read the orgs
 /// (within [`ORG_REFRESH`]). Returns the org, the key and the file.
 pub fn create_org(data_dir: &Path, name: &str) -> Result<(OrgId, ApiKey, PathBuf)> {
-    let db = data_dir.join("cloudsignal.db");
-    if !db.exists() {
-        anyhow::bail!(
-            "{} holds no CloudSignal store (cloudsignal.db); start `cloudsignal serve --data-dir {}` once first",
-            data_dir.display(),
-            data_dir.display()
-        );
-    }
-    let store = SqliteStore::open(&db)?;
-    let now = unix_now();
+    let store = existing_store(data_dir)?;
     let org = OrgId::from_random(random::<8>()?);
-    store.create_org(org.as_str(), name, now)?;
-    let admin = new_api_key(KeyKind::Secret)?;
-    let stored = StoredKey::admin(
-        admin.id(),
-        org.as_str(),
-        "admin",
-        keys::hash_secret(admin.secret())?,
-        now,
-    );
-    store.insert_key(&stored)?;
-    store.append_audit(&store::AuditEntry {
-        seq: 0,
-        at: now,
-        org: org.as_str().to_owned(),
-        actor: "local".into(),
-        actor_kind: "local".into(),
-        action: "org.create".into(),
-        target: Some(stored.id.clone()),
-        peer: None,
-        outcome: "ok".into(),
-        detail: format!("org {name:?} created with its admin key, with the data directory's files"),
-    })?;
+    store.create_org(org.as_str(), name, unix_now())?;
     let file = data_dir.join(format!("admin-{}.key", org.as_str()));
-    write_secret_file(&file, &format!("{}\n", admin.expose()))?;
+    let detail =
+        format!("org {name:?} created with its admin key, with the data directory's files");
+    let admin = mint_local_admin_key(&store, org.as_str(), "admin", "org.create", detail, &file)?;
     Ok((org, admin, file))
 }
 
