@@ -29,7 +29,7 @@ class Client:
     """A paho client with its callbacks turned into queues."""
 
     def __init__(self, broker, user, protocol, client_id=None, clean=True, session_expiry=None,
-                 will=None, token=None, connect=True, username=None, port=None, bind=""):
+                 will=None, token=None, connect=True, username=None, port=None, bind="", transport="tcp"):
         self.broker = broker
         self.protocol = protocol
         # "" asks the broker to assign one (v5)
@@ -37,7 +37,7 @@ class Client:
         kwargs = {"clean_session": clean} if protocol == V311 else {}
         # no background reconnects: a test decides when a client comes back
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=protocol, reconnect_on_failure=False, **kwargs)
+                             protocol=protocol, reconnect_on_failure=False, transport=transport, **kwargs)
         self.port = port or broker.port
         self.c.username_pw_set(username or broker.username(user), token or broker.token(user))
         self.disconnects = queue.Queue()

@@ -118,15 +118,15 @@ method = "token"
 method = "api_key"
 [[auth]]
 method = "mtls"
-listeners = ["tls"]
+listeners = ["tls", "wss"]
 identity = "{cn}"
 roles = [
   { match = "OU=sensors", publish = ["sensors/{user}/#"], subscribe = ["sensors/#", "commands/{user}/#"] },
 ]
 """)
-    ca.tls_port = free_port()
+    ca.tls_port, ca.wss_port = free_port(), free_port()
     broker = ControlBroker(tmp, extra=[
-        "--config", str(config), "--tls-addr", f"127.0.0.1:{ca.tls_port}", "--wss-addr", f"127.0.0.1:{free_port()}",
+        "--config", str(config), "--tls-addr", f"127.0.0.1:{ca.tls_port}", "--wss-addr", f"127.0.0.1:{ca.wss_port}",
         "--tls-cert", str(ca.server[0]), "--tls-key", str(ca.server[1]),
         "--tls-client-ca", str(ca.cert), "--tls-crl", str(ca.crl)])
     ca.broker = broker
@@ -236,3 +236,16 @@ def test_a_token_over_a_verified_certificate(pki):
     assert rc.value == 0
     assert c.publish("users/grace/x", b"token acl").value == 0
     c.disconnect()
+
+
+def test_the_wss_listener_takes_certificates_too(pki):
+    c = Client(pki.broker, "x", V5, port=pki.wss_port, connect=False, username="unused", token="unused",
+               transport="websockets")
+    c.c.username_pw_set(None, None)
+    c.c.ws_set_options(path="/mqtt")
+    c.c.tls_set(ca_certs=str(pki.cert), certfile=str(pki.alice[0]), keyfile=str(pki.alice[1]))
+    _, rc = c.connect()
+    assert rc.value == 0
+    assert c.publish("sensors/alice/ws", b"over wss").value == 0
+    c.disconnect()
+    assert "listener=wss" in pki.broker.logs()
