@@ -859,3 +859,56 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod footprint {
+    //! What one connection costs while idle, by part (issue 13 asks what each byte is). The
+    //! figures are printed (`cargo test -p cloudsignal-broker footprint -- --nocapture`) and
+    //! held to a budget so a change that grows them is seen.
+    use super::*;
+    use std::mem::size_of;
+
+    #[tokio::test]
+    async fn idle_connection_parts() {
+        let auth = crate::auth::Authenticator::new(Default::default(), true);
+        let config = crate::BrokerConfig::tcp("127.0.0.1:0".parse().unwrap(), auth);
+        let broker = crate::Broker::bind(config).await.unwrap();
+        let (stream, _peer) = tokio::io::duplex(64);
+        let peer = crate::chain::PeerInfo::plain("127.0.0.1:1".parse().unwrap(), "tcp");
+        let task = serve(stream, peer, 1, broker.shared.clone());
+        let parts = [
+            (
+                "connection task (its future: Conn, read buffer handle, await states)",
+                std::mem::size_of_val(&task),
+            ),
+            (
+                "Conn",
+                size_of::<Conn<tokio::io::WriteHalf<tokio::net::TcpStream>>>(),
+            ),
+            (
+                "ServerSession (sans-IO protocol state)",
+                size_of::<ServerSession>(),
+            ),
+            (
+                "Mailbox (shared with the router)",
+                size_of::<crate::mailbox::Mailbox>(),
+            ),
+            (
+                "Principal (who, ACL, credential; inside Conn)",
+                size_of::<Principal>(),
+            ),
+            ("read buffer while idle (heap)", MIN_READ),
+        ];
+        for (what, bytes) in parts {
+            eprintln!("{bytes:>6} B  {what}");
+        }
+        drop(task);
+        // the suspended task is the largest part: keep it from growing unseen
+        assert!(
+            parts[0].1 <= 4096,
+            "the connection future grew to {} bytes",
+            parts[0].1
+        );
+    }
+}
