@@ -222,9 +222,13 @@ def test_fingerprint_revocation_closes_the_session(pki):
 def test_a_certificate_expiring_closes_its_session_0xa0(pki):
     soon = pki.issue("brief", "/CN=frank/OU=sensors", end=datetime.now(timezone.utc) + timedelta(seconds=6))
     c = cert_client(pki, soon)
+    why = []
+    c.c.on_disconnect = lambda cl, u, flags, rc, props: (why.append(getattr(props, "ReasonString", None)),
+                                                          c.disconnects.put(rc))
     _, rc = c.connect()
     assert rc.value == 0
     assert c.disconnects.get(timeout=30).value == 0xA0
+    assert why == ["client certificate expired"], "the client reads why"
 
 
 def test_a_token_over_a_verified_certificate(pki):

@@ -741,9 +741,11 @@ pub(crate) async fn serve<S>(
                     }
                 }
                 if due(expiry) {
-                    let what = match conn.principal.as_ref().and_then(|p| p.credential.key_id.as_ref()) {
-                        Some(_) => "API key expired",
-                        None => "token expired",
+                    let credential = conn.principal.as_ref().map(|p| &p.credential);
+                    let what = match credential {
+                        Some(c) if c.key_id.is_some() => "API key expired",
+                        Some(c) if c.cert.is_some() => "client certificate expired",
+                        _ => "token expired",
                     };
                     conn.session.close(ReasonCode::MAXIMUM_CONNECT_TIME, Some(what));
                 }
