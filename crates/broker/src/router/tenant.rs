@@ -17,9 +17,14 @@ pub(super) struct Space {
 }
 
 impl Space {
-    /// Holds nothing but the broker's own retained `$SYS` messages.
+    /// Holds nothing but the broker's own retained `$SYS` messages (anonymous clients' retained
+    /// messages have no owner either, but never a `$` topic: they are kept).
     pub(super) fn is_idle(&self) -> bool {
-        self.subs.len() == 0 && self.retained.values().all(|r| r.owner.is_none())
+        self.subs.len() == 0
+            && self
+                .retained
+                .values()
+                .all(|r| r.owner.is_none() && r.message.topic.is_dollar())
     }
 }
 
@@ -174,5 +179,22 @@ mod tests {
             })
             .collect();
         assert_eq!(seen, [("org_a", 1, 3, 1), ("org_b", 2, 3, 2)]);
+    }
+
+    /// A tenant is forgotten only when it holds nothing of its clients': an anonymous client's
+    /// retained message (no owner, no quota) outlives every session of its tenant.
+    #[test]
+    fn retained_messages_outlive_their_tenants_sessions() {
+        let mut r = Router::default();
+        join(&mut r, 1, "anonymous", "");
+        assert_eq!(publish(&mut r, 1, "", "status/lamp", true), 0);
+        r.remove(1);
+        assert!(r.tenants().is_empty() || r.tenants().iter().all(|f| f.connections == 0));
+        join(&mut r, 2, "anonymous", "");
+        assert_eq!(
+            sub(&mut r, 2, "status/#"),
+            1,
+            "the retained message is still there"
+        );
     }
 }
