@@ -181,7 +181,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         self.tenant = principal.identity.tenant();
         let registered = {
             let mut router = self.shared.router.lock();
-            router
+            let registered = router
                 .register(
                     self.id,
                     &client_id,
@@ -202,7 +202,11 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                         }),
                     };
                     (registered, removed)
-                })
+                });
+            if router.take_new_tenant() {
+                self.shared.sys_wake.notify_one();
+            }
+            registered
         };
         let (registered, removed) = match registered {
             Ok(r) => r,

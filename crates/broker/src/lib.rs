@@ -182,6 +182,8 @@ pub(crate) struct Shared {
     pub(crate) session_config: ServerConfig,
     pub(crate) ws_policy: ws::WsPolicy,
     pub(crate) ids: AtomicU64,
+    /// Wakes the `$SYS` publisher (a tenant got its first session).
+    pub(crate) sys_wake: tokio::sync::Notify,
     pub(crate) auth_failure_delay: Duration,
     pub(crate) throttle: Mutex<throttle::Throttle>,
     pub(crate) expiry_grace: Duration,
@@ -286,6 +288,7 @@ impl Broker {
                 session_config: config.session,
                 ws_policy,
                 ids: AtomicU64::new(1),
+                sys_wake: tokio::sync::Notify::new(),
                 auth_failure_delay: config.auth_failure_delay,
                 throttle: Mutex::new(throttle::Throttle::new(config.throttle)),
                 expiry_grace: config.expiry_grace,
@@ -472,7 +475,11 @@ async fn sys_stats(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(SYS_INTERVAL);
     let mut ticks = 0u64;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            // a new tenant gets its figures at once
+            () = shared.sys_wake.notified() => {}
+        }
         ticks += 1;
         if ticks.is_multiple_of(6) {
             // once a minute: forget revocations no token that could still verify can match

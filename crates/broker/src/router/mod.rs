@@ -140,6 +140,8 @@ pub struct Router {
     max_stored: usize,
     /// Counters over all tenants.
     pub stats: Stats,
+    /// A tenant got its first session since [`Self::take_new_tenant`] was last asked.
+    new_tenant: bool,
 }
 
 impl Default for Router {
@@ -186,6 +188,7 @@ impl Router {
             quotas,
             max_stored,
             stats: Stats::default(),
+            new_tenant: false,
         }
     }
 
@@ -246,6 +249,11 @@ impl Router {
             }
         }
         let ended_will = existing.and_then(|id| self.end(id));
+        if !self.spaces.contains_key(tenant) {
+            // a tenant's first session: its `$SYS` figures are due now, not at the next tick
+            self.spaces.insert(tenant.clone(), Space::default());
+            self.new_tenant = true;
+        }
         self.clients.insert(slot, conn);
         self.owners
             .entry(Arc::from(owner))
@@ -657,6 +665,12 @@ impl Router {
         space.stats.add(&stats);
         self.stats.add(&stats);
         Ok(Routed { reached, congested })
+    }
+
+    /// Whether a tenant got its first session since the last call (then its `$SYS` figures
+    /// should be published at once).
+    pub fn take_new_tenant(&mut self) -> bool {
+        std::mem::take(&mut self.new_tenant)
     }
 
     /// Counts a subscriber in `tenant` that made no room within the stall limit.
