@@ -111,6 +111,31 @@ pub struct Principal {
     pub credential: Credential,
 }
 
+impl Principal {
+    /// A user `user` of `org` (username `<user>@<org>`), with `rules` compiled for this
+    /// connection (`client_id` fills `{client_id}`; an empty one leaves it unresolved).
+    pub fn user(
+        org: &str,
+        user: &str,
+        rules: &AclRules,
+        client_id: &str,
+        expires_at: Option<UnixTime>,
+        credential: Credential,
+    ) -> Result<Self, cloudsignal_core::acl::AclError> {
+        let ctx = AclContext::new(user, org, Some(client_id).filter(|c| !c.is_empty()));
+        Ok(Self {
+            username: format!("{user}@{org}"),
+            identity: Identity::User {
+                org: org.to_owned(),
+                user: user.to_owned(),
+            },
+            acl: rules.compile(&ctx)?,
+            expires_at,
+            credential,
+        })
+    }
+}
+
 /// A refused CONNECT: the reason code sent, and the cause that is only logged.
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -293,6 +318,13 @@ impl Authenticator {
             });
         }
         self.token(&req, &current.username, token, now)
+            .and_then(|p| match self.revocations.read().check(&p.credential) {
+                Some(why) => Err(Refusal {
+                    reason: ReasonCode::BAD_USERNAME_OR_PASSWORD,
+                    cause: why.into(),
+                }),
+                None => Ok(p),
+            })
             .map_err(|r| Refusal {
                 reason: ReasonCode::NOT_AUTHORIZED,
                 cause: format!("re-authentication: {}", r.cause),
@@ -399,18 +431,17 @@ impl Authenticator {
             iat: Some(c.iat),
             ..Credential::default()
         };
-        let revoked = self.revocations.read().check(&credential);
-        if let Some(why) = revoked {
-            return Err(refuse(ReasonCode::BAD_USERNAME_OR_PASSWORD, why.into()));
-        }
-        let ctx = AclContext::new(
-            c.sub.as_str(),
+        // the chain checks every principal against the revocations (and re-authentication
+        // does below): not here as well
+        Principal::user(
             c.org.as_str(),
-            Some(&req.client_id)
-                .filter(|id| !id.is_empty())
-                .map(String::as_str),
-        );
-        let acl = c.acl.compile(&ctx).map_err(|e| {
+            c.sub.as_str(),
+            &c.acl,
+            &req.client_id,
+            Some(c.exp),
+            credential,
+        )
+        .map_err(|e| {
             let reason = match e {
                 // e.g. a `$…` client id under a {client_id} template
                 cloudsignal_core::acl::AclError::UnsafeValue("{client_id}") => {
@@ -419,16 +450,6 @@ impl Authenticator {
                 _ => ReasonCode::NOT_AUTHORIZED,
             };
             refuse(reason, e.to_string())
-        })?;
-        Ok(Principal {
-            username: username.to_owned(),
-            identity: Identity::User {
-                org: c.org.as_str().to_owned(),
-                user: c.sub.as_str().to_owned(),
-            },
-            acl,
-            expires_at: Some(c.exp),
-            credential,
         })
     }
 

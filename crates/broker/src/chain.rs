@@ -82,6 +82,14 @@ impl ChainEntry {
         }
     }
 
+    /// Its name in logs: the method, and its listeners when limited (`mtls (tls, wss)`).
+    pub fn label(&self) -> String {
+        match self.listeners.as_slice() {
+            [] => self.method.name().to_owned(),
+            l => format!("{} ({})", self.method.name(), l.join(", ")),
+        }
+    }
+
     /// Whether it applies on `listener`.
     pub fn applies(&self, listener: &str) -> bool {
         self.listeners.is_empty() || self.listeners.iter().any(|l| l == listener)
@@ -109,16 +117,7 @@ impl Chain {
 
     /// The methods' names, in order (for the start-up log).
     pub fn names(&self) -> Vec<String> {
-        self.entries
-            .iter()
-            .map(|e| {
-                if e.listeners.is_empty() {
-                    e.method.name().to_owned()
-                } else {
-                    format!("{} ({})", e.method.name(), e.listeners.join(", "))
-                }
-            })
-            .collect()
+        self.entries.iter().map(ChainEntry::label).collect()
     }
 
     /// Decides a CONNECT: the first method that claims it decides; the principal's credential

@@ -10,9 +10,9 @@
 //! 0x87. The session ends (0xA0) when the certificate expires; revoking its SHA-256
 //! fingerprint closes it (0x98).
 
-use crate::auth::{Identity, Principal, Refusal};
+use crate::auth::{Principal, Refusal};
 use crate::chain::{AuthMethod, Decision, DecisionFuture, PeerInfo};
-use cloudsignal_core::acl::{AclContext, AclRules};
+use cloudsignal_core::acl::AclRules;
 use cloudsignal_core::ids::{OrgId, UserId};
 use cloudsignal_core::mqtt::ReasonCode;
 use cloudsignal_core::revocation::Credential;
@@ -228,33 +228,27 @@ impl Mtls {
                 }
             },
         };
-        let ctx = AclContext::new(
-            user.as_str(),
-            org,
-            Some(&req.client_id)
-                .filter(|c| !c.is_empty())
-                .map(String::as_str),
-        );
-        let acl = match rules.and_then(|r| r.compile(&ctx)) {
-            Ok(acl) => acl,
-            Err(e) => return deny(ReasonCode::NOT_AUTHORIZED, e.to_string()),
+        let credential = Credential {
+            org: Some(org.to_owned()),
+            user: Some(user.as_str().to_owned()),
+            iat: Some(now),
+            cert: Some(cert.fingerprint.clone()),
+            ..Credential::default()
         };
-        Decision::Allow(Box::new(Principal {
-            username,
-            identity: Identity::User {
-                org: org.to_owned(),
-                user: user.as_str().to_owned(),
-            },
-            acl,
-            expires_at: Some(cert.not_after),
-            credential: Credential {
-                org: Some(org.to_owned()),
-                user: Some(user.as_str().to_owned()),
-                iat: Some(now),
-                cert: Some(cert.fingerprint.clone()),
-                ..Credential::default()
-            },
-        }))
+        let principal = rules.and_then(|r| {
+            Principal::user(
+                org,
+                user.as_str(),
+                &r,
+                &req.client_id,
+                Some(cert.not_after),
+                credential,
+            )
+        });
+        match principal {
+            Ok(p) => Decision::Allow(Box::new(p)),
+            Err(e) => deny(ReasonCode::NOT_AUTHORIZED, e.to_string()),
+        }
     }
 }
 

@@ -168,14 +168,3 @@ impl TlsSource {
         s.0.clone()
     }
 }
-
-/// Builds a TLS acceptor from a PEM certificate chain and a PEM private key (no client
-/// certificates).
-pub fn acceptor(cert_chain: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
-    TlsFiles {
-        cert: cert_chain.to_owned(),
-        key: key.to_owned(),
-        client: None,
-    }
-    .build()
-}

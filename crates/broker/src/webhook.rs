@@ -25,9 +25,9 @@
 //! dead endpoint, and other methods of the chain are not slowed). A call is never retried, so
 //! an endpoint with side effects sees each decision once.
 
-use crate::auth::{Identity, Principal, Refusal};
+use crate::auth::{Principal, Refusal};
 use crate::chain::{AuthMethod, Decision, DecisionFuture, PeerInfo};
-use cloudsignal_core::acl::{AclContext, AclRules};
+use cloudsignal_core::acl::AclRules;
 use cloudsignal_core::ids::{OrgId, UserId};
 use cloudsignal_core::mqtt::ReasonCode;
 use cloudsignal_core::revocation::Credential;
@@ -339,29 +339,14 @@ impl Webhook {
         let org = self.config.org.as_str();
         match verdict {
             Verdict::Allow { user, acl } => {
-                let ctx = AclContext::new(
-                    user.as_str(),
-                    org,
-                    Some(&req.client_id)
-                        .filter(|c| !c.is_empty())
-                        .map(String::as_str),
-                );
-                match acl.compile(&ctx) {
-                    Ok(acl) => Decision::Allow(Box::new(Principal {
-                        username: format!("{}@{org}", user.as_str()),
-                        identity: Identity::User {
-                            org: org.to_owned(),
-                            user: user.as_str().to_owned(),
-                        },
-                        acl,
-                        expires_at: None,
-                        credential: Credential {
-                            org: Some(org.to_owned()),
-                            user: Some(user.as_str().to_owned()),
-                            iat: Some(now),
-                            ..Credential::default()
-                        },
-                    })),
+                let credential = Credential {
+                    org: Some(org.to_owned()),
+                    user: Some(user.as_str().to_owned()),
+                    iat: Some(now),
+                    ..Credential::default()
+                };
+                match Principal::user(org, user.as_str(), &acl, &req.client_id, None, credential) {
+                    Ok(p) => Decision::Allow(Box::new(p)),
                     Err(e) => Decision::Deny(Refusal {
                         reason: ReasonCode::NOT_AUTHORIZED,
                         cause: format!("webhook ACL: {e}"),

@@ -482,10 +482,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     )?;
     let order: Vec<String> = chain
         .iter()
-        .map(|e| match e.listeners.as_slice() {
-            [] => e.method.name().to_owned(),
-            l => format!("{} ({})", e.method.name(), l.join(", ")),
-        })
+        .map(cloudsignal_broker::chain::ChainEntry::label)
         .collect();
     info!(order = %order.join(" → "), "authenticator chain");
     let config = BrokerConfig {
