@@ -13,9 +13,11 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod backplane;
 pub mod builtin;
 pub mod chain;
 mod conn;
+mod connection;
 pub mod feed;
 pub mod jwks;
 pub mod mailbox;
@@ -176,7 +178,8 @@ impl BrokerConfig {
 /// State shared by all connections.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) router: Mutex<Router>,
+    /// Routing and sessions (this process's router, or a cluster's backplane).
+    pub(crate) router: Box<dyn backplane::Backplane>,
     pub(crate) auth: Authenticator,
     pub(crate) chain: chain::Chain,
     pub(crate) session_config: ServerConfig,
@@ -193,6 +196,36 @@ pub(crate) struct Shared {
     pub(crate) usage: Option<Arc<dyn usage::UsageSink>>,
 }
 
+impl Shared {
+    /// The state a broker's connections share, built from `config` (no socket is opened).
+    pub(crate) fn new(config: BrokerConfig, ws_policy: ws::WsPolicy) -> Self {
+        Self {
+            router: Box::new(backplane::Local::new(Router::new(
+                config.session.max_queued,
+                config.quotas,
+            ))),
+            revocations: config.auth.revocations(),
+            usage: config.usage.clone(),
+            chain: chain::Chain::new(
+                config
+                    .chain
+                    .unwrap_or_else(|| config.auth.default_chain(Vec::new())),
+                config.auth.revocations(),
+            ),
+            auth: config.auth,
+            session_config: config.session,
+            ws_policy,
+            ids: AtomicU64::new(1),
+            sys_wake: tokio::sync::Notify::new(),
+            auth_failure_delay: config.auth_failure_delay,
+            throttle: Mutex::new(throttle::Throttle::new(config.throttle)),
+            expiry_grace: config.expiry_grace,
+            expiry_warning: config.expiry_warning,
+            connect_rate: config.connect_rate,
+        }
+    }
+}
+
 /// Controls a running broker from outside its connections: the control plane and the
 /// revocation feed poller use it.
 #[derive(Debug, Clone)]
@@ -207,7 +240,7 @@ impl BrokerHandle {
     /// client ids closed.
     pub fn revoke(&self, entry: &cloudsignal_core::revocation::Entry) -> Vec<String> {
         self.shared.revocations.write().apply(entry);
-        let (closed, stored) = self.shared.router.lock().revoke(entry);
+        let (closed, stored) = self.shared.router.revoke(entry);
         info!(revocation = ?entry.revocation, seq = entry.seq, closed = closed.len(), stored_sessions_ended = stored, "revocation applied");
         closed
     }
@@ -238,7 +271,7 @@ impl BrokerHandle {
 
     /// Live connections.
     pub fn connections(&self) -> usize {
-        self.shared.router.lock().connections()
+        self.shared.router.connections()
     }
 }
 
@@ -271,30 +304,11 @@ impl Broker {
         if ws_policy.max_message_size == 0 {
             ws_policy.max_message_size = config.session.max_packet_size as usize + 16;
         }
+        let feeds = config.revocation_feeds.clone();
         Ok(Self {
             listeners,
-            feeds: config.revocation_feeds,
-            shared: Arc::new(Shared {
-                router: Mutex::new(Router::new(config.session.max_queued, config.quotas)),
-                revocations: config.auth.revocations(),
-                usage: config.usage.clone(),
-                chain: chain::Chain::new(
-                    config
-                        .chain
-                        .unwrap_or_else(|| config.auth.default_chain(Vec::new())),
-                    config.auth.revocations(),
-                ),
-                auth: config.auth,
-                session_config: config.session,
-                ws_policy,
-                ids: AtomicU64::new(1),
-                sys_wake: tokio::sync::Notify::new(),
-                auth_failure_delay: config.auth_failure_delay,
-                throttle: Mutex::new(throttle::Throttle::new(config.throttle)),
-                expiry_grace: config.expiry_grace,
-                expiry_warning: config.expiry_warning,
-                connect_rate: config.connect_rate,
-            }),
+            feeds,
+            shared: Arc::new(Shared::new(config, ws_policy)),
         })
     }
 
@@ -343,10 +357,9 @@ impl Broker {
         info!("shutting down: disconnecting clients (0x8B)");
         self.shared
             .router
-            .lock()
             .close_all(ReasonCode::SERVER_SHUTTING_DOWN);
         for _ in 0..50 {
-            let open = self.shared.router.lock().connections();
+            let open = self.shared.router.connections();
             if open == 0 {
                 break;
             }
@@ -494,9 +507,8 @@ async fn sys_stats(shared: Arc<Shared>) {
                 info!(pruned, "expired revocations forgotten");
             }
         }
-        let mut router = shared.router.lock();
         let uptime = started.elapsed().as_secs();
-        for figures in router.tenants() {
+        for figures in shared.router.tenants() {
             for (topic, value) in sys_values(&figures, uptime) {
                 let Ok(topic) = cloudsignal_core::topic::TopicName::parse(topic) else {
                     continue;
@@ -511,7 +523,7 @@ async fn sys_stats(shared: Arc<Shared>) {
                 };
                 // publisher id 0 is no connection: the broker's own messages count against no
                 // quota
-                let _ = router.publish(
+                let _ = shared.router.publish(
                     0,
                     &figures.tenant,
                     Arc::new(message),

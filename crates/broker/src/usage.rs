@@ -90,11 +90,12 @@ impl Default for Meter {
 
 impl Meter {
     /// Takes the counters if they are due (or `force`), leaving zeros.
-    pub(crate) fn take(&mut self, force: bool) -> Option<Counters> {
-        if self.counters.is_empty() || !(force || self.last_flush.elapsed() >= FLUSH_EVERY) {
+    pub(crate) fn take(&mut self, force: bool, now: Instant) -> Option<Counters> {
+        let due = now.saturating_duration_since(self.last_flush) >= FLUSH_EVERY;
+        if self.counters.is_empty() || !(force || due) {
             return None;
         }
-        self.last_flush = Instant::now();
+        self.last_flush = now;
         Some(std::mem::take(&mut self.counters))
     }
 }
