@@ -108,7 +108,8 @@ pub struct Principal {
     /// When the credential expires (the session is closed then, 0xA0).
     pub expires_at: Option<UnixTime>,
     /// What revocation checks look at (token id, org, user, issue time, key id).
-    pub credential: Credential,
+    /// Shared with the router's record of the session.
+    pub credential: Arc<Credential>,
 }
 
 impl Principal {
@@ -131,7 +132,7 @@ impl Principal {
             },
             acl: rules.compile(&ctx)?,
             expires_at,
-            credential,
+            credential: Arc::new(credential),
         })
     }
 }
@@ -375,7 +376,7 @@ impl Authenticator {
                     cause: e.to_string(),
                 })?,
             expires_at: None,
-            credential: Credential::default(),
+            credential: Arc::default(),
         })
     }
 

@@ -31,7 +31,7 @@ pub struct Registration<'a> {
     /// The identity's tenant.
     pub tenant: &'a Tenant,
     /// The credential (for revocation).
-    pub credential: &'a Credential,
+    pub credential: &'a Arc<Credential>,
     /// Where deliveries and close orders go.
     pub handle: ConnHandle,
     /// Clean Start (v5) / Clean Session (v3.1.1).
@@ -85,7 +85,7 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
     fn reauthenticated(
         &self,
         conn: ConnId,
-        credential: Credential,
+        credential: Arc<Credential>,
         keep: &dyn Fn(&TopicFilter) -> bool,
     ) -> usize;
     /// Counts a subscriber of `tenant` that made no room within the stall limit.
@@ -185,7 +185,7 @@ impl Backplane for Local {
     fn reauthenticated(
         &self,
         conn: ConnId,
-        credential: Credential,
+        credential: Arc<Credential>,
         keep: &dyn Fn(&TopicFilter) -> bool,
     ) -> usize {
         let mut router = self.0.lock();

@@ -10,7 +10,7 @@ use cloudsignal_core::UnixTime;
 
 fn decided(r: Result<crate::auth::Principal, Refusal>) -> Decision {
     match r {
-        Ok(p) => Decision::Allow(Box::new(p)),
+        Ok(p) => Decision::Allow(std::sync::Arc::new(p)),
         Err(r) => Decision::Deny(r),
     }
 }
@@ -114,7 +114,17 @@ impl AuthMethod for AnonymousMethod {
             if !bare || !self.0.allows_anonymous() {
                 return Decision::NotMine;
             }
-            decided(self.0.anonymous())
+            // one principal for every anonymous client (it is the same for all of them): an
+            // idle anonymous connection holds no ACL of its own
+            static ANONYMOUS: std::sync::OnceLock<std::sync::Arc<crate::auth::Principal>> =
+                std::sync::OnceLock::new();
+            if let Some(p) = ANONYMOUS.get() {
+                return Decision::Allow(p.clone());
+            }
+            match self.0.anonymous() {
+                Ok(p) => Decision::Allow(ANONYMOUS.get_or_init(|| std::sync::Arc::new(p)).clone()),
+                Err(r) => Decision::Deny(r),
+            }
         })
     }
 }

@@ -41,7 +41,7 @@ impl PeerInfo {
 #[derive(Debug)]
 pub enum Decision {
     /// Authenticated: who it is and what it may do.
-    Allow(Box<Principal>),
+    Allow(Arc<Principal>),
     /// Refused, with the reason code sent and the cause logged.
     Deny(Refusal),
     /// Not this method's credentials: ask the next.
@@ -128,7 +128,7 @@ impl Chain {
         req: &ConnectRequest,
         peer: &PeerInfo,
         now: UnixTime,
-    ) -> Result<(Principal, &'static str), Refusal> {
+    ) -> Result<(Arc<Principal>, &'static str), Refusal> {
         use cloudsignal_core::mqtt::ReasonCode;
         let refuse = |reason, cause: String| Refusal { reason, cause };
         if let Some(method) = &req.auth_method {
@@ -153,7 +153,7 @@ impl Chain {
                             format!("{name}: {why}"),
                         ));
                     }
-                    return Ok((*p, name));
+                    return Ok((p, name));
                 }
             }
         }

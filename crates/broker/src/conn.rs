@@ -11,16 +11,15 @@ use cloudsignal_core::session::StoredSession;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 /// Deliveries buffered per connection before the router counts it as a slow consumer (or
 /// `--max-queued-messages`, if larger).
 const CHANNEL_CAPACITY: usize = 1024;
 /// The read buffer of a quiet connection; it grows ×4 after each read that fills it, up to
-/// [`MAX_READ`], and falls back after a short read, so idle connections hold 256 bytes and busy
+/// [`MAX_READ`], and falls back after a short read, so idle connections hold 64 bytes and busy
 /// ones read in large chunks.
-const MIN_READ: usize = 256;
+const MIN_READ: usize = 64;
 const MAX_READ: usize = 64 * 1024;
 /// A write that cannot complete in this time ends the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,20 +45,24 @@ async fn flush<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// A takeover's wait for the old connection's state (boxed: only a connection taking over a
+/// live session has one).
+type Handoff = std::pin::Pin<Box<dyn std::future::Future<Output = Option<StoredSession>> + Send>>;
+
 /// Carries out one action (the rare ones that wait are boxed, so the connection's future stays
 /// small while idle).
 async fn act<W: AsyncWrite + Unpin>(
     action: Action,
     conn: &mut Connection,
     writer: &mut W,
-    peer: &PeerInfo,
     shared: &Shared,
-    handoff: &mut Option<(oneshot::Receiver<StoredSession>, Instant)>,
+    handoff: &mut Option<Handoff>,
 ) {
     match action {
         Action::Authenticate(req) => {
             let now = Clock::system().unix(Instant::now());
-            let decided = Box::pin(shared.chain.connect(&req, peer, now)).await;
+            let peer = conn.peer().clone();
+            let decided = Box::pin(shared.chain.connect(&req, &peer, now)).await;
             conn.authenticated(*req, decided, Instant::now());
         }
         Action::FetchKeys(data) => {
@@ -67,7 +70,14 @@ async fn act<W: AsyncWrite + Unpin>(
             let _ = Box::pin(shared.auth.prepare(data.as_deref(), now)).await;
             conn.keys_fetched(Instant::now());
         }
-        Action::AwaitHandoff(rx) => *handoff = Some((rx, Instant::now() + HANDOFF_TIMEOUT)),
+        Action::AwaitHandoff(rx) => {
+            *handoff = Some(Box::pin(async move {
+                tokio::time::timeout(HANDOFF_TIMEOUT, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }));
+        }
         Action::WaitForSubscribers(mailboxes) => {
             // flow control: answer what was handled, then hold this publisher (its further
             // packets stay unread, in its socket) until the subscribers it fed have room
@@ -95,19 +105,15 @@ where
     let (mut reader, mut writer) = tokio::io::split(stream);
     let capacity = CHANNEL_CAPACITY.max(shared.session_config.max_queued);
     let mailbox = Arc::new(crate::mailbox::Mailbox::new(capacity));
-    let mut conn = Connection::new(
-        shared.clone(),
-        peer.clone(),
-        id,
-        mailbox.clone(),
-        Clock::system(),
-    );
+    let mut conn = Connection::new(shared.clone(), peer, id, mailbox.clone(), Clock::system());
     let mut handoff = None;
     let mut buf = vec![0u8; MIN_READ];
     let mut quiet = false;
     loop {
         while let Some(action) = conn.poll_action(Instant::now()) {
-            act(action, &mut conn, &mut writer, &peer, &shared, &mut handoff).await;
+            // boxed: a connection waits here rarely (CONNECT, re-authentication, congestion), and
+            // never while idle
+            Box::pin(act(action, &mut conn, &mut writer, &shared, &mut handoff)).await;
         }
         if flush(&mut conn, &mut writer).await.is_err() {
             conn.connection_lost();
@@ -201,18 +207,11 @@ async fn session_timers(shared: Arc<Shared>, parked: Parked) {
     }
 }
 
-/// The state of the session this connection takes over (`None` if it does not come by the
-/// deadline).
-async fn wait_handoff(
-    pending: &mut Option<(oneshot::Receiver<StoredSession>, Instant)>,
-) -> Option<StoredSession> {
+/// The state of the session this connection takes over (`None` if it does not come in time).
+async fn wait_handoff(pending: &mut Option<Handoff>) -> Option<StoredSession> {
     match pending.as_mut() {
-        Some((rx, deadline)) => {
-            let deadline = tokio::time::Instant::from_std(*deadline);
-            let stored = tokio::time::timeout_at(deadline, rx)
-                .await
-                .ok()
-                .and_then(Result::ok);
+        Some(wait) => {
+            let stored = wait.await;
             *pending = None;
             stored
         }

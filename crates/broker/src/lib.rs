@@ -182,7 +182,7 @@ pub(crate) struct Shared {
     pub(crate) router: Box<dyn backplane::Backplane>,
     pub(crate) auth: Authenticator,
     pub(crate) chain: chain::Chain,
-    pub(crate) session_config: ServerConfig,
+    pub(crate) session_config: Arc<ServerConfig>,
     pub(crate) ws_policy: ws::WsPolicy,
     pub(crate) ids: AtomicU64,
     /// Wakes the `$SYS` publisher (a tenant got its first session).
@@ -213,7 +213,7 @@ impl Shared {
                 config.auth.revocations(),
             ),
             auth: config.auth,
-            session_config: config.session,
+            session_config: Arc::new(config.session),
             ws_policy,
             ids: AtomicU64::new(1),
             sys_wake: tokio::sync::Notify::new(),

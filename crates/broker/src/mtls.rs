@@ -246,7 +246,7 @@ impl Mtls {
             )
         });
         match principal {
-            Ok(p) => Decision::Allow(Box::new(p)),
+            Ok(p) => Decision::Allow(std::sync::Arc::new(p)),
             Err(e) => deny(ReasonCode::NOT_AUTHORIZED, e.to_string()),
         }
     }

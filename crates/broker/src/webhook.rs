@@ -346,7 +346,7 @@ impl Webhook {
                     ..Credential::default()
                 };
                 match Principal::user(org, user.as_str(), &acl, &req.client_id, None, credential) {
-                    Ok(p) => Decision::Allow(Box::new(p)),
+                    Ok(p) => Decision::Allow(std::sync::Arc::new(p)),
                     Err(e) => Decision::Deny(Refusal {
                         reason: ReasonCode::NOT_AUTHORIZED,
                         cause: format!("webhook ACL: {e}"),

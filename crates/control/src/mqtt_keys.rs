@@ -126,12 +126,12 @@ impl KeyAuthority for MqttKeys {
             },
             acl,
             expires_at: k.expires_at,
-            credential: Credential {
+            credential: std::sync::Arc::new(Credential {
                 org: Some(k.org.clone()),
                 user: Some(name.user.as_str().to_owned()),
                 key_id: Some(k.id.clone()),
                 ..Credential::default()
-            },
+            }),
         })
     }
 }

@@ -141,7 +141,8 @@ pub(crate) struct Connection {
     session: ServerSession,
     /// The session id (the resumed session's, once registered).
     id: ConnId,
-    principal: Option<Principal>,
+    /// Who the client is (shared: one principal serves every anonymous client).
+    principal: Option<Arc<Principal>>,
     /// The principal's tenant (its org): where its messages are routed.
     tenant: Tenant,
     client_id: String,
@@ -209,6 +210,11 @@ impl Connection {
             congested: Vec::new(),
             ended: false,
         }
+    }
+
+    /// Who is connected, as the transport knows it.
+    pub(crate) fn peer(&self) -> &PeerInfo {
+        &self.peer
     }
 
     /// Bytes from the client.
@@ -599,7 +605,7 @@ impl Connection {
     /// The principal, once authenticated.
     #[cfg(test)]
     pub(crate) fn principal(&self) -> Option<&Principal> {
-        self.principal.as_ref()
+        self.principal.as_deref()
     }
 
     /// Refuses the CONNECT with `reason` once the uniform failure delay (at least `extra`)

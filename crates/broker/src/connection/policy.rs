@@ -41,7 +41,7 @@ impl Connection {
     pub(crate) fn authenticated(
         &mut self,
         req: ConnectRequest,
-        decided: Result<(Principal, &'static str), Refusal>,
+        decided: Result<(Arc<Principal>, &'static str), Refusal>,
         now: Instant,
     ) {
         let mut client_id = req.client_id.clone();
@@ -209,7 +209,7 @@ impl Connection {
                             next.acl.may_subscribe(f)
                         });
                 info!(client_id = %self.client_id, username = %next.username, expires_at = ?next.expires_at, removed_subscriptions = removed, "re-authenticated");
-                self.principal = Some(next);
+                self.principal = Some(Arc::new(next));
                 self.session
                     .send_auth(ReasonCode::SUCCESS, crate::auth::TOKEN_AUTH_METHOD);
             }

@@ -110,7 +110,7 @@ impl Client {
             panic!("the CONNECT goes to the authenticator chain");
         };
         self.conn
-            .authenticated(*req, Ok((principal, "test")), self.now());
+            .authenticated(*req, Ok((Arc::new(principal), "test")), self.now());
         assert_eq!(self.read(), vec![Rx::Connack(ReasonCode::SUCCESS, false)]);
     }
 
@@ -437,7 +437,8 @@ fn a_takeover_waits_for_the_old_connections_state() {
     let Action::Authenticate(req) = old.connect("same", false, None) else {
         panic!()
     };
-    old.conn.authenticated(*req, Ok((alice(None), "test")), t0);
+    old.conn
+        .authenticated(*req, Ok((Arc::new(alice(None)), "test")), t0);
     assert_eq!(old.read(), vec![Rx::Connack(ReasonCode::SUCCESS, false)]);
     old.subscribe("users/alice/#");
     old.read();
@@ -446,7 +447,8 @@ fn a_takeover_waits_for_the_old_connections_state() {
     let Action::Authenticate(req) = new.connect("same", false, None) else {
         panic!()
     };
-    new.conn.authenticated(*req, Ok((alice(None), "test")), t0);
+    new.conn
+        .authenticated(*req, Ok((Arc::new(alice(None)), "test")), t0);
     let mut actions = new.actions();
     let Some(Action::AwaitHandoff(rx)) = actions.pop() else {
         panic!("the new connection waits for the old one's state");

@@ -79,8 +79,9 @@ struct OwnerUse {
 
 #[derive(Debug)]
 struct Session {
-    client_id: String,
-    owner: String,
+    client_id: Arc<str>,
+    /// Shared with the `clients` and `owners` keys.
+    owner: Arc<str>,
     tenant: Tenant,
     /// Bumped whenever a new connection takes the session over.
     generation: u64,
@@ -96,7 +97,7 @@ struct Session {
     /// The client asked for a session that outlives the connection.
     persistent: bool,
     /// The live connection's credential (for revocation).
-    credential: Box<Credential>,
+    credential: Arc<Credential>,
     /// Its credential was revoked: the session ends with its connection, never stored.
     revoked: bool,
 }
@@ -130,10 +131,12 @@ pub enum Resume {
 #[derive(Debug)]
 pub struct Router {
     spaces: HashMap<Tenant, Space>,
-    sessions: HashMap<ConnId, Session>,
+    /// Boxed: a table's buckets are sized for twice its entries at worst, and a session is
+    /// ~160 bytes.
+    sessions: HashMap<ConnId, Box<Session>>,
     /// Sessions by (owner, client id): client ids are scoped to the identity that uses them,
     /// so one identity can never take over, resume or squat another's session.
-    clients: HashMap<(String, String), ConnId>,
+    clients: HashMap<(Arc<str>, Arc<str>), ConnId>,
     /// Sessions and retained messages per owner (for quotas).
     owners: HashMap<Arc<str>, OwnerUse>,
     quotas: Quotas,
@@ -210,13 +213,18 @@ impl Router {
         client_id: &str,
         owner: &str,
         tenant: &Tenant,
-        credential: &Credential,
+        credential: &Arc<Credential>,
         handle: ConnHandle,
         clean_start: bool,
         persistent: bool,
         now: Instant,
     ) -> Result<Registered, QuotaExceeded> {
-        let slot = (owner.to_owned(), client_id.to_owned());
+        // one allocation of the owner's name for all its sessions
+        let owner_key = match self.owners.get_key_value(owner) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(owner),
+        };
+        let slot: (Arc<str>, Arc<str>) = (owner_key.clone(), Arc::from(client_id));
         let existing = self.clients.get(&slot).copied();
         self.check_session_quota(owner, existing, persistent)?;
         if let Some(old) = existing.and_then(|id| self.sessions.get_mut(&id)) {
@@ -227,7 +235,7 @@ impl Router {
                 old.generation += 1;
                 old.persistent = persistent;
                 old.handle = Some(handle);
-                *old.credential = credential.clone();
+                old.credential = credential.clone();
                 old.delayed_will = None;
                 let resume = match old.stored.take().map(|b| *b) {
                     Some((mut stored, since)) => {
@@ -254,17 +262,18 @@ impl Router {
             self.spaces.insert(tenant.clone(), Space::default());
             self.new_tenant = true;
         }
+        let client_id = slot.1.clone();
         self.clients.insert(slot, conn);
         self.owners
-            .entry(Arc::from(owner))
+            .entry(owner_key.clone())
             .or_default()
             .sessions
             .insert(conn);
         self.sessions.insert(
             conn,
-            Session {
-                client_id: client_id.to_owned(),
-                owner: owner.to_owned(),
+            Box::new(Session {
+                client_id,
+                owner: owner_key,
                 tenant: tenant.clone(),
                 generation: 0,
                 handle: Some(handle),
@@ -273,9 +282,9 @@ impl Router {
                 delayed_will: None,
                 filters: BTreeSet::new(),
                 persistent,
-                credential: Box::new(credential.clone()),
+                credential: credential.clone(),
                 revoked: false,
-            },
+            }),
         );
         Ok(Registered {
             id: conn,
@@ -319,11 +328,11 @@ impl Router {
 
     /// Ends a session: its subscriptions go; returns its pending delayed will.
     fn end(&mut self, id: ConnId) -> Option<Message> {
-        let s = self.sessions.remove(&id)?;
-        if let Some(usage) = self.owners.get_mut(s.owner.as_str()) {
+        let s = *self.sessions.remove(&id)?;
+        if let Some(usage) = self.owners.get_mut(&*s.owner) {
             usage.sessions.remove(&id);
             if usage.sessions.is_empty() && usage.retained == 0 {
-                self.owners.remove(s.owner.as_str());
+                self.owners.remove(&*s.owner);
             }
         }
         let slot = (s.owner, s.client_id);
@@ -462,7 +471,7 @@ impl Router {
             .sessions
             .get(&from)
             .filter(|s| !unlimited(&s.owner))
-            .map(|s| Arc::from(s.owner.as_str()));
+            .map(|s| s.owner.clone());
         let size = message.payload.len() as u64;
         if let (Some(owner), false) = (&owner, message.payload.is_empty()) {
             let (count, bytes) = self
@@ -703,9 +712,9 @@ impl Router {
     }
 
     /// Records the credential a live session re-authenticated with.
-    pub fn set_credential(&mut self, id: ConnId, credential: Credential) {
+    pub fn set_credential(&mut self, id: ConnId, credential: Arc<Credential>) {
         if let Some(s) = self.sessions.get_mut(&id) {
-            *s.credential = credential;
+            s.credential = credential;
         }
     }
 
@@ -727,7 +736,7 @@ impl Router {
                         Some("credential revoked".into()),
                     );
                     s.revoked = true;
-                    closed.push(s.client_id.clone());
+                    closed.push(s.client_id.to_string());
                 }
                 None => stored.push(*id),
             }

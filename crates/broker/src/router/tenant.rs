@@ -78,7 +78,6 @@ mod tests {
     use super::*;
     use crate::mailbox::Mailbox;
     use cloudsignal_core::mqtt::{QoS, SubscriptionOptions};
-    use cloudsignal_core::revocation::Credential;
     use cloudsignal_core::session::Message;
     use cloudsignal_core::topic::{SubscriptionFilter, TopicName};
     use std::time::Instant;
@@ -94,7 +93,7 @@ mod tests {
             "same-client-id",
             owner,
             &Tenant::from(tenant),
-            &Credential::default(),
+            &Default::default(),
             handle,
             true,
             false,
