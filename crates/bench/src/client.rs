@@ -176,6 +176,7 @@ impl Client {
         n: usize,
         rate: u64,
         epoch: Instant,
+        size: usize,
     ) -> Result<()> {
         let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
         let start = Instant::now();
@@ -185,9 +186,9 @@ impl Client {
             if due > now {
                 tokio::time::sleep(due - now).await;
             }
-            let mut payload = [0u8; 16];
+            let mut payload = vec![0u8; size.max(16)];
             payload[..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
-            payload[8..].copy_from_slice(&(i as u64).to_be_bytes());
+            payload[8..16].copy_from_slice(&(i as u64).to_be_bytes());
             self.publish(topic, QoS::AtMostOnce, 1, &payload);
             self.flush().await?;
         }
@@ -270,7 +271,7 @@ impl Kind {
             Packet::Connack(c) => Kind::Connack(c.reason.0),
             Packet::Suback(_) => Kind::Suback,
             Packet::Puback(_) => Kind::Puback,
-            Packet::Publish(p) if p.topic == "lat" && p.payload.len() == 16 => {
+            Packet::Publish(p) if p.topic == "lat" && p.payload.len() >= 16 => {
                 let mut t = [0u8; 8];
                 t.copy_from_slice(&p.payload[..8]);
                 Kind::Timestamped(u64::from_be_bytes(t))

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p cloudsignal-bench            # full run: medians of 3 rounds
 //! cargo run --release -p cloudsignal-bench -- --quick # smaller loads, one round
-//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, auth, enterprise
+//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, pipes, stall, scale, auth, enterprise
 //! CLOUDSIGNAL_BENCH_BASELINE=/path/to/older/cloudsignal cargo run --release -p cloudsignal-bench -- --only auth
 //! ```
 //!
@@ -19,6 +19,7 @@
 
 mod auth;
 mod client;
+mod delivery;
 mod enterprise;
 
 use anyhow::{bail, Context, Result};
@@ -93,6 +94,11 @@ pub(crate) fn spawn_mosquitto(conf: &std::path::Path, port: u16) -> Result<Broke
 }
 
 fn start_cloudsignal() -> Result<Broker> {
+    start_cloudsignal_with(&[])
+}
+
+/// `cloudsignal serve`, anonymous on loopback, with `extra` flags.
+fn start_cloudsignal_with(extra: &[&str]) -> Result<Broker> {
     let port = free_port();
     let exe = std::env::current_exe()?.with_file_name("cloudsignal");
     let child = Command::new(&exe)
@@ -106,6 +112,7 @@ fn start_cloudsignal() -> Result<Broker> {
             "--mqtt-addr",
             &format!("127.0.0.1:{port}"),
         ])
+        .args(extra)
         .env("CLOUDSIGNAL_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -125,7 +132,7 @@ fn start_cloudsignal() -> Result<Broker> {
     })
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -207,7 +214,7 @@ async fn latency(addr: SocketAddr, rate: u64, count: usize) -> Result<Histogram<
     let reader =
         tokio::spawn(async move { sub.latencies(count, epoch, Duration::from_secs(60)).await });
     let mut p = Client::connect(addr, "lat-pub").await?;
-    p.publish_timestamped("lat", count, rate, epoch).await?;
+    p.publish_timestamped("lat", count, rate, epoch, 16).await?;
     reader.await?
 }
 
@@ -356,6 +363,9 @@ async fn main() -> Result<()> {
                 }
             }
         }
+    }
+    if wants("pipes") || wants("stall") || wants("scale") {
+        delivery_rounds(rounds, quick, &wants, &mut push).await?;
     }
     // authentication (issues 4 and 5); CloudSignal-only measures get their own table
     let mut versus: Vec<Row> = Vec::new();
@@ -645,6 +655,119 @@ async fn main() -> Result<()> {
         println!("|---|---|---:|");
         for (name, unit, v) in &solo {
             println!("| {name} | {unit} | {:.0} |", median(v));
+        }
+    }
+    Ok(())
+}
+
+/// Issue 13's measures: pipes of clients nobody here wrote, a fan-out with a subscriber that
+/// never reads, and the most idle connections this machine allows.
+async fn delivery_rounds(
+    rounds: usize,
+    quick: bool,
+    wants: &dyn Fn(&str) -> bool,
+    push: &mut dyn FnMut(String, &'static str, bool, f64, usize),
+) -> Result<()> {
+    let pipes: [(u8, usize); 3] = if quick {
+        [(0, 20_000), (1, 5_000), (2, 2_000)]
+    } else {
+        [(0, 200_000), (1, 50_000), (2, 20_000)]
+    };
+    let (readers, rate, count, size) = if quick {
+        (4, 1_000, 2_000, 1024)
+    } else {
+        (10, 2_000, 10_000, 1024)
+    };
+    let connections = delivery::max_connections().min(if quick { 5_000 } else { 100_000 });
+    for round in 0..rounds {
+        // CloudSignal's connect-rate limit (a defence, default 1,000/s) is lifted here so the
+        // CONNECT rate compares the brokers, not the limit
+        let starts: [fn() -> Result<Broker>; 2] = [start_mosquitto, || {
+            start_cloudsignal_with(&["--connect-rate", "1000000"])
+        }];
+        for (i, start) in starts.into_iter().enumerate() {
+            if wants("scale") {
+                let broker = start()?;
+                eprintln!("== round {}/{rounds}: {} scale", round + 1, broker.name);
+                let (rate, per, total) =
+                    delivery::scale(broker.addr, broker.child.id(), connections, 8).await?;
+                push(
+                    format!("CONNECT rate, {connections} connections held, 8 dialers"),
+                    "conn/s",
+                    true,
+                    rate,
+                    i,
+                );
+                push(
+                    format!("RSS per idle connection at {connections}"),
+                    "bytes",
+                    false,
+                    per,
+                    i,
+                );
+                push(
+                    format!("RSS with {connections} idle connections"),
+                    "MiB",
+                    false,
+                    total as f64 / 1048576.0,
+                    i,
+                );
+            }
+            if wants("pipes") {
+                for (qos, n) in pipes {
+                    // a fresh broker per pipe: what one pipe leaves queued cannot help another
+                    let broker = start()?;
+                    eprintln!(
+                        "== round {}/{rounds}: {} pipe QoS {qos}",
+                        round + 1,
+                        broker.name
+                    );
+                    let (got, per_sec) = delivery::pipe(broker.addr, qos, n).await?;
+                    let name = format!("mosquitto_pub -l → mosquitto_sub, QoS {qos}, {n} × 16 B");
+                    push(
+                        format!("{name}: delivered"),
+                        "%",
+                        true,
+                        100.0 * got as f64 / n as f64,
+                        i,
+                    );
+                    push(format!("{name}: rate"), "msg/s", true, per_sec, i);
+                }
+            }
+            if wants("stall") {
+                let broker = start()?;
+                for stalled in [false, true] {
+                    eprintln!(
+                        "== round {}/{rounds}: {} fan-out, stalled: {stalled}",
+                        round + 1,
+                        broker.name
+                    );
+                    let (h, got) =
+                        delivery::fan_out_latency(broker.addr, readers, stalled, rate, count, size)
+                            .await?;
+                    let with = if stalled {
+                        "with one subscriber that never reads"
+                    } else {
+                        "all reading"
+                    };
+                    let name =
+                        format!("fan-out 1 → {readers} readers, {rate} msg/s × 1 KiB, {with}");
+                    push(
+                        format!("{name}: readers' p99"),
+                        "µs",
+                        false,
+                        h.value_at_quantile(0.99) as f64,
+                        i,
+                    );
+                    push(
+                        format!("{name}: readers' delivered"),
+                        "%",
+                        true,
+                        100.0 * got as f64 / (readers * count) as f64,
+                        i,
+                    );
+                }
+            }
         }
     }
     Ok(())

@@ -24,23 +24,49 @@ const MAX_READ: usize = 64 * 1024;
 /// A write that cannot complete in this time ends the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a publisher is held (not read) waiting for a subscriber's mailbox to drain below
-/// its high-water mark, before that subscriber counts as stalled and the slow-consumer policy
-/// applies to it.
+/// its high-water mark, at most, before that subscriber counts as stalled and the
+/// slow-consumer policy applies to it.
 const STALL_LIMIT: Duration = Duration::from_secs(5);
+/// A subscriber that takes nothing from its mailbox for this long while a publisher waits for
+/// it counts as stalled (a slow subscriber that drains holds its publishers up to
+/// [`STALL_LIMIT`]; one that has stopped holds them this long, once).
+const PROGRESS_LIMIT: Duration = Duration::from_secs(1);
+/// A write to the client that makes no progress for this long marks the connection's own
+/// mailbox stalled: its client reads nothing, and no publisher should wait for it.
+const WRITE_PROGRESS_LIMIT: Duration = Duration::from_millis(250);
 /// How long a closed connection drains what its client still sends (see the end of [`serve`]).
 const LINGER: Duration = Duration::from_secs(2);
 /// How long a connection taking over a live session waits for the old connection's state.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Writes everything the connection has to send.
+/// Writes everything the connection has to send. A write that makes no progress for
+/// [`WRITE_PROGRESS_LIMIT`] marks the connection's mailbox stalled (publishers stop waiting for
+/// a client that reads nothing); one that makes none for [`WRITE_TIMEOUT`] ends the connection.
 async fn flush<W: AsyncWrite + Unpin>(
     conn: &mut Connection,
     writer: &mut W,
 ) -> std::io::Result<()> {
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out");
     while let Some(bytes) = conn.poll_transmit() {
-        tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&bytes))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
+        let mut at = 0;
+        while at < bytes.len() {
+            // a write that has not completed wrote nothing: cancelling it loses no bytes
+            let n = match tokio::time::timeout(WRITE_PROGRESS_LIMIT, writer.write(&bytes[at..]))
+                .await
+            {
+                Ok(n) => n?,
+                Err(_) => {
+                    conn.client_not_reading(WRITE_PROGRESS_LIMIT);
+                    tokio::time::timeout(WRITE_TIMEOUT, writer.write(&bytes[at..]))
+                        .await
+                        .map_err(|_| timed_out())??
+                }
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            at += n;
+        }
     }
     Ok(())
 }
@@ -87,7 +113,8 @@ async fn act<W: AsyncWrite + Unpin>(
             let stalled = Box::pin(async {
                 let mut stalled = 0;
                 for mailbox in mailboxes {
-                    stalled += usize::from(!mailbox.wait_space(STALL_LIMIT).await);
+                    let room = mailbox.wait_space(STALL_LIMIT, PROGRESS_LIMIT).await;
+                    stalled += usize::from(!room);
                 }
                 stalled
             })

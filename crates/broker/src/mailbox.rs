@@ -12,9 +12,13 @@
 //! client until the consumer has taken the backlog ([`Mailbox::wait_space`]) — so a publisher
 //! faster than its subscriber is slowed down, not dropped. The queue may hold up to twice
 //! `capacity` (what a publisher had already read when it paused); past that, and for a consumer
-//! that has not made room within the stall limit (it is then marked *stalled*, and publishers
-//! stop waiting for it), the slow-consumer policy applies: QoS 0 dropped and counted, QoS 1/2
-//! refused (the broker disconnects the client 0x97).
+//! that is *stalled* (publishers stop waiting for it), the slow-consumer policy applies: QoS 0
+//! dropped and counted, QoS 1/2 refused (the broker disconnects the client 0x97). A consumer is
+//! stalled when it took nothing for the progress limit while a publisher waited, when it made
+//! no room within the stall limit, or when its own connection found that its client reads
+//! nothing ([`Mailbox::mark_stalled`]): a subscriber that is slow but drains slows its
+//! publishers down; one that does not drain holds nobody up (the other subscribers of a
+//! fan-out keep their pace).
 
 use cloudsignal_core::mqtt::{QoS, ReasonCode};
 use cloudsignal_core::session::Delivery;
@@ -45,9 +49,10 @@ struct State {
     queue: VecDeque<Delivery>,
     closed: bool,
     kill: Option<(ReasonCode, Option<String>)>,
-    /// A publisher waited the stall limit for room in vain: nobody waits for this consumer
-    /// until it has taken its backlog.
+    /// Nobody waits for this consumer until it has taken its backlog (see the module doc).
     stalled: bool,
+    /// When the consumer last took deliveries.
+    took_at: Option<std::time::Instant>,
 }
 
 /// What became of a queued delivery.
@@ -106,31 +111,46 @@ impl Mailbox {
         Ok(Queued { evicted, congested })
     }
 
-    /// Waits until the consumer has brought the queue below its high-water mark, at most
-    /// `limit`. `false`: it did not (it is marked stalled; nobody waits for it again until it
-    /// takes its backlog).
-    pub async fn wait_space(&self, limit: std::time::Duration) -> bool {
-        let waited = tokio::time::timeout(limit, async {
-            loop {
-                let room = self.space.notified();
-                tokio::pin!(room);
-                // registered before the check: a signal in between is not lost
-                room.as_mut().enable();
-                {
-                    let q = self.state.lock();
-                    if q.closed || q.stalled || q.queue.len() < self.capacity {
-                        return;
-                    }
+    /// Waits until the consumer has brought the queue below its high-water mark: at most
+    /// `limit`, and at most `progress` without the consumer taking anything. `false`: it did
+    /// not (it is marked stalled; nobody waits for it again until it takes its backlog).
+    pub async fn wait_space(
+        &self,
+        limit: std::time::Duration,
+        progress: std::time::Duration,
+    ) -> bool {
+        let started = std::time::Instant::now();
+        let end = started + limit;
+        loop {
+            let room = self.space.notified();
+            tokio::pin!(room);
+            // registered before the check: a signal in between is not lost
+            room.as_mut().enable();
+            let stuck_at = {
+                let q = self.state.lock();
+                if q.closed || q.stalled || q.queue.len() < self.capacity {
+                    return true;
                 }
-                room.await;
+                q.took_at.map_or(started, |t| t.max(started)) + progress
+            };
+            let now = std::time::Instant::now();
+            if now >= end || now >= stuck_at {
+                self.state.lock().stalled = true;
+                return false;
             }
-        })
-        .await;
-        if waited.is_err() {
-            self.state.lock().stalled = true;
-            return false;
+            let wake = tokio::time::Instant::from_std(end.min(stuck_at));
+            let _ = tokio::time::timeout_at(wake, room).await;
         }
-        true
+    }
+
+    /// Marks the consumer stalled (its client reads nothing): waiting publishers go on, and
+    /// none waits for it until it has taken its backlog. Whether it was not stalled already.
+    pub fn mark_stalled(&self) -> bool {
+        let newly = !std::mem::replace(&mut self.state.lock().stalled, true);
+        if newly {
+            self.space.notify_waiters();
+        }
+        newly
     }
 
     /// Orders the connection closed (the first order wins).
@@ -149,6 +169,7 @@ impl Mailbox {
                     return Mail::Close(reason, text);
                 }
                 if !q.queue.is_empty() {
+                    q.took_at = Some(std::time::Instant::now());
                     let batch = if q.queue.len() <= max {
                         std::mem::take(&mut q.queue)
                     } else {
@@ -222,13 +243,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_consumer_marked_stalled_releases_its_waiting_publishers() {
+        let m = Arc::new(Mailbox::new(1));
+        assert!(m.try_send(d(QoS::AtMostOnce)).unwrap().congested);
+        let waiter = {
+            let m = m.clone();
+            tokio::spawn(async move {
+                let secs = std::time::Duration::from_secs(30);
+                m.wait_space(secs, secs).await
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(m.mark_stalled(), "newly stalled");
+        assert!(!m.mark_stalled(), "counted once");
+        let released = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+        assert!(released.is_ok(), "the publisher went on");
+        assert!(!m.try_send(d(QoS::AtMostOnce)).unwrap().congested);
+    }
+
+    #[tokio::test]
     async fn congestion_waits_for_room_then_marks_a_stalled_consumer() {
         let m = Arc::new(Mailbox::new(2));
         assert!(!m.try_send(d(QoS::AtMostOnce)).unwrap().congested);
         assert!(m.try_send(d(QoS::AtMostOnce)).unwrap().congested);
         let waiter = {
             let m = m.clone();
-            tokio::spawn(async move { m.wait_space(std::time::Duration::from_secs(30)).await })
+            tokio::spawn(async move {
+                let secs = std::time::Duration::from_secs(30);
+                m.wait_space(secs, secs).await
+            })
         };
         tokio::task::yield_now().await;
         match m.recv(1).await {
@@ -237,8 +280,10 @@ mod tests {
         }
         assert!(waiter.await.unwrap(), "taking a delivery made room");
         assert!(m.try_send(d(QoS::AtMostOnce)).unwrap().congested);
-        // a consumer that takes nothing: the wait ends at the limit and marks it stalled
-        assert!(!m.wait_space(std::time::Duration::from_millis(20)).await);
+        // a consumer that takes nothing: the wait ends at the progress limit and marks it
+        // stalled
+        let ms = std::time::Duration::from_millis;
+        assert!(!m.wait_space(ms(30_000), ms(20)).await);
         assert!(
             !m.try_send(d(QoS::AtMostOnce)).unwrap().congested,
             "stalled: publishers no longer wait for it"

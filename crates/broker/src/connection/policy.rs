@@ -173,6 +173,16 @@ impl Connection {
         }
     }
 
+    /// The driver's write to this client made no progress for `limit`: the client reads
+    /// nothing, so its mailbox is marked stalled (publishers stop waiting for it; counted once
+    /// per stall).
+    pub(crate) fn client_not_reading(&mut self, limit: Duration) {
+        if self.handle.mailbox.mark_stalled() {
+            self.shared.router.count_stalled(&self.tenant);
+            warn!(client_id = %self.client_id, "the client read nothing for {limit:?}: stalled, publishers no longer wait for it");
+        }
+    }
+
     /// MQTT 5 re-authentication, once its keys are fetched: AUTH 0x19, method
     /// `cloudsignal-token`, data = a new `tkn_` for the same user. Success swaps ACL and expiry
     /// at once, drops subscriptions the new ACL no longer allows and answers AUTH 0x00;

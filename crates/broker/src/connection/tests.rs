@@ -506,7 +506,7 @@ fn a_publish_that_fills_a_subscriber_holds_the_publisher() {
         .enable_time()
         .build()
         .unwrap();
-    assert!(!rt.block_on(full[0].wait_space(limit)));
+    assert!(!rt.block_on(full[0].wait_space(limit, limit)));
     publisher.conn.subscribers_waited(1, limit);
     // the third publish was not handled before: now it is, and a stalled subscriber holds
     // nobody
