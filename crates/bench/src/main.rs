@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p cloudsignal-bench            # full run: medians of 3 rounds
 //! cargo run --release -p cloudsignal-bench -- --quick # smaller loads, one round
-//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, pipes, stall, scale, auth, enterprise
+//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, pipes, stall, scale, auth, enterprise (comma-separated)
 //! CLOUDSIGNAL_BENCH_BASELINE=/path/to/older/cloudsignal cargo run --release -p cloudsignal-bench -- --only auth
 //! ```
 //!
@@ -265,7 +265,10 @@ async fn main() -> Result<()> {
         .transpose()?
         .unwrap_or(if quick { 1 } else { 3 });
     let only = arg_value("--only");
-    let wants = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let wants = |part: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|p| p == part))
+    };
     let (per_pair, fan_subs, fan_msgs, lat_msgs, idle) = if quick {
         (200, 100, 200, 2_000, 1_000)
     } else {

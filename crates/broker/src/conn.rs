@@ -131,7 +131,8 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let capacity = CHANNEL_CAPACITY.max(shared.session_config.max_queued);
-    let mailbox = Arc::new(crate::mailbox::Mailbox::new(capacity));
+    let bytes = shared.session_config.max_queued_bytes;
+    let mailbox = Arc::new(crate::mailbox::Mailbox::with_max_bytes(capacity, bytes));
     let mut conn = Connection::new(shared.clone(), peer, id, mailbox.clone(), Clock::system());
     let mut handoff = None;
     let mut buf = vec![0u8; MIN_READ];
@@ -155,7 +156,7 @@ where
             conn.release_memory();
         }
         let deadline = conn.poll_timeout();
-        let room = conn.room();
+        let (room, room_bytes) = conn.room();
         tokio::select! {
             // while a CONNECT awaits its decision nothing is read: the socket's own window
             // holds what the client pipelines, not this process's memory
@@ -174,7 +175,7 @@ where
                 }
             },
             stored = wait_handoff(&mut handoff) => conn.handed_over(stored, Instant::now()),
-            mail = mailbox.recv(room), if room > 0 => conn.handle_mail(mail),
+            mail = mailbox.recv(room, room_bytes), if room > 0 => conn.handle_mail(mail),
             // one timer for the whole table: each pending `Sleep` would cost its own space in
             // this connection's future
             () = sleep_until(deadline) => conn.handle_timeout(Instant::now()),

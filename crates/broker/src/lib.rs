@@ -1,15 +1,17 @@
 //! # cloudsignal-broker
 //!
-//! CloudSignal's native MQTT broker: a thin tokio adapter around `cloudsignal-core`'s
-//! sans-IO session. It accepts MQTT 3.1.1 and 5.0 over TCP, authenticates every CONNECT with a
-//! `tkn_` token (or lets anonymous clients in when explicitly allowed for development),
-//! enforces the token's ACL on every PUBLISH and SUBSCRIBE, closes the session when the token
-//! expires (v5 DISCONNECT 0xA0 "token expired"), routes messages to plain and shared
-//! subscriptions, keeps retained messages and publishes wills.
+//! CloudSignal's native MQTT broker (MQTT 3.1.1 and 5.0 over TCP, TLS, WebSocket and WSS).
 //!
-//! Listeners: MQTT over TCP, TLS (MQTTS), WebSocket and WSS. Not yet: mTLS, persistent sessions, in-session re-authentication,
-//! revocation, `$SYS` topics and a topic trie; they follow in the broker and token-lifecycle
-//! issues.
+//! Layers, from the wire in:
+//! - `conn` (private): one tokio task per connection, the thin driver that reads, writes,
+//!   sleeps and carries out what the connection asks for.
+//! - `connection` (private): the sans-IO connection policy over core's `ServerSession`: the
+//!   authenticator chain's decision ([`chain`]), ACL checks on every PUBLISH, SUBSCRIBE and
+//!   will, wills, takeover, credential expiry (0xA0), flow control, one timer table.
+//! - [`backplane`]: what connections ask of routing, as a trait; [`backplane::Local`] is this
+//!   process's [`router`] (topic trie per tenant, sessions, retained messages, quotas).
+//! - [`auth`], [`builtin`], [`mtls`], [`webhook`]: the authentication methods; [`feed`] and
+//!   [`BrokerHandle::revoke`]: revocation for the whole life of every connection.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -200,10 +202,10 @@ impl Shared {
     /// The state a broker's connections share, built from `config` (no socket is opened).
     pub(crate) fn new(config: BrokerConfig, ws_policy: ws::WsPolicy) -> Self {
         Self {
-            router: Box::new(backplane::Local::new(Router::new(
-                config.session.max_queued,
-                config.quotas,
-            ))),
+            router: Box::new(backplane::Local::new(
+                Router::new(config.session.max_queued, config.quotas)
+                    .with_max_stored_bytes(config.session.max_queued_bytes),
+            )),
             revocations: config.auth.revocations(),
             usage: config.usage.clone(),
             chain: chain::Chain::new(

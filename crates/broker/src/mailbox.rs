@@ -7,8 +7,9 @@
 //! consumer, revocation, shutdown) travels through the same wake-up and overtakes queued
 //! deliveries.
 //!
-//! **Flow control.** `capacity` is the high-water mark: a delivery that leaves the queue at or
-//! above it reports the mailbox *congested*, and the publisher's connection stops reading its
+//! **Flow control.** `capacity` deliveries or `max_bytes` bytes (topics and payloads), whichever
+//! comes first, is the high-water mark: a delivery that leaves the queue at or above it reports
+//! the mailbox *congested*, and the publisher's connection stops reading its
 //! client until the consumer has taken the backlog ([`Mailbox::wait_space`]) — so a publisher
 //! faster than its subscriber is slowed down, not dropped. The queue may hold up to twice
 //! `capacity` (what a publisher had already read when it paused); past that, and for a consumer
@@ -53,13 +54,15 @@ struct State {
     stalled: bool,
     /// When the consumer last took deliveries.
     took_at: Option<std::time::Instant>,
+    /// Bytes queued (see [`Delivery::size`]).
+    bytes: usize,
 }
 
 /// What became of a queued delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Queued {
-    /// A QoS 0 delivery was dropped to make room for it.
-    pub evicted: bool,
+    /// QoS 0 deliveries dropped to make room for it.
+    pub evicted: u64,
     /// The queue is at or above its high-water mark: the publisher should wait for room.
     pub congested: bool,
 }
@@ -72,40 +75,63 @@ pub struct Mailbox {
     /// Signalled when the consumer takes deliveries (room for waiting publishers).
     space: Notify,
     capacity: usize,
+    max_bytes: usize,
 }
 
 impl Mailbox {
-    /// A queue holding at most `capacity` deliveries.
+    /// A queue whose high-water mark is `capacity` deliveries.
     pub fn new(capacity: usize) -> Self {
+        Self::with_max_bytes(capacity, usize::MAX)
+    }
+
+    /// A queue whose high-water mark is `capacity` deliveries or `max_bytes` bytes.
+    pub fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             space: Notify::new(),
             capacity,
+            max_bytes,
         }
     }
 
+    /// Below the high-water mark.
+    fn has_room(&self, q: &State) -> bool {
+        q.queue.len() < self.capacity && q.bytes < self.max_bytes
+    }
+
+    /// Whether one more delivery of `size` bytes would pass twice the high-water mark (one
+    /// delivery always fits an empty queue).
+    fn full_for(&self, q: &State, size: usize) -> bool {
+        q.queue.len() >= self.capacity.saturating_mul(2)
+            || (q.bytes + size > self.max_bytes.saturating_mul(2) && !q.queue.is_empty())
+    }
+
     /// Queues a delivery without waiting. When the queue is full (twice the high-water mark),
-    /// a QoS 1/2 delivery takes the place of the oldest queued QoS 0 one (the slow-consumer
+    /// a QoS 1/2 delivery takes the place of the oldest queued QoS 0 ones (the slow-consumer
     /// policy drops QoS 0 first).
     pub fn try_send(&self, d: Delivery) -> Result<Queued, Refused> {
         let mut q = self.state.lock();
         if q.closed {
             return Err(Refused::Closed);
         }
-        let mut evicted = false;
-        if q.queue.len() >= self.capacity.saturating_mul(2) {
+        let size = d.size();
+        let mut evicted = 0;
+        while self.full_for(&q, size) {
             let qos0 = q.queue.iter().position(|x| x.qos == QoS::AtMostOnce);
             match qos0 {
                 Some(i) if d.qos != QoS::AtMostOnce => {
-                    q.queue.remove(i);
-                    evicted = true;
+                    if let Some(gone) = q.queue.remove(i) {
+                        q.bytes -= gone.size();
+                    }
+                    evicted += 1;
                 }
                 _ => return Err(Refused::Full),
             }
         }
+        q.bytes += size;
         q.queue.push_back(d);
-        let congested = q.queue.len() >= self.capacity && !q.stalled;
+        let congested = !self.has_room(&q) && !q.stalled;
         drop(q);
         self.ready.notify_one();
         Ok(Queued { evicted, congested })
@@ -128,7 +154,7 @@ impl Mailbox {
             room.as_mut().enable();
             let stuck_at = {
                 let q = self.state.lock();
-                if q.closed || q.stalled || q.queue.len() < self.capacity {
+                if q.closed || q.stalled || self.has_room(&q) {
                     return true;
                 }
                 q.took_at.map_or(started, |t| t.max(started)) + progress
@@ -159,24 +185,35 @@ impl Mailbox {
         self.ready.notify_one();
     }
 
-    /// Waits for a close order or deliveries (at most `max` of them, the oldest); a close
-    /// order comes first. Taking deliveries makes room for waiting publishers.
-    pub async fn recv(&self, max: usize) -> Mail {
+    /// Waits for a close order or deliveries (the oldest: at most `max` of them and at most
+    /// `max_bytes` bytes; it waits while the oldest alone is larger); a close order comes
+    /// first. Taking deliveries makes room for waiting publishers.
+    pub async fn recv(&self, max: usize, max_bytes: usize) -> Mail {
         loop {
             {
                 let mut q = self.state.lock();
                 if let Some((reason, text)) = q.kill.take() {
                     return Mail::Close(reason, text);
                 }
-                if !q.queue.is_empty() {
+                let (mut n, mut taken) = (0, 0);
+                for d in q.queue.iter().take(max) {
+                    let size = d.size();
+                    if taken + size > max_bytes {
+                        break;
+                    }
+                    taken += size;
+                    n += 1;
+                }
+                if n > 0 {
                     q.took_at = Some(std::time::Instant::now());
-                    let batch = if q.queue.len() <= max {
+                    let batch = if n == q.queue.len() {
                         std::mem::take(&mut q.queue)
                     } else {
-                        let rest = q.queue.split_off(max);
+                        let rest = q.queue.split_off(n);
                         std::mem::replace(&mut q.queue, rest)
                     };
-                    if q.queue.len() < self.capacity {
+                    q.bytes -= taken;
+                    if self.has_room(&q) {
                         q.stalled = false;
                         drop(q);
                         self.space.notify_waiters();
@@ -193,6 +230,7 @@ impl Mailbox {
     pub fn close(&self) -> VecDeque<Delivery> {
         let mut q = self.state.lock();
         q.closed = true;
+        q.bytes = 0;
         let left = std::mem::take(&mut q.queue);
         drop(q);
         self.space.notify_waiters();
@@ -228,11 +266,12 @@ mod tests {
     #[test]
     fn a_full_queue_drops_qos0_first() {
         let m = Mailbox::new(1);
-        assert!(!m.try_send(d(QoS::AtMostOnce)).unwrap().evicted);
-        assert!(!m.try_send(d(QoS::AtLeastOnce)).unwrap().evicted);
+        assert_eq!(m.try_send(d(QoS::AtMostOnce)).unwrap().evicted, 0);
+        assert_eq!(m.try_send(d(QoS::AtLeastOnce)).unwrap().evicted, 0);
         assert!(matches!(m.try_send(d(QoS::AtMostOnce)), Err(Refused::Full)));
-        assert!(
+        assert_eq!(
             m.try_send(d(QoS::AtLeastOnce)).unwrap().evicted,
+            1,
             "the QoS 0 message made room"
         );
         assert!(
@@ -240,6 +279,37 @@ mod tests {
             "only QoS 1/2 left: slow consumer"
         );
         assert_eq!(m.close().len(), 2);
+    }
+
+    #[test]
+    fn bytes_bound_the_queue_as_well_as_count() {
+        // 100-byte payloads (+ 1-byte topic) against a 250-byte high-water mark
+        let big = |qos| {
+            let mut x = d(qos);
+            Arc::make_mut(&mut x.message).payload = vec![0; 100];
+            x
+        };
+        let m = Mailbox::with_max_bytes(1_000, 250);
+        assert!(!m.try_send(big(QoS::AtMostOnce)).unwrap().congested);
+        assert!(!m.try_send(big(QoS::AtMostOnce)).unwrap().congested);
+        assert!(
+            m.try_send(big(QoS::AtMostOnce)).unwrap().congested,
+            "303 bytes ≥ 250: the publisher should wait"
+        );
+        m.try_send(big(QoS::AtMostOnce)).unwrap();
+        assert!(
+            matches!(m.try_send(big(QoS::AtMostOnce)), Err(Refused::Full)),
+            "past twice the mark: QoS 0 is dropped"
+        );
+        assert_eq!(
+            m.try_send(big(QoS::AtLeastOnce)).unwrap().evicted,
+            1,
+            "a QoS 1 message takes a QoS 0 one's place"
+        );
+        // one message always fits an empty queue, whatever its size
+        let one = Mailbox::with_max_bytes(1_000, 10);
+        assert!(one.try_send(big(QoS::AtLeastOnce)).is_ok());
+        assert_eq!(one.close().len(), 1);
     }
 
     #[tokio::test]
@@ -274,7 +344,7 @@ mod tests {
             })
         };
         tokio::task::yield_now().await;
-        match m.recv(1).await {
+        match m.recv(1, usize::MAX).await {
             Mail::Deliveries(batch) => assert_eq!(batch.len(), 1, "at most what was asked"),
             Mail::Close(..) => panic!("no close order"),
         }
@@ -288,7 +358,7 @@ mod tests {
             !m.try_send(d(QoS::AtMostOnce)).unwrap().congested,
             "stalled: publishers no longer wait for it"
         );
-        let _ = m.recv(usize::MAX).await;
+        let _ = m.recv(usize::MAX, usize::MAX).await;
         assert!(m.try_send(d(QoS::AtMostOnce)).is_ok());
         assert!(
             m.try_send(d(QoS::AtMostOnce)).unwrap().congested,

@@ -7,7 +7,7 @@
 mod common;
 
 use cloudsignal_core::mqtt::{Packet, Protocol};
-use common::{client, start};
+use common::{client, start, start_with};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -131,6 +131,22 @@ async fn qos2_pipe_delivers_every_message() {
         "a QoS 2 pipe lost messages or its subscriber was disconnected"
     );
     assert!(ordered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_bounded_by_bytes_slows_the_publisher_instead_of_dropping() {
+    // 4 KiB payloads against a 64 KiB byte mark: the byte bound, not the count (1,024), is
+    // what congests the subscriber's queue and the session's; nothing may be lost
+    let addr = start_with(true, |c| c.session.max_queued_bytes = 64 << 10).await;
+    let n = 5_000;
+    for qos in ["0", "1"] {
+        let sub = subscriber(addr, qos, n).await;
+        publish(addr, qos, n, 4096).await;
+        let (got, ordered) = sub.await.unwrap();
+        println!("QoS {qos} pipe of {n} × 4 KiB through a 64 KiB queue: {got} delivered");
+        assert_eq!(got, n, "QoS {qos}: the byte-bounded queue lost messages");
+        assert!(ordered);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

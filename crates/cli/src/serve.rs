@@ -148,6 +148,12 @@ pub(crate) struct ServeArgs {
     /// consumer and is disconnected (0x97); an absent client's newest messages are dropped.
     #[arg(long, env = "CLOUDSIGNAL_MAX_QUEUED_MESSAGES", default_value_t = 1000)]
     max_queued_messages: usize,
+    /// Bytes (topics and payloads) those queued messages may hold per client, whichever limit
+    /// comes first; also the high-water mark (with --max-queued-messages) at which a publisher
+    /// is slowed down for a subscriber that is behind. One message always fits.
+    #[arg(long, env = "CLOUDSIGNAL_MAX_QUEUED_BYTES", default_value_t = 16 << 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_queued_bytes: u64,
     /// QoS 1/2 PUBLISHes a v5 client may have unacknowledged (Receive Maximum, 1-65535).
     #[arg(long, env = "CLOUDSIGNAL_RECEIVE_MAXIMUM", default_value_t = 100,
           value_parser = clap::value_parser!(u16).range(1..))]
@@ -495,6 +501,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             max_packet_size: args.max_packet_size,
             max_session_expiry: args.max_session_expiry,
             max_queued: args.max_queued_messages.max(1),
+            max_queued_bytes: usize::try_from(args.max_queued_bytes).unwrap_or(usize::MAX),
             receive_maximum: args.receive_maximum,
             max_outbound_aliases: args.max_outbound_topic_aliases,
             max_keep_alive: args.max_keep_alive,

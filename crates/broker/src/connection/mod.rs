@@ -249,19 +249,25 @@ impl Connection {
         self.principal.is_some() && self.handoff.is_none()
     }
 
-    /// How many deliveries the session can take now without refusing one: QoS 1/2 messages
-    /// wait in its queue of `max_queued`; when it is full, deliveries stay in the mailbox and
-    /// publishers are slowed instead.
-    pub(crate) fn room(&self) -> usize {
+    /// How many deliveries, and how many bytes of them, the session can take now without
+    /// refusing one: QoS 1/2 messages wait in its queue of `max_queued` messages and
+    /// `max_queued_bytes` bytes; when it is full, deliveries stay in the mailbox and publishers
+    /// are slowed instead (an empty queue takes one message of any size). `(0, _)`: take
+    /// none.
+    pub(crate) fn room(&self) -> (usize, usize) {
         if !self.ready() {
-            return 0;
+            return (0, 0);
         }
+        let config = &self.shared.session_config;
         let (queued, _) = self.session.backlog();
-        self.shared
-            .session_config
-            .max_queued
-            .saturating_sub(queued)
-            .min(BATCH)
+        let bytes = match self.session.queued_bytes() {
+            0 => usize::MAX,
+            used => config.max_queued_bytes.saturating_sub(used),
+        };
+        if bytes == 0 {
+            return (0, 0);
+        }
+        (config.max_queued.saturating_sub(queued).min(BATCH), bytes)
     }
 
     /// Handles what the client sent until something needs the driver; `None` when all is
@@ -379,7 +385,8 @@ impl Connection {
         let expiry = self.session.session_expiry();
         let mut stored = self.session.take_stored();
         for d in self.undelivered.drain(..) {
-            stored.enqueue(d, self.shared.session_config.max_queued);
+            let config = &self.shared.session_config;
+            stored.enqueue(d, config.max_queued, config.max_queued_bytes);
         }
         let will = self.delayed_will.take().map(|w| *w);
         let kept = self.shared.router.detach(

@@ -141,6 +141,8 @@ pub struct Router {
     owners: HashMap<Arc<str>, OwnerUse>,
     quotas: Quotas,
     max_stored: usize,
+    /// Bytes (topics and payloads) kept per absent client, at most.
+    max_stored_bytes: usize,
     /// Counters over all tenants.
     pub stats: Stats,
     /// A tenant got its first session since [`Self::take_new_tenant`] was last asked.
@@ -190,9 +192,16 @@ impl Router {
             owners: HashMap::new(),
             quotas,
             max_stored,
+            max_stored_bytes: usize::MAX,
             stats: Stats::default(),
             new_tenant: false,
         }
+    }
+
+    /// Keeps at most `bytes` (topics and payloads) per absent client (default: no byte bound).
+    pub fn with_max_stored_bytes(mut self, bytes: usize) -> Self {
+        self.max_stored_bytes = bytes;
+        self
     }
 
     /// Registers connection `conn` for `client_id` of `owner` (an [`crate::auth::Identity`]'s
@@ -362,12 +371,12 @@ impl Router {
         delayed_will: Option<Message>,
         now: Instant,
     ) -> bool {
-        let max = self.max_stored;
+        let (max, max_bytes) = (self.max_stored, self.max_stored_bytes);
         let Some(s) = self.sessions.get_mut(&id) else {
             return false;
         };
         for d in mailbox.close() {
-            stored.enqueue(d, max);
+            stored.enqueue(d, max, max_bytes);
         }
         if s.generation != generation {
             if let Some(tx) = s.handoff.take() {
@@ -643,10 +652,9 @@ impl Router {
                 expiry: message.expiry,
             };
             let Some(handle) = &s.handle else {
-                let kept = s
-                    .stored
-                    .as_mut()
-                    .is_some_and(|b| b.0.enqueue(delivery, self.max_stored));
+                let kept = s.stored.as_mut().is_some_and(|b| {
+                    b.0.enqueue(delivery, self.max_stored, self.max_stored_bytes)
+                });
                 if kept {
                     stats.stored += 1;
                 } else {
@@ -657,7 +665,7 @@ impl Router {
             match handle.mailbox.try_send(delivery) {
                 Ok(queued) => {
                     stats.delivered += 1;
-                    stats.dropped_qos0 += u64::from(queued.evicted);
+                    stats.dropped_qos0 += queued.evicted;
                     if queued.congested {
                         congested.push(handle.mailbox.clone());
                     }

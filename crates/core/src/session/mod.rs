@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// QoS 1/2 messages queued behind a client's inflight window before it counts as a slow
     /// consumer (0x97). Default 1,000.
     pub max_queued: usize,
+    /// Bytes (topics and payloads) those queued messages may hold, at most; one message is
+    /// always accepted into an empty queue. Default 16 MiB.
+    pub max_queued_bytes: usize,
     /// Longest Session Expiry Interval granted, in seconds; longer requests (and v3.1.1
     /// persistent sessions, which never expire on their own) are capped and v5 clients are
     /// told in CONNACK [MQTT-3.2.2-?]. Default 7 days.
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             max_keep_alive: 0,
             max_topic_levels: crate::topic::DEFAULT_MAX_LEVELS,
             max_queued: 1_000,
+            max_queued_bytes: 16 << 20,
             max_session_expiry: 7 * 24 * 3600,
         }
     }
@@ -269,7 +273,7 @@ impl ServerSession {
             awaiting_pubrel: BTreeSet::new(),
             topic_aliases: None,
             will_pending: false,
-            outbound: outbound::Outbound::new(config.max_queued),
+            outbound: outbound::Outbound::new(config.max_queued, config.max_queued_bytes),
             auth_method: None,
             session_expiry: 0,
             requested_expiry: 0,
@@ -702,6 +706,11 @@ impl ServerSession {
     /// QoS 1/2 messages waiting behind the inflight window, and messages in flight.
     pub fn backlog(&self) -> (usize, usize) {
         (self.outbound.queued(), self.outbound.inflight())
+    }
+
+    /// Bytes (topics and payloads) of the QoS 1/2 messages queued behind the window.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbound.queued_bytes()
     }
 
     /// Messages sent but not acknowledged, and queued ones: what a persistent session keeps.

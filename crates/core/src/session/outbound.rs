@@ -3,7 +3,8 @@
 //!
 //! Slow-consumer policy (documented in the broker): QoS 0 messages are sent at once and never
 //! queued here (the driver drops them when the socket backs up); QoS 1/2 messages beyond the
-//! window wait in a queue of at most `max_queued` entries; when it is full the delivery is
+//! window wait in a queue of at most `max_queued` entries and `max_queued_bytes` bytes; when it
+//! is full the delivery is
 //! refused with [`Deliver::QueueFull`] and the broker disconnects the client with 0x97.
 //!
 //! Topic aliases (v5): when the client's CONNECT allows them (Topic Alias Maximum > 0), a
@@ -32,6 +33,13 @@ pub struct Delivery {
     pub subscription_ids: Vec<u32>,
     /// Remaining Message Expiry Interval, if the message has one.
     pub expiry: Option<u32>,
+}
+
+impl Delivery {
+    /// What it weighs in a queue: its topic and payload bytes.
+    pub fn size(&self) -> usize {
+        self.message.topic.as_str().len() + self.message.payload.len()
+    }
 }
 
 /// What happened to a delivery.
@@ -66,6 +74,9 @@ pub(crate) struct Outbound {
     /// The client's Maximum Packet Size, if it set one.
     pub(crate) max_packet_size: Option<u32>,
     pub(crate) max_queued: usize,
+    pub(crate) max_queued_bytes: usize,
+    /// Bytes in `queue` (see [`Delivery::size`]).
+    queued_bytes: usize,
     /// Topic aliases this connection may use (boxed: only clients that allow them pay).
     pub(crate) aliases: Option<Box<Aliases>>,
 }
@@ -131,7 +142,7 @@ impl Aliases {
 }
 
 impl Outbound {
-    pub(crate) fn new(max_queued: usize) -> Self {
+    pub(crate) fn new(max_queued: usize, max_queued_bytes: usize) -> Self {
         Self {
             next_id: 1,
             inflight: BTreeMap::new(),
@@ -139,12 +150,18 @@ impl Outbound {
             window: u16::MAX,
             max_packet_size: None,
             max_queued,
+            max_queued_bytes,
+            queued_bytes: 0,
             aliases: None,
         }
     }
 
     pub(crate) fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes
     }
 
     pub(crate) fn inflight(&self) -> usize {
@@ -173,9 +190,13 @@ impl Outbound {
             return self.write_fresh(&d, None, protocol, out);
         }
         if self.inflight.len() >= usize::from(self.window) || !self.queue.is_empty() {
-            if self.queue.len() >= self.max_queued {
+            let bytes = self.queued_bytes + d.size();
+            if self.queue.len() >= self.max_queued
+                || (bytes > self.max_queued_bytes && !self.queue.is_empty())
+            {
                 return Deliver::QueueFull;
             }
+            self.queued_bytes = bytes;
             self.queue.push_back(d);
             return Deliver::Queued;
         }
@@ -282,6 +303,7 @@ impl Outbound {
             let Some(d) = self.queue.pop_front() else {
                 return;
             };
+            self.queued_bytes = self.queued_bytes.saturating_sub(d.size());
             self.send_qos(d, protocol, out);
         }
     }
@@ -349,6 +371,7 @@ impl Outbound {
             next_id: self.next_id,
             inflight: std::mem::take(&mut self.inflight),
             queue: std::mem::take(&mut self.queue),
+            queued_bytes: std::mem::take(&mut self.queued_bytes),
         }
     }
 
@@ -358,6 +381,7 @@ impl Outbound {
     pub(crate) fn restore(&mut self, state: OutboundState, protocol: Protocol, out: &mut Vec<u8>) {
         self.next_id = state.next_id.max(1);
         self.queue = state.queue;
+        self.queued_bytes = self.queue.iter().map(Delivery::size).sum();
         for (id, (stage, d)) in state.inflight {
             let Some(pid) = NonZeroU16::new(id) else {
                 continue;
@@ -386,4 +410,6 @@ pub(crate) struct OutboundState {
     pub(crate) next_id: u16,
     pub(crate) inflight: BTreeMap<u16, (Inflight, Delivery)>,
     pub(crate) queue: VecDeque<Delivery>,
+    /// Bytes in `queue`.
+    pub(crate) queued_bytes: usize,
 }

@@ -37,12 +37,19 @@ impl StoredSession {
     }
 
     /// Queues a message routed to the absent client. QoS 0 messages are not kept; at `max`
-    /// queued messages the new one is refused (`false`) and the caller counts the drop.
-    pub fn enqueue(&mut self, d: Delivery, max: usize) -> bool {
-        if d.qos == QoS::AtMostOnce || self.outbound.queue.len() >= max {
+    /// queued messages, or past `max_bytes` queued bytes (one message always fits an empty
+    /// queue), the new one is refused (`false`) and the caller counts the drop.
+    pub fn enqueue(&mut self, d: Delivery, max: usize, max_bytes: usize) -> bool {
+        let q = &mut self.outbound;
+        let bytes = q.queued_bytes + d.size();
+        if d.qos == QoS::AtMostOnce
+            || q.queue.len() >= max
+            || (bytes > max_bytes && !q.queue.is_empty())
+        {
             return false;
         }
-        self.outbound.queue.push_back(d);
+        q.queued_bytes = bytes;
+        q.queue.push_back(d);
         true
     }
 
@@ -60,6 +67,7 @@ impl StoredSession {
             }
             Some(_) => false,
         });
+        self.outbound.queued_bytes = self.outbound.queue.iter().map(Delivery::size).sum();
         before - self.outbound.queue.len()
     }
 }

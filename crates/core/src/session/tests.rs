@@ -300,13 +300,19 @@ fn connected_with(
     max_packet: Option<u32>,
     max_queued: usize,
 ) -> ServerSession {
-    let mut s = ServerSession::new(
-        ServerConfig {
-            max_queued,
-            ..ServerConfig::default()
-        },
-        0,
-    );
+    let config = ServerConfig {
+        max_queued,
+        ..ServerConfig::default()
+    };
+    connected_config(window, max_packet, config)
+}
+
+fn connected_config(
+    window: Option<u16>,
+    max_packet: Option<u32>,
+    config: ServerConfig,
+) -> ServerSession {
+    let mut s = ServerSession::new(config, 0);
     let c = Packet::Connect(Connect {
         protocol: Protocol::V5,
         clean_start: true,
@@ -419,6 +425,31 @@ both_targets_test! {
 }
 
 both_targets_test! {
+    fn the_queue_is_bounded_by_bytes_as_well_as_count() {
+        // each delivery weighs 25 (topic) + 100 (payload) bytes; 300 bytes may wait
+        let config = ServerConfig {
+            max_queued: 1_000,
+            max_queued_bytes: 300,
+            ..ServerConfig::default()
+        };
+        let mut s = connected_config(Some(1), None, config);
+        let d = || delivery(QoS::AtLeastOnce, &[7; 100]);
+        assert_eq!(d().size(), 125);
+        assert_eq!(s.deliver(d()), Deliver::Sent, "in flight: not queued");
+        assert_eq!(s.deliver(d()), Deliver::Queued);
+        assert_eq!(s.deliver(d()), Deliver::Queued);
+        assert_eq!(s.deliver(d()), Deliver::QueueFull, "375 bytes > 300");
+        // a stored session keeps the bound: 250 bytes queued, no room for 125 more
+        let mut stored = s.take_stored();
+        assert!(!stored.enqueue(d(), 1_000, 300));
+        assert!(stored.enqueue(d(), 1_000, 400));
+        // one message always fits an empty queue, whatever its size
+        let mut empty = StoredSession::new();
+        assert!(empty.enqueue(delivery(QoS::AtLeastOnce, &[0; 1_000]), 10, 300));
+    }
+}
+
+both_targets_test! {
     fn messages_above_the_clients_maximum_packet_size_are_dropped() {
         let mut s = connected_with(None, Some(64), 10);
         assert_eq!(s.deliver(delivery(QoS::AtLeastOnce, &[0; 100])), Deliver::TooLarge);
@@ -498,8 +529,8 @@ both_targets_test! {
         s.handle_connection_lost();
         let mut stored = s.take_stored();
         assert_eq!(stored.len(), 3);
-        assert!(stored.enqueue(delivery(QoS::AtLeastOnce, b"4"), 10));
-        assert!(!stored.enqueue(delivery(QoS::AtMostOnce, b"q0"), 10), "QoS 0 is not stored");
+        assert!(stored.enqueue(delivery(QoS::AtLeastOnce, b"4"), 10, usize::MAX));
+        assert!(!stored.enqueue(delivery(QoS::AtMostOnce, b"q0"), 10, usize::MAX), "QoS 0 is not stored");
 
         let (_, out) = resumed(Some(stored), Some(3));
         match &out[..] {
@@ -521,16 +552,16 @@ both_targets_test! {
 both_targets_test! {
     fn stored_messages_age_and_expire() {
         let mut stored = StoredSession::new();
-        stored.enqueue(delivery(QoS::AtLeastOnce, b"60s"), 10);
+        stored.enqueue(delivery(QoS::AtLeastOnce, b"60s"), 10, usize::MAX);
         let mut forever = delivery(QoS::AtLeastOnce, b"forever");
         forever.expiry = None;
-        stored.enqueue(forever, 10);
+        stored.enqueue(forever, 10, usize::MAX);
         assert_eq!(stored.elapse(20), 0);
         let (_, out) = resumed(Some(stored.clone()), None);
         assert!(matches!(&out[1], Packet::Publish(p) if p.properties.message_expiry_interval == Some(40)));
         assert_eq!(stored.elapse(40), 1, "[MQTT-3.3.2-5] expired messages are not sent");
         assert_eq!(stored.len(), 1);
-        assert!(!stored.enqueue(delivery(QoS::AtLeastOnce, b"x"), 1), "bounded");
+        assert!(!stored.enqueue(delivery(QoS::AtLeastOnce, b"x"), 1, usize::MAX), "bounded");
     }
 }
 
