@@ -129,7 +129,9 @@ pub(crate) async fn serve<S>(stream: S, peer: PeerInfo, id: ConnId, shared: Arc<
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    // one stream, not split: reads and writes never overlap (writes happen between reads), and
+    // a split would cost every connection a shared allocation and a lock
+    let mut stream = stream;
     let capacity = CHANNEL_CAPACITY.max(shared.session_config.max_queued);
     let bytes = shared.session_config.max_queued_bytes;
     let mailbox = Arc::new(crate::mailbox::Mailbox::with_max_bytes(capacity, bytes));
@@ -141,9 +143,9 @@ where
         while let Some(action) = conn.poll_action(Instant::now()) {
             // boxed: a connection waits here rarely (CONNECT, re-authentication, congestion), and
             // never while idle
-            Box::pin(act(action, &mut conn, &mut writer, &shared, &mut handoff)).await;
+            Box::pin(act(action, &mut conn, &mut stream, &shared, &mut handoff)).await;
         }
-        if flush(&mut conn, &mut writer).await.is_err() {
+        if flush(&mut conn, &mut stream).await.is_err() {
             conn.connection_lost();
             continue;
         }
@@ -160,7 +162,7 @@ where
         tokio::select! {
             // while a CONNECT awaits its decision nothing is read: the socket's own window
             // holds what the client pipelines, not this process's memory
-            read = reader.read(&mut buf), if conn.wants_input() => match read {
+            read = stream.read(&mut buf), if conn.wants_input() => match read {
                 Ok(0) | Err(_) => conn.connection_lost(),
                 Ok(n) => {
                     conn.handle_bytes(&buf[..n], Instant::now());
@@ -181,7 +183,7 @@ where
             () = sleep_until(deadline) => conn.handle_timeout(Instant::now()),
         }
     }
-    let _ = writer.shutdown().await;
+    let _ = stream.shutdown().await;
     // the session is handed on (takeover) or stored first: a client that lingers must not
     // delay the connection taking its place
     if let Some(parked) = conn.finish(Instant::now()) {
@@ -192,7 +194,7 @@ where
     // the connection before the client has read why it was closed (0x93, 0x98, 0xA0, 0x8E…)
     let _ = tokio::time::timeout(LINGER, async {
         loop {
-            match reader.read(&mut buf).await {
+            match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
