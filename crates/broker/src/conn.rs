@@ -4,7 +4,7 @@
 //! decision is the connection's.
 
 use crate::chain::PeerInfo;
-use crate::connection::{Action, Clock, Connection, Parked};
+use crate::connection::{Action, Clock, Connection, Parked, STALL_LIMIT};
 use crate::router::ConnId;
 use crate::Shared;
 use cloudsignal_core::session::StoredSession;
@@ -23,16 +23,9 @@ const MIN_READ: usize = 64;
 const MAX_READ: usize = 64 * 1024;
 /// A write that cannot complete in this time ends the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a publisher is held (not read) waiting for a subscriber's mailbox to drain below
-/// its high-water mark, at most, before that subscriber counts as stalled and the
-/// slow-consumer policy applies to it.
-const STALL_LIMIT: Duration = Duration::from_secs(5);
-/// A subscriber that takes nothing from its mailbox for this long while a publisher waits for
-/// it counts as stalled (a slow subscriber that drains holds its publishers up to
-/// [`STALL_LIMIT`]; one that has stopped holds them this long, once).
-const PROGRESS_LIMIT: Duration = Duration::from_secs(1);
 /// A write to the client that makes no progress for this long marks the connection's own
-/// mailbox stalled: its client reads nothing, and no publisher should wait for it.
+/// mailbox lagging: its client reads nothing for now, and a fan-out's publisher should not
+/// wait for it.
 const WRITE_PROGRESS_LIMIT: Duration = Duration::from_millis(250);
 /// How long a closed connection drains what its client still sends (see the end of [`serve`]).
 const LINGER: Duration = Duration::from_secs(2);
@@ -40,8 +33,8 @@ const LINGER: Duration = Duration::from_secs(2);
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Writes everything the connection has to send. A write that makes no progress for
-/// [`WRITE_PROGRESS_LIMIT`] marks the connection's mailbox stalled (publishers stop waiting for
-/// a client that reads nothing); one that makes none for [`WRITE_TIMEOUT`] ends the connection.
+/// [`WRITE_PROGRESS_LIMIT`] marks the connection's mailbox lagging; one that makes none for
+/// [`WRITE_TIMEOUT`] ends the connection.
 async fn flush<W: AsyncWrite + Unpin>(
     conn: &mut Connection,
     writer: &mut W,
@@ -104,7 +97,10 @@ async fn act<W: AsyncWrite + Unpin>(
                     .and_then(Result::ok)
             }));
         }
-        Action::WaitForSubscribers(mailboxes) => {
+        Action::WaitForSubscribers {
+            mailboxes,
+            patience,
+        } => {
             // flow control: answer what was handled, then hold this publisher (its further
             // packets stay unread, in its socket) until the subscribers it fed have room
             if flush(conn, writer).await.is_err() {
@@ -113,13 +109,13 @@ async fn act<W: AsyncWrite + Unpin>(
             let stalled = Box::pin(async {
                 let mut stalled = 0;
                 for mailbox in mailboxes {
-                    let room = mailbox.wait_space(STALL_LIMIT, PROGRESS_LIMIT).await;
+                    let room = mailbox.wait_space(STALL_LIMIT, patience).await;
                     stalled += usize::from(!room);
                 }
                 stalled
             })
             .await;
-            conn.subscribers_waited(stalled, STALL_LIMIT);
+            conn.subscribers_waited(stalled, patience);
         }
     }
 }

@@ -15,11 +15,12 @@
 //! `capacity` (what a publisher had already read when it paused); past that, and for a consumer
 //! that is *stalled* (publishers stop waiting for it), the slow-consumer policy applies: QoS 0
 //! dropped and counted, QoS 1/2 refused (the broker disconnects the client 0x97). A consumer is
-//! stalled when it took nothing for the progress limit while a publisher waited, when it made
-//! no room within the stall limit, or when its own connection found that its client reads
-//! nothing ([`Mailbox::mark_stalled`]): a subscriber that is slow but drains slows its
-//! publishers down; one that does not drain holds nobody up (the other subscribers of a
-//! fan-out keep their pace).
+//! stalled when it took nothing for the progress limit while a publisher waited, or made no
+//! room within the stall limit. Its own connection marks it *lagging* while its client reads
+//! nothing ([`Mailbox::mark_lagging`]): a publisher whose message others took in stride does
+//! not wait for a lagging subscriber at all (see `connection`), so one that stopped reading
+//! costs a fan-out's other readers nothing, while a pipe's only subscriber is still waited
+//! for through a pause.
 
 use cloudsignal_core::mqtt::{QoS, ReasonCode};
 use cloudsignal_core::session::Delivery;
@@ -52,6 +53,8 @@ struct State {
     kill: Option<(ReasonCode, Option<String>)>,
     /// Nobody waits for this consumer until it has taken its backlog (see the module doc).
     stalled: bool,
+    /// Its client has read nothing lately (cleared when it takes deliveries again).
+    lagging: bool,
     /// When the consumer last took deliveries.
     took_at: Option<std::time::Instant>,
     /// Bytes queued (see [`Delivery::size`]).
@@ -169,14 +172,15 @@ impl Mailbox {
         }
     }
 
-    /// Marks the consumer stalled (its client reads nothing): waiting publishers go on, and
-    /// none waits for it until it has taken its backlog. Whether it was not stalled already.
-    pub fn mark_stalled(&self) -> bool {
-        let newly = !std::mem::replace(&mut self.state.lock().stalled, true);
-        if newly {
-            self.space.notify_waiters();
-        }
-        newly
+    /// Marks the consumer lagging (its client has read nothing for a while) until it takes
+    /// deliveries again. Whether it was not lagging already.
+    pub fn mark_lagging(&self) -> bool {
+        !std::mem::replace(&mut self.state.lock().lagging, true)
+    }
+
+    /// Whether the consumer's client has read nothing lately.
+    pub fn is_lagging(&self) -> bool {
+        self.state.lock().lagging
     }
 
     /// Orders the connection closed (the first order wins).
@@ -206,6 +210,7 @@ impl Mailbox {
                 }
                 if n > 0 {
                     q.took_at = Some(std::time::Instant::now());
+                    q.lagging = false;
                     let batch = if n == q.queue.len() {
                         std::mem::take(&mut q.queue)
                     } else {
@@ -313,22 +318,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_consumer_marked_stalled_releases_its_waiting_publishers() {
-        let m = Arc::new(Mailbox::new(1));
-        assert!(m.try_send(d(QoS::AtMostOnce)).unwrap().congested);
-        let waiter = {
-            let m = m.clone();
-            tokio::spawn(async move {
-                let secs = std::time::Duration::from_secs(30);
-                m.wait_space(secs, secs).await
-            })
-        };
-        tokio::task::yield_now().await;
-        assert!(m.mark_stalled(), "newly stalled");
-        assert!(!m.mark_stalled(), "counted once");
-        let released = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
-        assert!(released.is_ok(), "the publisher went on");
-        assert!(!m.try_send(d(QoS::AtMostOnce)).unwrap().congested);
+    async fn lagging_lasts_until_the_consumer_takes_deliveries() {
+        let m = Mailbox::new(4);
+        m.try_send(d(QoS::AtMostOnce)).unwrap();
+        assert!(!m.is_lagging());
+        assert!(m.mark_lagging(), "newly lagging");
+        assert!(!m.mark_lagging(), "reported once");
+        assert!(m.is_lagging());
+        let _ = m.recv(usize::MAX, usize::MAX).await;
+        assert!(!m.is_lagging(), "it read again");
     }
 
     #[tokio::test]

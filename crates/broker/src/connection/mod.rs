@@ -41,6 +41,15 @@ use tokio::sync::oneshot;
 
 /// Most deliveries taken from the mailbox at once (the session writes them in one go).
 const BATCH: usize = 1024;
+/// Flow control holds a publisher for a subscriber that is behind at most this long in all.
+pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(5);
+/// A publisher whose every recipient is behind (a pipe) waits through a subscriber's pause of
+/// up to this long before counting it stalled: holding it costs nobody else.
+const PIPE_PATIENCE: Duration = Duration::from_secs(2);
+/// A publisher whose message other subscribers took in stride (a fan-out) waits for a
+/// subscriber that is behind at most this long without progress, and not at all for one whose
+/// client reads nothing (lagging): the others must not pay for it.
+const FAN_OUT_PATIENCE: Duration = Duration::from_millis(250);
 
 /// What the driver must do for the connection before it can go on. Each one ends with the
 /// call named in its documentation.
@@ -57,9 +66,15 @@ pub(crate) enum Action {
     /// and report it with [`Connection::handed_over`] (`None` if it did not come in time).
     AwaitHandoff(oneshot::Receiver<StoredSession>),
     /// Flow control: the last publish left these subscribers' mailboxes full. Write what is
-    /// pending, read nothing more from this client, wait (bounded) for each to have room and
-    /// report how many did not with [`Connection::subscribers_waited`].
-    WaitForSubscribers(Vec<Arc<Mailbox>>),
+    /// pending, read nothing more from this client, wait for each to have room (at most
+    /// [`STALL_LIMIT`], and at most `patience` while it takes nothing) and report how many did
+    /// not with [`Connection::subscribers_waited`].
+    WaitForSubscribers {
+        /// The congested mailboxes.
+        mailboxes: Vec<Arc<Mailbox>>,
+        /// How long a subscriber may take nothing before it counts as stalled.
+        patience: Duration,
+    },
 }
 
 /// A session kept for an absent client: its delayed will and its expiry run on timers.
@@ -172,6 +187,8 @@ pub(crate) struct Connection {
     warned_for: Option<UnixTime>,
     /// Subscribers' mailboxes the last publish left congested.
     congested: Vec<Arc<Mailbox>>,
+    /// Whether a publish since the last wait reached subscribers that kept up.
+    fan_out: bool,
     /// The session's `Closed` event was handled: nothing more to do but [`Self::finish`].
     ended: bool,
 }
@@ -208,6 +225,7 @@ impl Connection {
             wants_expiry_warning: false,
             warned_for: None,
             congested: Vec::new(),
+            fan_out: false,
             ended: false,
         }
     }
@@ -278,9 +296,15 @@ impl Connection {
                 return Some(Action::AwaitHandoff(rx));
             }
             if !self.congested.is_empty() {
-                return Some(Action::WaitForSubscribers(std::mem::take(
-                    &mut self.congested,
-                )));
+                let patience = if std::mem::take(&mut self.fan_out) {
+                    FAN_OUT_PATIENCE
+                } else {
+                    PIPE_PATIENCE
+                };
+                return Some(Action::WaitForSubscribers {
+                    mailboxes: std::mem::take(&mut self.congested),
+                    patience,
+                });
             }
             let event = self.session.poll_event()?;
             if let Some(action) = self.on_event(event, now) {
@@ -489,12 +513,20 @@ impl Connection {
         match routed {
             Ok(routed) => {
                 let own = &self.handle.mailbox;
-                self.congested.extend(
-                    routed
-                        .congested
-                        .into_iter()
-                        .filter(|m| !Arc::ptr_eq(m, own)),
-                );
+                let congested: Vec<Arc<Mailbox>> = routed
+                    .congested
+                    .into_iter()
+                    .filter(|m| !Arc::ptr_eq(m, own))
+                    .collect();
+                if routed.reached > congested.len() && !congested.is_empty() {
+                    // a fan-out: others took the message in stride, so a subscriber whose
+                    // client reads nothing is not waited for, and the others only briefly
+                    self.fan_out = true;
+                    self.congested
+                        .extend(congested.into_iter().filter(|m| !m.is_lagging()));
+                } else {
+                    self.congested.extend(congested);
+                }
                 self.meter.counters.published += 1;
                 self.meter.counters.published_bytes += size;
                 ReasonCode::SUCCESS

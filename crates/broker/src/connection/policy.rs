@@ -174,12 +174,11 @@ impl Connection {
     }
 
     /// The driver's write to this client made no progress for `limit`: the client reads
-    /// nothing, so its mailbox is marked stalled (publishers stop waiting for it; counted once
-    /// per stall).
+    /// nothing for now, so its mailbox is marked lagging (a fan-out's publisher does not wait
+    /// for it) until it takes deliveries again.
     pub(crate) fn client_not_reading(&mut self, limit: Duration) {
-        if self.handle.mailbox.mark_stalled() {
-            self.shared.router.count_stalled(&self.tenant);
-            warn!(client_id = %self.client_id, "the client read nothing for {limit:?}: stalled, publishers no longer wait for it");
+        if self.handle.mailbox.mark_lagging() {
+            tracing::debug!(client_id = %self.client_id, "the client read nothing for {limit:?}: lagging");
         }
     }
 

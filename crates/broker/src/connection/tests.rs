@@ -504,9 +504,14 @@ fn a_publish_that_fills_a_subscriber_holds_the_publisher() {
     assert!(publisher.actions().is_empty(), "room for one more");
     publisher.publish("t", b"2", QoS::AtMostOnce, 0);
     publisher.publish("t", b"3", QoS::AtMostOnce, 0);
-    let Some(Action::WaitForSubscribers(full)) = publisher.conn.poll_action(t0) else {
+    let Some(Action::WaitForSubscribers {
+        mailboxes: full,
+        patience,
+    }) = publisher.conn.poll_action(t0)
+    else {
         panic!("the publisher is held");
     };
+    assert_eq!(patience, PIPE_PATIENCE, "its only subscriber: a pipe");
     assert!(Arc::ptr_eq(&full[0], &slow.mailbox));
     // the driver waits (here 10 ms) for room that never comes: the subscriber is stalled
     let limit = Duration::from_millis(10);
@@ -600,4 +605,40 @@ fn the_real_chain_decides_an_anonymous_connect() {
     c.conn.authenticated(*req, decided, t0);
     assert_eq!(c.read(), vec![Rx::Connack(ReasonCode::SUCCESS, false)]);
     assert_eq!(c.conn.principal().unwrap().username, "anonymous");
+}
+
+#[test]
+fn a_fan_out_waits_briefly_for_a_slow_reader_and_not_at_all_for_one_that_reads_nothing() {
+    let shared = shared();
+    let t0 = Instant::now();
+    let mut keeps_up = Client::open(&shared, 1, [10, 0, 0, 1], t0);
+    keeps_up.admit("fast", anonymous(&shared), None);
+    keeps_up.subscribe("t");
+    keeps_up.read();
+    let mut slow =
+        Client::with_mailbox(&shared, 2, [10, 0, 0, 2], t0, Arc::new(Mailbox::new(1)));
+    slow.admit("slow", anonymous(&shared), None);
+    slow.subscribe("t");
+    let mut publisher = Client::open(&shared, 3, [10, 0, 0, 3], t0);
+    publisher.admit("pub", anonymous(&shared), None);
+
+    // a slow reader (it still reads): the publisher is held, briefly
+    publisher.publish("t", b"1", QoS::AtMostOnce, 0);
+    let Some(Action::WaitForSubscribers {
+        mailboxes,
+        patience,
+    }) = publisher.conn.poll_action(t0)
+    else {
+        panic!("the publisher waits for the slow reader");
+    };
+    assert!(Arc::ptr_eq(&mailboxes[0], &slow.mailbox));
+    assert_eq!(patience, FAN_OUT_PATIENCE);
+
+    // the same reader's client reads nothing (its connection found its writes stuck): the
+    // publisher does not wait for it, the one that keeps up gets everything
+    assert!(slow.mailbox.mark_lagging());
+    publisher.publish("t", b"2", QoS::AtMostOnce, 0);
+    assert!(publisher.actions().is_empty(), "nobody is waited for");
+    keeps_up.take_mail();
+    assert_eq!(keeps_up.read().len(), 2);
 }
