@@ -615,8 +615,7 @@ fn a_fan_out_waits_briefly_for_a_slow_reader_and_not_at_all_for_one_that_reads_n
     keeps_up.admit("fast", anonymous(&shared), None);
     keeps_up.subscribe("t");
     keeps_up.read();
-    let mut slow =
-        Client::with_mailbox(&shared, 2, [10, 0, 0, 2], t0, Arc::new(Mailbox::new(1)));
+    let mut slow = Client::with_mailbox(&shared, 2, [10, 0, 0, 2], t0, Arc::new(Mailbox::new(1)));
     slow.admit("slow", anonymous(&shared), None);
     slow.subscribe("t");
     let mut publisher = Client::open(&shared, 3, [10, 0, 0, 3], t0);
