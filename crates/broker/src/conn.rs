@@ -273,7 +273,7 @@ mod footprint {
         let task = serve(stream, peer, 1, broker.shared.clone());
         let parts = [
             (
-                "connection task (its future: Conn, read buffer handle, await states)",
+                "connection task (its future: Connection, read buffer handle, await states)",
                 std::mem::size_of_val(&task),
             ),
             ("Connection (sans-IO policy state)", size_of::<Connection>()),
@@ -286,7 +286,7 @@ mod footprint {
                 size_of::<crate::mailbox::Mailbox>(),
             ),
             (
-                "Principal (who, ACL, credential; inside Connection)",
+                "Principal (who, ACL, credential; shared by Arc, one for all anonymous clients)",
                 size_of::<Principal>(),
             ),
             ("read buffer while idle (heap)", MIN_READ),
