@@ -146,6 +146,9 @@ pub struct BrokerConfig {
     pub usage: Option<Arc<dyn usage::UsageSink>>,
     /// Per-identity and per-client limits (0x97 quota exceeded past them).
     pub quotas: router::Quotas,
+    /// Routing between connections; `None`: this process's router ([`backplane::Local`], with
+    /// `session.max_queued`, `session.max_queued_bytes` and `quotas`). A cluster passes its own.
+    pub backplane: Option<Arc<dyn backplane::Backplane>>,
 }
 
 /// The topic on which a client is warned, and only that client, that its token expires soon.
@@ -173,6 +176,7 @@ impl BrokerConfig {
             revocation_feeds: Vec::new(),
             usage: None,
             quotas: router::Quotas::default(),
+            backplane: None,
         }
     }
 }
@@ -181,7 +185,7 @@ impl BrokerConfig {
 #[derive(Debug)]
 pub(crate) struct Shared {
     /// Routing and sessions (this process's router, or a cluster's backplane).
-    pub(crate) router: Box<dyn backplane::Backplane>,
+    pub(crate) router: Arc<dyn backplane::Backplane>,
     pub(crate) auth: Authenticator,
     pub(crate) chain: chain::Chain,
     pub(crate) session_config: Arc<ServerConfig>,
@@ -202,10 +206,12 @@ impl Shared {
     /// The state a broker's connections share, built from `config` (no socket is opened).
     pub(crate) fn new(config: BrokerConfig, ws_policy: ws::WsPolicy) -> Self {
         Self {
-            router: Box::new(backplane::Local::new(
-                Router::new(config.session.max_queued, config.quotas)
-                    .with_max_stored_bytes(config.session.max_queued_bytes),
-            )),
+            router: config.backplane.clone().unwrap_or_else(|| {
+                Arc::new(backplane::Local::new(
+                    Router::new(config.session.max_queued, config.quotas)
+                        .with_max_stored_bytes(config.session.max_queued_bytes),
+                ))
+            }),
             revocations: config.auth.revocations(),
             usage: config.usage.clone(),
             chain: chain::Chain::new(

@@ -528,6 +528,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             retained_per_identity: args.max_retained_per_identity as usize,
             retained_bytes_per_identity: args.max_retained_bytes_per_identity,
         },
+        backplane: None,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
