@@ -79,13 +79,12 @@ async fn act<W: AsyncWrite + Unpin>(
 ) {
     match action {
         Action::Authenticate(req) => {
-            let now = Clock::system().unix(Instant::now());
-            let peer = conn.peer().clone();
-            let decided = Box::pin(shared.chain.connect(&req, &peer, now)).await;
+            let now = conn.unix(Instant::now());
+            let decided = Box::pin(shared.chain.connect(&req, conn.peer(), now)).await;
             conn.authenticated(*req, decided, Instant::now());
         }
         Action::FetchKeys(data) => {
-            let now = Clock::system().unix(Instant::now());
+            let now = conn.unix(Instant::now());
             let _ = Box::pin(shared.auth.prepare(data.as_deref(), now)).await;
             conn.keys_fetched(Instant::now());
         }

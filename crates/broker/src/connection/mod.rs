@@ -235,6 +235,11 @@ impl Connection {
         &self.peer
     }
 
+    /// Unix time at `now`, on the connection's clock.
+    pub(crate) fn unix(&self, now: Instant) -> UnixTime {
+        self.clock.unix(now)
+    }
+
     /// Bytes from the client.
     pub(crate) fn handle_bytes(&mut self, bytes: &[u8], now: Instant) {
         let now = self.clock.millis(now);

@@ -42,6 +42,13 @@ impl Delivery {
     }
 }
 
+/// Whether a queue of `len` deliveries holding `bytes` takes one more of `size` bytes, within
+/// `max` deliveries and `max_bytes` bytes (one delivery always fits an empty queue). The rule
+/// of a live session's queue and of a stored one.
+pub(crate) fn admits(len: usize, bytes: usize, size: usize, max: usize, max_bytes: usize) -> bool {
+    len < max && (len == 0 || bytes + size <= max_bytes)
+}
+
 /// What happened to a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deliver {
@@ -190,13 +197,12 @@ impl Outbound {
             return self.write_fresh(&d, None, protocol, out);
         }
         if self.inflight.len() >= usize::from(self.window) || !self.queue.is_empty() {
-            let bytes = self.queued_bytes + d.size();
-            if self.queue.len() >= self.max_queued
-                || (bytes > self.max_queued_bytes && !self.queue.is_empty())
-            {
+            let size = d.size();
+            let (len, bytes) = (self.queue.len(), self.queued_bytes);
+            if !admits(len, bytes, size, self.max_queued, self.max_queued_bytes) {
                 return Deliver::QueueFull;
             }
-            self.queued_bytes = bytes;
+            self.queued_bytes += size;
             self.queue.push_back(d);
             return Deliver::Queued;
         }

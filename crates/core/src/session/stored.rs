@@ -41,14 +41,13 @@ impl StoredSession {
     /// queue), the new one is refused (`false`) and the caller counts the drop.
     pub fn enqueue(&mut self, d: Delivery, max: usize, max_bytes: usize) -> bool {
         let q = &mut self.outbound;
-        let bytes = q.queued_bytes + d.size();
+        let size = d.size();
         if d.qos == QoS::AtMostOnce
-            || q.queue.len() >= max
-            || (bytes > max_bytes && !q.queue.is_empty())
+            || !super::outbound::admits(q.queue.len(), q.queued_bytes, size, max, max_bytes)
         {
             return false;
         }
-        q.queued_bytes = bytes;
+        q.queued_bytes += size;
         q.queue.push_back(d);
         true
     }
