@@ -297,7 +297,8 @@ fn chromium() -> Result<PathBuf> {
     Ok(driver.to_path_buf())
 }
 
-/// Reference peers used by later suites (independent MQTT clients, the Mosquitto broker).
+/// Reference peers used by later suites (independent MQTT clients, the Mosquitto broker, an
+/// OpenLDAP server).
 fn debian_peers() -> Result<()> {
     if !on_path("mosquitto_pub")
         || !Path::new("/usr/sbin/mosquitto").exists()
@@ -306,6 +307,11 @@ fn debian_peers() -> Result<()> {
         apt_install(&["mosquitto", "mosquitto-clients", "openssl"])?;
     }
     note("mosquitto + mosquitto-clients + openssl (Debian)");
+    // the directory-sync suites run a real OpenLDAP server and change it with ldap-utils
+    if !Path::new("/usr/sbin/slapd").exists() || !on_path("ldapmodify") {
+        apt_install(&["slapd", "ldap-utils"])?;
+    }
+    note("slapd + ldap-utils (Debian)");
     Ok(())
 }
 

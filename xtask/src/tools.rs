@@ -340,6 +340,12 @@ pub(crate) fn doctor(tools: &ToolRoot) -> Result<()> {
         Some(PathBuf::from("/usr/sbin/mosquitto")).filter(|p| p.exists()),
         &["-h"],
     ));
+    rows.push(command_row(
+        "slapd",
+        Some(PathBuf::from("/usr/sbin/slapd")).filter(|p| p.exists()),
+        &["-VV"],
+    ));
+    rows.push(command_row("ldapmodify", which("ldapmodify"), &["-VV"]));
     for package in [
         "wrangler",
         "playwright-core",

@@ -6,6 +6,7 @@
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout)]
 
+mod directory;
 mod issuers;
 mod methods;
 mod serve;
@@ -55,6 +56,27 @@ enum Command {
     /// Administration that needs the server's files, not the API.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// LDAP / Active Directory sync (configured with `[[directories]]` in the config file).
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Each directory's last sync: when, how long, users by standing, changes, errors.
+    ///
+    /// Reads the data directory's store, so it works while `cloudsignal serve` runs (the API
+    /// has the same as GET /v1/directory/status). Exit status: 0 when every directory's last
+    /// sync succeeded, 1 when one failed or was refused by the removal guard, 2 on a usage or
+    /// read error.
+    Status {
+        /// The data directory of `cloudsignal serve`.
+        #[arg(long, env = "CLOUDSIGNAL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Print JSON (the API's status objects) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -212,6 +234,7 @@ fn run() -> Result<()> {
         Command::Serve(mut args) => {
             args.issuers = tables.issuers;
             args.auth_entries = tables.auth;
+            args.directories = tables.directories;
             serve::run(*args)?
         }
         Command::Keygen { kid, out } => {
@@ -241,6 +264,11 @@ fn run() -> Result<()> {
                 file.display(),
                 key.expose()
             );
+        }
+        Command::Directory(DirectoryCommand::Status { data_dir, json }) => {
+            if !directory::status(&data_dir, json)? {
+                std::process::exit(1);
+            }
         }
         Command::Admin(AdminCommand::CreateOrg { data_dir, name }) => {
             let (org, key, file) = cloudsignal_control::create_org(&data_dir, &name)?;

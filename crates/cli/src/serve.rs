@@ -86,6 +86,10 @@ pub(crate) struct ServeArgs {
     /// their flags are given, then anonymous.
     #[arg(skip)]
     pub(crate) auth_entries: Vec<crate::methods::AuthEntry>,
+    /// LDAP / Active Directory sources to sync users from, from `[[directories]]` tables in the
+    /// config file (see docs/directory.md); needs the control plane.
+    #[arg(skip)]
+    pub(crate) directories: Vec<cloudsignal_control::directory::SourceConfig>,
     /// PEM bundle of the CAs whose client certificates the TLS and WSS listeners accept
     /// (mTLS); enables the `mtls` method.
     #[arg(long, env = "CLOUDSIGNAL_TLS_CLIENT_CA", requires = "tls_cert")]
@@ -254,8 +258,9 @@ pub(crate) struct ServeArgs {
     /// JSON (Supabase, Firebase, Auth0, Clerk, OIDC; see worker/README.md), or @<file>.
     #[arg(long, env = "CLOUDSIGNAL_PROVIDERS")]
     providers: Option<String>,
-    /// Role → ACL mapping for exchanged tokens (JSON, the worker's CLOUDSIGNAL_ROLE_MAP).
-    /// Default: every user gets users/{user}/#.
+    /// Role → ACL mapping for exchanged tokens and directory users' tokens (their groups
+    /// are their roles), JSON as the worker's CLOUDSIGNAL_ROLE_MAP. Default: every user gets
+    /// users/{user}/#.
     #[arg(long, env = "CLOUDSIGNAL_ROLE_MAP")]
     role_map: Option<String>,
     /// Lifetime of exchanged tokens, in seconds.
@@ -376,6 +381,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     let mut tokens = TokenVerifier::default();
     tokens.leeway = args.token_leeway;
     let control = match args.control_addr.as_str() {
+        "off" | "" if !args.directories.is_empty() => bail!(
+            "[[directories]] need the control plane (it keeps the synced users and issues their tokens); drop --control-addr off"
+        ),
         "off" | "" => None,
         a => {
             let addr: SocketAddr = a.parse().with_context(|| format!("--control-addr {a:?}"))?;
@@ -405,6 +413,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                         .map(cloudsignal_core::ids::OrgId::parse)
                         .transpose()
                         .context("--org")?,
+                    role_map: role_map(&args)?,
+                    directories: args.directories.clone(),
                 })?;
             if let Some(first) = first {
                 #[allow(clippy::print_stdout)]
@@ -605,7 +615,6 @@ fn throttle_policy(args: &ServeArgs) -> cloudsignal_broker::throttle::ThrottlePo
 fn native_exchange(
     args: &ServeArgs,
 ) -> Result<Option<std::sync::Arc<cloudsignal_control::exchange::NativeExchange>>> {
-    use cloudsignal_core::exchange::RoleMap;
     use cloudsignal_core::idp::ProvidersConfig;
     let mut cfg = match &args.providers {
         Some(v) => {
@@ -634,15 +643,20 @@ fn native_exchange(
     let idp = cfg
         .verifier()
         .context("identity providers for POST /v1/token/exchange")?;
-    let role_map = match &args.role_map {
-        Some(json) => RoleMap::from_json(json).context("--role-map")?,
-        None => RoleMap::default(),
-    };
+    let role_map = role_map(args)?;
     let names: Vec<&str> = idp.profiles().iter().map(|p| p.provider().name()).collect();
     info!(providers = ?names, "POST /v1/token/exchange enabled");
     Ok(Some(std::sync::Arc::new(
         cloudsignal_control::exchange::NativeExchange::new(idp, role_map, args.exchange_ttl),
     )))
+}
+
+/// `--role-map`, or the default (every user gets users/{user}/#).
+fn role_map(args: &ServeArgs) -> Result<cloudsignal_core::exchange::RoleMap> {
+    match &args.role_map {
+        Some(json) => cloudsignal_core::exchange::RoleMap::from_json(json).context("--role-map"),
+        None => Ok(cloudsignal_core::exchange::RoleMap::default()),
+    }
 }
 
 fn default_data_dir() -> Result<PathBuf> {
@@ -683,6 +697,8 @@ pub(crate) struct FileTables {
     pub(crate) issuers: Vec<crate::issuers::IssuerConfig>,
     /// `[[auth]]`.
     pub(crate) auth: Vec<crate::methods::AuthEntry>,
+    /// `[[directories]]`.
+    pub(crate) directories: Vec<cloudsignal_control::directory::SourceConfig>,
 }
 
 pub(crate) fn apply_config_file(serve: &clap::Command) -> Result<FileTables> {
@@ -725,6 +741,18 @@ pub(crate) fn apply_config_file(serve: &clap::Command) -> Result<FileTables> {
         }
         if key == "auth" {
             tables.auth = crate::methods::from_toml(value, &path)?;
+            continue;
+        }
+        if key == "directories" {
+            let sources: Vec<cloudsignal_control::directory::SourceConfig> =
+                value.try_into().with_context(|| {
+                    format!(
+                        "{path}: [[directories]] entries take {}",
+                        cloudsignal_control::directory::CONFIG_KEYS
+                    )
+                })?;
+            cloudsignal_control::directory::validate_all(&sources).with_context(|| path.clone())?;
+            tables.directories = sources;
             continue;
         }
         let found = known.iter().find(|(k, ..)| *k == key).or_else(|| {

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod directory;
 pub mod exchange;
 pub mod keys;
 pub mod mqtt_keys;
@@ -26,7 +27,7 @@ use keys::KeyVerifier;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use store::{SqliteStore, Store, StoredKey};
+use store::{DirectoryStore, SqliteStore, Store, StoredKey};
 use tracing::info;
 
 /// The control plane's settings.
@@ -47,6 +48,10 @@ pub struct ControlConfig {
     /// The id of the default org to create at first start (default: random). A data directory
     /// whose default org is another one is refused.
     pub org: Option<OrgId>,
+    /// Role → ACL mapping for directory users' tokens (their groups are their roles).
+    pub role_map: cloudsignal_core::exchange::RoleMap,
+    /// LDAP / Active Directory sources to sync users from.
+    pub directories: Vec<directory::SourceConfig>,
 }
 
 /// What the first start created (the admin key is shown once, by the caller).
@@ -67,6 +72,8 @@ pub struct ControlPlane {
     pub(crate) config: ControlConfig,
     pub(crate) broker: std::sync::OnceLock<BrokerHandle>,
     pub(crate) usage: usage::UsageBook,
+    /// The directory sources (empty: none configured).
+    pub(crate) directory: directory::sync::Directory,
     /// Cold API-key verifications (bcrypt) allowed at once: half the cores, at least one.
     pub(crate) bcrypt_slots: Arc<tokio::sync::Semaphore>,
     /// Failed API authentications per source address: too many ban the source (HTTP 429).
@@ -197,6 +204,20 @@ fn mint_local_admin_key(
     Ok(admin)
 }
 
+/// Every directory source's last status, from an existing data directory's store (for
+/// `cloudsignal directory status`; works while the server runs).
+pub fn directory_status_offline(data_dir: &Path) -> Result<Vec<directory::sync::Status>> {
+    let store = existing_store(data_dir)?;
+    store
+        .directory_status()?
+        .into_iter()
+        .map(|(source, json)| {
+            serde_json::from_str(&json)
+                .with_context(|| format!("directory {source:?}: unreadable status"))
+        })
+        .collect()
+}
+
 /// `cloudsignal admin recover`: mints a new `sk_` key in the data directory's store, writes it
 /// to `admin.key` (0600) and records the act in the audit log. Returns the key, its MQTT
 /// username and the file.
@@ -321,8 +342,10 @@ impl ControlPlane {
                 admin_key_file: admin_file,
             });
         }
+        let directory = directory::sync::Directory::new(config.directories.clone(), org.as_str());
         Ok((
             Self {
+                directory,
                 store,
                 _lock: lock,
                 keys: KeyVerifier::default(),
@@ -438,6 +461,46 @@ impl ControlPlane {
             };
             after = last.seq;
             all.extend(page);
+        }
+    }
+
+    /// Appends an audit entry for an action the server took by itself (`actor`: what took it,
+    /// e.g. `directory:corp`).
+    pub(crate) fn audit_local(
+        &self,
+        org: &str,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        detail: String,
+    ) {
+        self.audit_local_outcome(org, actor, action, target, "ok", detail);
+    }
+
+    /// [`ControlPlane::audit_local`] with an outcome other than `ok`.
+    pub(crate) fn audit_local_outcome(
+        &self,
+        org: &str,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        outcome: &str,
+        detail: String,
+    ) {
+        let entry = store::AuditEntry {
+            seq: 0,
+            at: unix_now(),
+            org: org.to_owned(),
+            actor: actor.to_owned(),
+            actor_kind: "server".into(),
+            action: action.to_owned(),
+            target: target.map(str::to_owned),
+            peer: None,
+            outcome: outcome.to_owned(),
+            detail,
+        };
+        if let Err(e) = self.store.append_audit(&entry) {
+            tracing::warn!(error = %e, action, "writing the audit log failed");
         }
     }
 

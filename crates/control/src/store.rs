@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_usage.sql"),
     include_str!("../migrations/0003_seen.sql"),
     include_str!("../migrations/0004_audit.sql"),
+    include_str!("../migrations/0005_directory.sql"),
 ];
 
 /// One audit-log entry: who did what, when, from where, and how it ended.
@@ -112,8 +113,11 @@ impl StoredKey {
     }
 }
 
+mod directory;
+pub use directory::{DirectoryRow, DirectoryStore};
+
 /// What the control plane keeps.
-pub trait Store: Send + Sync {
+pub trait Store: DirectoryStore + Send + Sync {
     /// The default org, if one exists.
     fn default_org(&self) -> Result<Option<String>>;
     /// Creates an org.
@@ -196,7 +200,7 @@ impl SqliteStore {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn.lock();
         Ok(f(&conn)?)
     }

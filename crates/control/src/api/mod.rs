@@ -13,6 +13,8 @@
 //! | `GET /v1/keys` | `keys:read` |
 //! | `GET /v1/keys/{id}/usage`, `GET /v1/usage?day=YYYY-MM-DD` | `usage:read` |
 //! | `POST /v1/signing-keys/rotate` | an `sk_` key |
+//! | `GET /v1/directory/status` | `directory:read` |
+//! | `POST /v1/directory/sync` | `directory:sync` |
 //!
 //! Requests authenticate with `Authorization: Bearer <sk_… or rk_…>`; `sk_` keys hold every
 //! scope in their org, `rk_` keys only the scopes they were created with. Key management is
@@ -21,6 +23,7 @@
 //! refused, is appended to the audit log. Failed authentications are counted per source
 //! address; too many ban the source for a while (429), before any bcrypt runs.
 
+mod directory;
 mod keys;
 mod privilege;
 
@@ -46,7 +49,7 @@ use tracing::{info, warn};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
-const API_SCOPES: [&str; 7] = [
+const API_SCOPES: [&str; 9] = [
     "tokens:issue",
     "tokens:revoke",
     "keys:read",
@@ -54,6 +57,8 @@ const API_SCOPES: [&str; 7] = [
     "usage:read",
     "audit:read",
     "revocations:read",
+    "directory:read",
+    "directory:sync",
 ];
 
 /// An RFC 9457 problem document.
@@ -128,6 +133,8 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/usage", get(keys::usage_today))
         .route("/v1/audit", get(audit_log))
         .route("/v1/signing-keys/rotate", post(rotate_signing_key))
+        .route("/v1/directory/status", get(directory::status))
+        .route("/v1/directory/sync", post(directory::sync))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(cp)
@@ -151,11 +158,15 @@ pub async fn serve(
             }
         })
     };
+    let syncs = crate::directory::sync::spawn(&cp);
     let app = router(cp.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     flusher.abort();
+    for s in syncs {
+        s.abort();
+    }
     let _ = tokio::task::spawn_blocking(move || cp.flush_usage()).await;
     served
 }
@@ -417,16 +428,19 @@ async fn issue_token(
 ) -> ApiResult<Json<TokenResponse>> {
     let key = authorize(&cp, &headers, peer.ip(), "tokens:issue").await?;
     let req: TokenRequest = parse_body(body)?;
-    let user = UserId::parse(&req.user)
+    let mut user = UserId::parse(&req.user)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_user", e.to_string()))?;
     // a token is for a user of the issuing key's org
     let org = OrgId::parse(&key.key.org).map_err(Problem::internal)?;
-    let acl = match (req.acl, key.key.kind.as_str()) {
-        (Some(acl), _) => acl,
-        (None, "sk") => {
+    // a directory user's token carries their groups' roles, and nothing wider
+    let grant = directory_grant(&cp, &org, &mut user).await?;
+    let acl = match (req.acl, key.key.kind.as_str(), &grant) {
+        (Some(acl), ..) => acl,
+        (None, _, Some(grant)) => grant.clone(),
+        (None, "sk", None) => {
             AclRules::new(["users/{user}/#"], ["users/{user}/#"]).map_err(Problem::internal)?
         }
-        (None, _) => AclRules {
+        (None, _, None) => AclRules {
             publish: key.key.mqtt_scopes("publish").map(str::to_owned).collect(),
             subscribe: key
                 .key
@@ -440,6 +454,26 @@ async fn issue_token(
     let acl = acl
         .resolve_identity(user.as_str(), org.as_str())
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "invalid_acl", e.to_string()))?;
+    if let Some(grant) = &grant {
+        for (kind, filters, allowed) in [
+            ("publish", &acl.publish, &grant.publish),
+            ("subscribe", &acl.subscribe, &grant.subscribe),
+        ] {
+            if let Some(f) = filters
+                .iter()
+                .find(|f| !within(f, allowed.iter().map(String::as_str)))
+            {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "outside_directory_grant",
+                    format!(
+                        "{kind} filter {f:?} is wider than what {}'s directory groups grant",
+                        user.as_str()
+                    ),
+                ));
+            }
+        }
+    }
     if key.key.kind != "sk" {
         // an rk_ key may not issue a token wider than itself
         for (kind, filters) in [("publish", &acl.publish), ("subscribe", &acl.subscribe)] {
@@ -457,6 +491,13 @@ async fn issue_token(
     }
     let max = cp.config.max_ttl.min(MAX_TTL);
     let ttl = req.ttl.unwrap_or(3600).clamp(MIN_TTL, max);
+    if let Some(at) = cp
+        .broker
+        .get()
+        .and_then(|b| b.user_revoked_at(org.as_str(), user.as_str()))
+    {
+        after_second(at).await;
+    }
     let now = unix_now();
     let jti = Jti::from_random(crate::random::<16>().map_err(Problem::internal)?);
     let claims = TokenClaims::new(&cp.config.issuer, user, org, acl.clone(), now, ttl, jti);
@@ -472,6 +513,68 @@ async fn issue_token(
         acl,
         broker: cp.config.broker.clone(),
     }))
+}
+
+/// The grant of `user` if a directory lists them (their name then spelled as the directory
+/// spells it), `None` if none does; refused if they are deprovisioned.
+async fn directory_grant(
+    cp: &Arc<ControlPlane>,
+    org: &OrgId,
+    user: &mut UserId,
+) -> ApiResult<Option<AclRules>> {
+    use crate::directory::sync::Listing;
+    let (cp2, org2, name) = (
+        cp.clone(),
+        org.as_str().to_owned(),
+        user.as_str().to_owned(),
+    );
+    let listing = tokio::task::spawn_blocking(move || cp2.directory_standing(&org2, &name))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(Problem::internal)?;
+    match listing {
+        Listing::NotListed => Ok(None),
+        Listing::Deprovisioned(standing) => {
+            info!(user = %user.as_str(), standing = standing.as_str(), "token refused: the user is deprovisioned in the directory");
+            Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "user_deprovisioned",
+                format!("{} is {} in the directory; no token is issued for them", user.as_str(), standing.as_str()),
+            ))
+        }
+        Listing::Ambiguous => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "directory_conflict",
+            format!("two directories list an active user named {}; no token is issued until one of them changes", user.as_str()),
+        )),
+        Listing::Active { username, roles } => {
+            *user = UserId::parse(&username).map_err(Problem::internal)?;
+            let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+            let grant = cp.config.role_map.grant(&roles).map_err(|e| {
+                Problem::new(StatusCode::FORBIDDEN, "access_denied", e.to_string())
+            })?;
+            let grant = grant
+                .resolve_identity(user.as_str(), org.as_str())
+                .map_err(|e| Problem::new(StatusCode::FORBIDDEN, "access_denied", e.to_string()))?;
+            Ok(Some(grant))
+        }
+    }
+}
+
+/// Waits until the Unix second after `at`: a token issued in the second a user was revoked
+/// would be revoked too (revocations cover tokens issued at or before their second).
+async fn after_second(at: cloudsignal_core::UnixTime) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let next_ms = u128::from(at.secs().saturating_add(1)) * 1000;
+    if let Some(wait) = next_ms.checked_sub(now_ms).filter(|w| *w > 0 && *w <= 2000) {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            u64::try_from(wait).unwrap_or(0),
+        ))
+        .await;
+    }
 }
 
 fn revoked(
