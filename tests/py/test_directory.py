@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import BIN, ControlBroker
+from test_control import hs256_jwt
 from paho_client import TIMEOUT, V5, Client, eventually
 from slapd import SUFFIX, Slapd, ad_guid, ad_user, group, person
 
@@ -50,9 +51,22 @@ group_roles = {{ "sensors" = "sensor-writer", "mqtt-ops" = "operator", "ops" = "
     return path
 
 
-def start(tmp, ldap, sources, extra=""):
-    config = directory_config(tmp, ldap, sources, extra)
-    return ControlBroker(tmp, extra=["--config", str(config), "--role-map", json.dumps(ROLE_MAP)])
+def start(tmp, ldap, sources, flags=()):
+    config = directory_config(tmp, ldap, sources)
+    return ControlBroker(tmp, extra=["--config", str(config), "--role-map", json.dumps(ROLE_MAP), *flags])
+
+
+SUPABASE_SECRET = b"directory-suite-jwt-secret-of-at-least-32-characters"
+
+
+def idp_jwt(sub, email=None, verified=True):
+    """A Supabase-style HS256 access token (the exchange's identity provider in this suite)."""
+    now = int(time.time())
+    claims = {"iss": "http://127.0.0.1:54321/auth/v1", "aud": "authenticated", "sub": sub,
+              "role": "authenticated", "iat": now - 5, "exp": now + 600}
+    if email:
+        claims |= {"email": email, "email_verified": verified}
+    return hs256_jwt(SUPABASE_SECRET, claims)
 
 
 def status(control, name):
@@ -101,8 +115,11 @@ def ldap(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def control(tmp_path_factory, ldap):
-    b = start(tmp_path_factory.mktemp("dirbroker"), ldap,
-              [("corp", "openldap", f"ou=people,{SUFFIX}"), ("ad", "active-directory", f"ou=ad,{SUFFIX}")])
+    tmp = tmp_path_factory.mktemp("dirbroker")
+    (tmp / "supabase.secret").write_bytes(SUPABASE_SECRET)
+    b = start(tmp, ldap,
+              [("corp", "openldap", f"ou=people,{SUFFIX}"), ("ad", "active-directory", f"ou=ad,{SUFFIX}")],
+              ["--supabase-jwt-secret-file", str(tmp / "supabase.secret")])
     eventually(lambda: status(b, "corp")["last_success"] and status(b, "ad")["last_success"])
     yield b
     if b.proc.poll() is None:
@@ -152,6 +169,26 @@ def test_group_roles_are_in_the_token_and_enforced(control):
     # a name the directory does not list is an ordinary user
     code, body, _ = token(control, "zed")
     assert code == 200 and body["acl"]["pub"] == ["users/zed/#"]
+
+
+def test_an_exchanged_token_carries_the_directory_users_roles(control):
+    import uuid
+    sub = str(uuid.uuid4())
+    # linked by a verified e-mail address: the token is dave's, with his AD group's role
+    code, body, _ = control.api("POST", "/v1/token/exchange", key=idp_jwt(sub, "DAVE@corp.example.test"))
+    assert code == 200, body
+    assert body["mqtt_credentials"]["username"] == f"dave@{control.org}"
+    assert "ops/#" in body["acl"]["pub"], body
+    # an unverified address links nothing: an ordinary user, by the provider's subject
+    code, body, _ = control.api("POST", "/v1/token/exchange", key=idp_jwt(sub, "dave@corp.example.test", verified=False))
+    assert code == 200 and body["mqtt_credentials"]["username"] == f"{sub}@{control.org}", body
+    assert body["acl"]["pub"] == [f"users/{sub}/#"]
+    # a subject that is a directory user name links too; a disabled one is refused
+    code, body, _ = control.api("POST", "/v1/token/exchange", key=idp_jwt("bob"))
+    assert code == 200 and "ops/#" in body["acl"]["pub"], body
+    for jwt in (idp_jwt("frank"), idp_jwt(sub, "frank@corp.example.test")):
+        code, body, _ = control.api("POST", "/v1/token/exchange", key=jwt)
+        assert (code, body["code"]) == (403, "user_deprovisioned"), body
 
 
 def test_a_deleted_user_is_kicked_within_one_interval(control, ldap):

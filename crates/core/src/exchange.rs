@@ -338,6 +338,7 @@ mod tests {
             role: Some(role.into()),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             email: None,
+            email_verified: false,
             expires_at: None,
             issued_at: None,
         }

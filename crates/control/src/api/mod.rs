@@ -528,10 +528,12 @@ async fn directory_grant(
         org.as_str().to_owned(),
         user.as_str().to_owned(),
     );
-    let listing = tokio::task::spawn_blocking(move || cp2.directory_standing(&org2, &name))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(Problem::internal)?;
+    let listing = tokio::task::spawn_blocking(move || {
+        cp2.directory_standing(&org2, crate::directory::sync::Lookup::Username(&name))
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
     match listing {
         Listing::NotListed => Ok(None),
         Listing::Deprovisioned(standing) => {
@@ -557,6 +559,53 @@ async fn directory_grant(
                 .resolve_identity(user.as_str(), org.as_str())
                 .map_err(|e| Problem::new(StatusCode::FORBIDDEN, "access_denied", e.to_string()))?;
             Ok(Some(grant))
+        }
+    }
+}
+
+/// Links an identity provider's user to a directory user (their subject is the directory's
+/// user name, or their e-mail address, verified by the provider, is the directory user's):
+/// the token is then issued for the directory user, with their groups' roles added. Whether a
+/// directory user was linked; refused if they are deprovisioned.
+async fn link_directory_user(
+    cp: &Arc<ControlPlane>,
+    identity: &mut cloudsignal_core::idp::Identity,
+) -> ApiResult<bool> {
+    use crate::directory::sync::{Listing, Lookup};
+    let cp2 = cp.clone();
+    let org = cp.org.as_str().to_owned();
+    let subject = identity.subject.as_str().to_owned();
+    let email = identity.email.clone().filter(|_| identity.email_verified);
+    let listing = tokio::task::spawn_blocking(move || {
+        let by_name = cp2.directory_standing(&org, Lookup::Username(&subject))?;
+        match (&by_name, &email) {
+            (Listing::NotListed, Some(email)) => cp2.directory_standing(&org, Lookup::Email(email)),
+            _ => Ok(by_name),
+        }
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(Problem::internal)?;
+    match listing {
+        Listing::NotListed => Ok(false),
+        Listing::Deprovisioned(standing) => {
+            info!(sub = %identity.subject.as_str(), standing = standing.as_str(), "exchange refused: the directory user is deprovisioned");
+            Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "user_deprovisioned",
+                format!("this user is {} in the directory", standing.as_str()),
+            ))
+        }
+        Listing::Ambiguous => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "directory_conflict",
+            "two directories list this user; no token is issued until one of them changes",
+        )),
+        Listing::Active { username, roles } => {
+            info!(sub = %identity.subject.as_str(), directory_user = %username, "identity linked to a directory user");
+            identity.subject = UserId::parse(&username).map_err(Problem::internal)?;
+            identity.roles.extend(roles);
+            Ok(true)
         }
     }
 }
@@ -799,10 +848,11 @@ async fn exchange_token(
             })?
         }
     };
-    let identity = x
+    let mut identity = x
         .idp
         .verify(pending, &key, unix_now())
         .map_err(|e| invalid(e.to_string()))?;
+    let directory_user = link_directory_user(&cp, &mut identity).await?;
     let user = identity.subject.as_str();
     if !x
         .per_user
@@ -815,7 +865,11 @@ async fn exchange_token(
         .broker
         .get()
         .and_then(|b| b.user_revoked_at(cp.org.as_str(), user));
-    if cloudsignal_core::exchange::user_revoked(revoked_at, &identity, unix_now()) {
+    // a directory user's standing is the directory's to say (it is synced every interval);
+    // their revocations still close sessions and refuse older tkn_ tokens
+    if let (true, Some(at)) = (directory_user, revoked_at) {
+        after_second(at).await;
+    } else if cloudsignal_core::exchange::user_revoked(revoked_at, &identity, unix_now()) {
         info!(sub = %user, "exchange refused: the user's credentials were revoked");
         return Err(Problem::new(
             StatusCode::FORBIDDEN,

@@ -125,13 +125,25 @@ impl Directory {
     }
 }
 
+/// How a person is looked up in the directories.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    /// By user name (`POST /v1/tokens`, an identity provider's subject).
+    Username(&'a str),
+    /// By a verified e-mail address (the token exchange).
+    Email(&'a str),
+}
+
 impl ControlPlane {
-    /// What `username` of `org` is to the configured directories.
-    pub fn directory_standing(&self, org: &str, username: &str) -> Result<Listing> {
+    /// What the person `who` of `org` is to the configured directories.
+    pub fn directory_standing(&self, org: &str, who: Lookup<'_>) -> Result<Listing> {
         if self.directory.is_empty() {
             return Ok(Listing::NotListed);
         }
-        let rows = self.store.directory_lookup(org, username)?;
+        let rows = match who {
+            Lookup::Username(name) => self.store.directory_lookup(org, name)?,
+            Lookup::Email(email) => self.store.directory_lookup_email(org, email)?,
+        };
         let mut active = Vec::new();
         let mut gone = None;
         for r in &rows {

@@ -33,6 +33,9 @@ pub trait DirectoryStore {
     /// The rows, of every source, naming `username` in `org` (ASCII case ignored, as LDAP
     /// compares names).
     fn directory_lookup(&self, org: &str, username: &str) -> Result<Vec<DirectoryRow>>;
+    /// The rows, of every source, whose e-mail address is `email` in `org` (ASCII case
+    /// ignored).
+    fn directory_lookup_email(&self, org: &str, email: &str) -> Result<Vec<DirectoryRow>>;
     /// Saves `source`'s status document.
     fn save_directory_status(&self, source: &str, status: &str) -> Result<()>;
     /// Every source's status document: (source, JSON).
@@ -116,6 +119,16 @@ impl DirectoryStore for SqliteStore {
                 "SELECT {COLUMNS} FROM directory_users WHERE org = ?1 AND username = ?2 COLLATE NOCASE ORDER BY source, id"
             ))?;
             let rows = q.query_map([org, username], row)?;
+            rows.collect()
+        })
+    }
+
+    fn directory_lookup_email(&self, org: &str, email: &str) -> Result<Vec<DirectoryRow>> {
+        self.with(|c| {
+            let mut q = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM directory_users WHERE org = ?1 AND email = ?2 COLLATE NOCASE ORDER BY source, id"
+            ))?;
+            let rows = q.query_map([org, email], row)?;
             rows.collect()
         })
     }

@@ -118,15 +118,40 @@ pub(super) fn identity(
         role,
         roles: all,
         email: jwt.str_claim("email").map(str::to_owned),
+        email_verified: email_verified(&jwt.claims),
         expires_at: jwt.exp,
         issued_at: jwt.iat,
     })
+}
+
+/// `email_verified`: a boolean in OIDC, a string in some providers (AWS Cognito); absent or
+/// anything else is unverified.
+fn email_verified(claims: &Map<String, Value>) -> bool {
+    match claims.get("email_verified") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn only_a_true_email_verified_is_verified() {
+        for (v, want) in [
+            (serde_json::json!({"email_verified": true}), true),
+            (serde_json::json!({"email_verified": "true"}), true),
+            (serde_json::json!({"email_verified": false}), false),
+            (serde_json::json!({"email_verified": "yes"}), false),
+            (serde_json::json!({"email_verified": 1}), false),
+            (serde_json::json!({}), false),
+        ] {
+            assert_eq!(email_verified(&claims(v.clone())), want, "{v}");
+        }
+    }
 
     fn claims(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

@@ -212,6 +212,9 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// The email address, if the token carries one.
     pub email: Option<String>,
+    /// Whether the provider verified it (`email_verified`): only a verified address may
+    /// link the user to anything else, such as a directory account.
+    pub email_verified: bool,
     /// When the IdP token expires.
     pub expires_at: Option<UnixTime>,
     /// When the IdP token was issued (`iat`): a user revocation at T refuses IdP tokens
