@@ -69,14 +69,17 @@ def ad_guid(sam):
 
 
 class Slapd:
-    def __init__(self, tmp: Path, entries: str):
+    def __init__(self, tmp: Path, entries: str, tls=None):
+        """`tls`: (certificate, key) PEM files: StartTLS on `url`, and `ldaps_url`."""
         self.tmp = tmp
         self.db = tmp / "db"
         self.db.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
+        self.ldaps_url = f"ldaps://127.0.0.1:{_free_port()}" if tls else None
+        tls_conf = f"TLSCertificateFile {tls[0]}\nTLSCertificateKeyFile {tls[1]}\n" if tls else ""
         self.conf = tmp / "slapd.conf"
-        self.conf.write_text(f"""\
+        self.conf.write_text(tls_conf + f"""\
 include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
@@ -111,7 +114,8 @@ limits dn.exact="{SYNC_DN}" size.soft=100 size.hard=100 size.prtotal=unlimited
 
     def start(self):
         self.log = open(self.tmp / "slapd.log", "a")
-        self.proc = subprocess.Popen([SLAPD, "-f", str(self.conf), "-h", f"{self.url}/", "-d", "0"],
+        urls = f"{self.url}/" + (f" {self.ldaps_url}/" if self.ldaps_url else "")
+        self.proc = subprocess.Popen([SLAPD, "-f", str(self.conf), "-h", urls, "-d", "0"],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -28,14 +28,17 @@ ROLE_MAP = {
 
 
 def directory_config(tmp, ldap, sources, extra=""):
-    """A config file with `[[directories]]` for `sources` (name, preset, base) on `ldap`."""
+    """A config file with `[[directories]]` for `sources` (name, preset, base[, url and TLS
+    settings]) on `ldap`."""
     text = ""
-    for name, preset, base in sources:
+    for name, preset, base, *tls in sources:
+        url, tls_settings = (tls + [ldap.url, ""])[:2] if tls else (ldap.url, "")
         text += f"""
 [[directories]]
 name = "{name}"
 preset = "{preset}"
-url = "{ldap.url}"
+url = "{url}"
+{tls_settings}
 bind_dn = "cn=sync,{SUFFIX}"
 bind_password_file = "{ldap.password_file()}"
 base_dn = "{base}"
@@ -304,6 +307,30 @@ def test_a_mass_removal_or_an_empty_read_is_refused(tmp_path_factory):
         code, audit, _ = control.api("GET", "/v1/audit")
         actions = [e["action"] for e in audit["entries"]]
         assert "directory.sync" in actions and actions.count("directory.deprovision") == 20
+    finally:
+        control.kill()
+        ldap.stop()
+
+
+def test_ldaps_and_starttls_verify_the_server(tmp_path_factory):
+    from test_mtls import Pki
+    tmp = tmp_path_factory.mktemp("ldap-tls")
+    ca = Pki(tmp, "ldap-ca")
+    cert, key = ca.issue("slapd", "/CN=127.0.0.1", ext="server_ext")
+    ldap = Slapd(tmp / "slapd", person("alice") + "\n" + person("bob"), tls=(cert, key))
+    sources = [
+        ("ldaps", "openldap", f"ou=people,{SUFFIX}", ldap.ldaps_url, f'ca_file = "{ca.cert}"'),
+        ("starttls", "openldap", f"ou=people,{SUFFIX}", ldap.url, f'starttls = true\nca_file = "{ca.cert}"'),
+        # the system's roots do not know this CA: refused, and nobody is touched
+        ("untrusted", "openldap", f"ou=people,{SUFFIX}", ldap.ldaps_url, ""),
+    ]
+    control = start(tmp_path_factory.mktemp("tls-broker"), ldap, sources)
+    try:
+        for name in ("ldaps", "starttls"):
+            s = eventually(lambda: (lambda s: s if s["last_success"] else None)(status(control, name)))
+            assert s and s["users"]["active"] == 2, s
+        s = eventually(lambda: (lambda s: s if s["error"] else None)(status(control, "untrusted")))
+        assert s and s["users"]["active"] == 0 and "certificate" in s["error"].lower(), s
     finally:
         control.kill()
         ldap.stop()
