@@ -232,7 +232,12 @@ def test_a_disabled_ad_user_is_kicked(control, ldap):
 
 
 def test_a_group_change_reaches_the_next_token(control, ldap):
-    carol, body = connect(control, "carol")
+    # a persistent session: what it subscribed under the old ACL must not outlive the change
+    code, body, _ = token(control, "carol")
+    creds = body["mqtt_credentials"]
+    carol = Client(control, "carol", V5, client_id="carol-phone", clean=False, session_expiry=600,
+                   username=creds["username"], token=creds["password"])
+    carol.subscribe("sensors/#")
     assert "ops/#" not in body["acl"]["pub"]
     assert carol.publish("ops/alerts", b"x").value == 0x87
     ldap.modify(f"dn: cn=ops,ou=groups,{SUFFIX}\nchangetype: modify\nadd: member\nmember: uid=carol,ou=people,{SUFFIX}\n")
@@ -241,8 +246,11 @@ def test_a_group_change_reaches_the_next_token(control, ldap):
     code, body, _ = token(control, "carol")
     assert code == 200, body
     assert "ops/#" in body["acl"]["pub"], body
-    carol2 = Client(control, "carol", V5, username=body["mqtt_credentials"]["username"],
-                    token=body["mqtt_credentials"]["password"])
+    carol2 = Client(control, "carol", V5, client_id="carol-phone", clean=False, session_expiry=600,
+                    username=body["mqtt_credentials"]["username"], token=body["mqtt_credentials"]["password"],
+                    connect=False)
+    flags, rc = carol2.connect()
+    assert rc.value == 0 and not flags.session_present, "the stored session ended with the revocation"
     assert carol2.publish("ops/alerts", b"now allowed").value == 0
     carol2.disconnect()
 

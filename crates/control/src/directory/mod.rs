@@ -353,3 +353,81 @@ pub struct DirUser {
     /// Disabled in the directory.
     pub disabled: bool,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn source_at(url: &str, extra: &str) -> SourceConfig {
+        let text = format!(
+            "name = \"corp\"\npreset = \"active-directory\"\nurl = \"{url}\"\nbase_dn = \"dc=corp\"\n{extra}"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    fn source(extra: &str) -> SourceConfig {
+        source_at("ldap://dc1:389", extra)
+    }
+
+    #[test]
+    fn configurations_that_cannot_work_are_refused_before_connecting() {
+        assert!(source("").validate().is_ok());
+        for (s, why) in [
+            (source_at("http://dc1", ""), "ldap://"),
+            (
+                source_at("ldaps://dc1", "starttls = true"),
+                "ldaps:// is TLS already",
+            ),
+            (source("bind_dn = \"cn=x\""), "go together"),
+            (source("max_removed_fraction = 0.0"), "max_removed_fraction"),
+            (source("max_removed_fraction = 1.5"), "max_removed_fraction"),
+            (source("interval = 0"), "positive"),
+            (source("org = \"acme\""), "org"),
+            (
+                SourceConfig {
+                    name: "a b".into(),
+                    ..source("")
+                },
+                "name",
+            ),
+        ] {
+            let e = format!("{:#}", s.validate().unwrap_err());
+            assert!(e.contains(why), "{s:?}: {e}");
+        }
+        let two = [source(""), source("")];
+        assert!(validate_all(&two)
+            .unwrap_err()
+            .to_string()
+            .contains("two directories"));
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_name() {
+        let s = source("[attributes]\nusername = \"userPrincipalName\"\n");
+        let a = s.attributes();
+        assert_eq!(a.username, "userPrincipalName");
+        assert_eq!(a.id, "objectGUID");
+        assert_eq!(s.group_filter(), None, "AD reads memberOf");
+        assert_eq!(s.role_of("MQTT-Ops"), "MQTT-Ops");
+        let s = source("group_roles = { \"mqtt-ops\" = \"operator\" }");
+        assert_eq!(s.role_of("MQTT-Ops"), "operator", "group names ignore case");
+    }
+
+    #[test]
+    fn a_password_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("cs-dir-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bind.secret");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut s = source("bind_dn = \"cn=sync\"");
+        s.bind_password_file = Some(file.clone());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = s.bind_password().unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && !e.contains("s3cret"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(s.bind_password().unwrap().as_deref(), Some("s3cret"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
