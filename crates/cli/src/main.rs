@@ -6,10 +6,12 @@
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout)]
 
+mod admin;
 mod directory;
 mod issuers;
 mod methods;
 mod serve;
+mod session;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -59,6 +61,57 @@ enum Command {
     /// LDAP / Active Directory sync (configured with `[[directories]]` in the config file).
     #[command(subcommand)]
     Directory(DirectoryCommand),
+    /// Sign in through the browser (OAuth 2.1 with PKCE); the session is kept in
+    /// ~/.cloudsignal/credentials.json (0600) and refreshed by itself.
+    Login {
+        /// The control plane's URL.
+        #[arg(long, env = "CLOUDSIGNAL_API", default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// Print the sign-in address instead of opening a browser (SSH, headless machines).
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Sign out: revoke the session on the server and delete the credentials file.
+    Logout,
+    /// Who the admin commands act as (the signed-in person, or --api-key).
+    Whoami(admin::ApiOpts),
+    /// The org's API keys. Exit status: 0 done, 1 refused by the API, 2 usage, 3 not signed
+    /// in, 4 the control plane unreachable (the same for every admin command).
+    Keys {
+        #[command(subcommand)]
+        cmd: admin::KeysCmd,
+        #[command(flatten)]
+        api: admin::ApiOpts,
+    },
+    /// tkn_ tokens: issue for a user, revoke by id.
+    Tokens {
+        #[command(subcommand)]
+        cmd: admin::TokensCmd,
+        #[command(flatten)]
+        api: admin::ApiOpts,
+    },
+    /// Users: revoke every token of one.
+    Users {
+        #[command(subcommand)]
+        cmd: admin::UsersCmd,
+        #[command(flatten)]
+        api: admin::ApiOpts,
+    },
+    /// People's sign-in sessions (CLI and dashboard): list, kick.
+    Sessions {
+        #[command(subcommand)]
+        cmd: admin::SessionsCmd,
+        #[command(flatten)]
+        api: admin::ApiOpts,
+    },
+    /// Usage per key and user for a day (default today, UTC).
+    Usage {
+        /// YYYY-MM-DD.
+        #[arg(long)]
+        day: Option<String>,
+        #[command(flatten)]
+        api: admin::ApiOpts,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,6 +156,28 @@ enum AdminCommand {
         /// A name for people (the org's id is generated).
         #[arg(long, default_value = "org")]
         name: String,
+    },
+    /// Invite a person: prints a one-time link (24 hours) where they choose a password.
+    ///
+    /// Roles: owner and admin act on everything in the org; viewer reads keys, usage, audit,
+    /// directory status and sessions. Works while `cloudsignal serve` runs.
+    CreateUser {
+        /// The data directory of `cloudsignal serve`.
+        #[arg(long, env = "CLOUDSIGNAL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Their e-mail address (what they sign in with).
+        #[arg(long)]
+        email: String,
+        /// owner, admin or viewer.
+        #[arg(long, default_value = "viewer", value_parser = ["owner", "admin", "viewer"])]
+        role: String,
+        /// The control plane's public URL (the link's base).
+        #[arg(
+            long,
+            env = "CLOUDSIGNAL_PUBLIC_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        public_url: String,
     },
 }
 
@@ -216,7 +291,10 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", describe(&e));
-            std::process::ExitCode::FAILURE
+            match e.downcast_ref::<admin::Exit>() {
+                Some(admin::Exit(code, _)) => std::process::ExitCode::from(*code),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -270,6 +348,39 @@ fn run() -> Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Admin(AdminCommand::CreateUser {
+            data_dir,
+            email,
+            role,
+            public_url,
+        }) => {
+            let link =
+                cloudsignal_control::create_user_link(&data_dir, &public_url, &email, &role)?;
+            println!(
+                "Send this link to {email} ({role}); it works once, for 24 hours:\n\n    {link}"
+            );
+        }
+        Command::Login { api, no_browser } => {
+            let c = session::login(&api, !no_browser)?;
+            println!(
+                "Signed in as {} ({}) to {}. Credentials: {} (0600).",
+                c.user["email"].as_str().unwrap_or("?"),
+                c.user["role"].as_str().unwrap_or("?"),
+                c.api,
+                session::credentials_path()?.display()
+            );
+        }
+        Command::Logout => {
+            if !session::logout()? {
+                std::process::exit(1);
+            }
+        }
+        Command::Whoami(api) => admin::whoami(&api)?,
+        Command::Keys { cmd, api } => admin::keys(&api, cmd)?,
+        Command::Tokens { cmd, api } => admin::tokens(&api, cmd)?,
+        Command::Users { cmd, api } => admin::users(&api, cmd)?,
+        Command::Sessions { cmd, api } => admin::sessions(&api, cmd)?,
+        Command::Usage { day, api } => admin::usage(&api, day)?,
         Command::Admin(AdminCommand::CreateOrg { data_dir, name }) => {
             let (org, key, file) = cloudsignal_control::create_org(&data_dir, &name)?;
             println!(

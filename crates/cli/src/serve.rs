@@ -270,6 +270,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CLOUDSIGNAL_MAX_TOKEN_TTL", default_value_t = 86_400,
           value_parser = clap::value_parser!(u64).range(60..=86_400))]
     max_token_ttl: u64,
+    /// Lifetime of sign-in access tokens (cloudsignal login, the dashboard), in seconds; the
+    /// CLI refreshes them by itself (5-3600).
+    #[arg(long, env = "CLOUDSIGNAL_SESSION_ACCESS_TTL", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(5..=3600))]
+    session_access_ttl: u64,
 }
 
 /// The methods the flags enable (when the config file has no `[[auth]]`).
@@ -415,6 +420,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                         .context("--org")?,
                     role_map: role_map(&args)?,
                     directories: args.directories.clone(),
+                    access_ttl: args.session_access_ttl,
                 })?;
             if let Some(first) = first {
                 #[allow(clippy::print_stdout)]
@@ -425,6 +431,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                         first.admin_key.expose(),
                         cp.org().as_str()
                     );
+                    if let Some(link) = &first.owner_setup_link {
+                        println!(
+                            "Create the first owner account (people sign in with `cloudsignal login`; this link works once, for 24 hours):\n\n    {link}\n"
+                        );
+                    }
                 }
             }
             info!(dir = %data_dir.display(), issuer = cp.issuer(), org = cp.org().as_str(), "control plane ready; its signing key is trusted");

@@ -37,14 +37,59 @@ pub enum KeyRefusal {
     Store(String),
 }
 
-/// A verified key: what it may do.
+/// A person signed in through the CLI or the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// Their account.
+    pub account_id: String,
+    /// Their e-mail address (the actor in the audit log).
+    pub email: String,
+    /// `owner`, `admin` or `viewer`.
+    pub role: String,
+    /// The sign-in session.
+    pub session: String,
+}
+
+/// A verified caller of the API: an API key, or a person acting through an equivalent key
+/// (owners and admins as an `sk_` key, viewers as an `rk_` key with read scopes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedKey {
     /// The stored record (scopes, org, allowlist).
     pub key: StoredKey,
+    /// The person, when it is one.
+    pub person: Option<Person>,
 }
 
 impl VerifiedKey {
+    /// The caller for a person signed in as `account` in `session`.
+    pub fn person(account: &crate::store::Account, session: &str) -> Self {
+        let scopes = crate::oauth::role_scopes(&account.role);
+        Self {
+            key: StoredKey {
+                id: account.id.clone(),
+                org: account.org.clone(),
+                kind: if scopes.is_none() { "sk" } else { "rk" }.into(),
+                name: account.email.clone(),
+                secret_hash: String::new(),
+                scopes: scopes
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+                allow_cidrs: Vec::new(),
+                created_at: account.created_at,
+                expires_at: None,
+                revoked_at: None,
+            },
+            person: Some(Person {
+                account_id: account.id.clone(),
+                email: account.email.clone(),
+                role: account.role.clone(),
+                session: session.to_owned(),
+            }),
+        }
+    }
+
     /// Whether the key grants `scope` (`sk_` keys grant everything in their org).
     pub fn allows(&self, scope: &str) -> bool {
         self.key.kind == "sk" || self.key.scopes.iter().any(|s| s == scope)
@@ -130,7 +175,10 @@ impl KeyVerifier {
             cache.clear();
         }
         cache.insert(digest(text), stored.clone());
-        Ok(VerifiedKey { key: stored })
+        Ok(VerifiedKey {
+            key: stored,
+            person: None,
+        })
     }
 
     /// The cached verification of `text`, if any (no bcrypt, no store access).
@@ -139,7 +187,10 @@ impl KeyVerifier {
         match hit {
             Some(stored) => {
                 check_live(&stored, now)?;
-                Ok(Some(VerifiedKey { key: stored }))
+                Ok(Some(VerifiedKey {
+                    key: stored,
+                    person: None,
+                }))
             }
             None => Ok(None),
         }

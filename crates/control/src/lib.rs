@@ -12,6 +12,7 @@ pub mod directory;
 pub mod exchange;
 pub mod keys;
 pub mod mqtt_keys;
+pub mod oauth;
 pub mod store;
 pub mod usage;
 
@@ -27,7 +28,7 @@ use keys::KeyVerifier;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use store::{DirectoryStore, SqliteStore, Store, StoredKey};
+use store::{AccountStore, DirectoryStore, SqliteStore, Store, StoredKey};
 use tracing::info;
 
 /// The control plane's settings.
@@ -52,6 +53,8 @@ pub struct ControlConfig {
     pub role_map: cloudsignal_core::exchange::RoleMap,
     /// LDAP / Active Directory sources to sync users from.
     pub directories: Vec<directory::SourceConfig>,
+    /// Lifetime of sign-in access tokens (CLI, dashboard), seconds.
+    pub access_ttl: u64,
 }
 
 /// What the first start created (the admin key is shown once, by the caller).
@@ -59,6 +62,8 @@ pub struct ControlConfig {
 pub struct FirstStart {
     /// The admin `sk_` key.
     pub admin_key: ApiKey,
+    /// A one-time link that creates the first owner account (24 hours).
+    pub owner_setup_link: Option<String>,
     /// Where it was also written (mode 0600).
     pub admin_key_file: PathBuf,
 }
@@ -204,6 +209,39 @@ fn mint_local_admin_key(
     Ok(admin)
 }
 
+/// `cloudsignal admin create-user`: a one-time setup link (24 hours) for a person with `role`
+/// (`owner`, `admin` or `viewer`) in the data directory's default org; recorded in the audit
+/// log.
+pub fn create_user_link(data_dir: &Path, issuer: &str, email: &str, role: &str) -> Result<String> {
+    if !matches!(role, "owner" | "admin" | "viewer") {
+        anyhow::bail!("--role must be owner, admin or viewer");
+    }
+    if !email.contains('@') {
+        anyhow::bail!("--email {email:?} is not an e-mail address");
+    }
+    let store = existing_store(data_dir)?;
+    let org = store
+        .default_org()?
+        .context("the store has no org; start cloudsignal serve once first")?;
+    if store.account_by_email(email)?.is_some() {
+        anyhow::bail!("an account with the e-mail address {email} exists already");
+    }
+    let link = oauth::invite(&store, issuer, &org, Some(email), role)?;
+    store.append_audit(&store::AuditEntry {
+        seq: 0,
+        at: unix_now(),
+        org,
+        actor: "local".into(),
+        actor_kind: "local".into(),
+        action: "account.invite".into(),
+        target: Some(email.to_owned()),
+        peer: None,
+        outcome: "ok".into(),
+        detail: format!("role {role}"),
+    })?;
+    Ok(link)
+}
+
 /// Every directory source's last status, from an existing data directory's store (for
 /// `cloudsignal directory status`; works while the server runs).
 pub fn directory_status_offline(data_dir: &Path) -> Result<Vec<directory::sync::Status>> {
@@ -337,9 +375,21 @@ impl ControlPlane {
             ))?;
             let _ = std::fs::remove_file(&admin_file);
             write_secret_file(&admin_file, &format!("{}\n", admin.expose()))?;
+            let owner_setup_link = if store.count_accounts(org.as_str())? == 0 {
+                Some(oauth::invite(
+                    store.as_ref(),
+                    &config.issuer,
+                    org.as_str(),
+                    None,
+                    "owner",
+                )?)
+            } else {
+                None
+            };
             first = Some(FirstStart {
                 admin_key: admin,
                 admin_key_file: admin_file,
+                owner_setup_link,
             });
         }
         let directory = directory::sync::Directory::new(config.directories.clone(), org.as_str());

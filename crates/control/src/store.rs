@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_seen.sql"),
     include_str!("../migrations/0004_audit.sql"),
     include_str!("../migrations/0005_directory.sql"),
+    include_str!("../migrations/0006_accounts.sql"),
 ];
 
 /// One audit-log entry: who did what, when, from where, and how it ended.
@@ -113,11 +114,13 @@ impl StoredKey {
     }
 }
 
+mod accounts;
 mod directory;
+pub use accounts::{Account, AccountStore, AuthSession, Code, Invitation, Redeemed};
 pub use directory::{DirectoryRow, DirectoryStore};
 
 /// What the control plane keeps.
-pub trait Store: DirectoryStore + Send + Sync {
+pub trait Store: DirectoryStore + AccountStore + Send + Sync {
     /// The default org, if one exists.
     fn default_org(&self) -> Result<Option<String>>;
     /// Creates an org.

@@ -25,6 +25,7 @@
 
 mod directory;
 mod keys;
+mod people;
 mod privilege;
 
 use crate::keys::{KeyRefusal, VerifiedKey};
@@ -49,7 +50,7 @@ use tracing::{info, warn};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
-const API_SCOPES: [&str; 9] = [
+const API_SCOPES: [&str; 11] = [
     "tokens:issue",
     "tokens:revoke",
     "keys:read",
@@ -59,6 +60,8 @@ const API_SCOPES: [&str; 9] = [
     "revocations:read",
     "directory:read",
     "directory:sync",
+    "sessions:read",
+    "sessions:write",
 ];
 
 /// An RFC 9457 problem document.
@@ -135,6 +138,10 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/signing-keys/rotate", post(rotate_signing_key))
         .route("/v1/directory/status", get(directory::status))
         .route("/v1/directory/sync", post(directory::sync))
+        .route("/v1/me", get(people::me))
+        .route("/v1/auth/sessions", get(people::sessions))
+        .route("/v1/auth/sessions/{id}", delete(people::end_session))
+        .merge(crate::oauth::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(cp)
@@ -262,7 +269,7 @@ async fn authorize(
             Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "missing_key",
-                "send Authorization: Bearer <sk_… or rk_… key>",
+                "send Authorization: Bearer <sk_… or rk_… key, or a sign-in access token>",
             )
         })
         .map_err(failed)?
@@ -273,6 +280,31 @@ async fn authorize(
         KeyRefusal::Store(s) => Problem::internal(s),
         other => unauthorized(&other.to_string()),
     };
+    if text.starts_with("csa_") {
+        // a person signed in through the CLI or the dashboard
+        let digest = crate::oauth::flow::digest(&text);
+        let cp2 = cp.clone();
+        let found = tokio::task::spawn_blocking(move || cp2.store.session_by_access(&digest, now))
+            .await
+            .map_err(Problem::internal)?
+            .map_err(Problem::internal)?;
+        let Some((session, account)) = found else {
+            return Err(failed(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_session",
+                "this sign-in has expired or was revoked; refresh it, or run cloudsignal login",
+            )));
+        };
+        let verified = VerifiedKey::person(&account, &session.id);
+        if !verified.allows(scope) {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("your role ({}) does not allow {scope}", account.role),
+            ));
+        }
+        return Ok(verified);
+    }
     let verified = match cp.keys.cached(&text, now) {
         Ok(Some(v)) => v,
         Ok(None) => {
@@ -332,8 +364,15 @@ pub(crate) fn audit(
         seq: 0,
         at: unix_now(),
         org: by.key.org.clone(),
-        actor: by.key.id.clone(),
-        actor_kind: by.key.kind.clone(),
+        actor: by
+            .person
+            .as_ref()
+            .map_or_else(|| by.key.id.clone(), |p| p.email.clone()),
+        actor_kind: if by.person.is_some() {
+            "user".into()
+        } else {
+            by.key.kind.clone()
+        },
         action: action.to_owned(),
         target: target.map(str::to_owned),
         peer: Some(peer.to_string()),
