@@ -275,6 +275,28 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CLOUDSIGNAL_SESSION_ACCESS_TTL", default_value_t = 900,
           value_parser = clap::value_parser!(u64).range(5..=3600))]
     session_access_ttl: u64,
+    /// Single sign-on for people (CLI and dashboard) through this OpenID Connect issuer (Auth0,
+    /// Okta, Keycloak, Google, Supabase…); its redirect URI is <public URL>/oauth/sso/callback.
+    #[arg(long, env = "CLOUDSIGNAL_SSO_ISSUER", requires_all = ["sso_client_id", "sso_client_secret_file"])]
+    sso_issuer: Option<String>,
+    /// CloudSignal's client id at the SSO issuer.
+    #[arg(long, env = "CLOUDSIGNAL_SSO_CLIENT_ID")]
+    sso_client_id: Option<String>,
+    /// A file (0600) holding CloudSignal's client secret at the SSO issuer.
+    #[arg(long, env = "CLOUDSIGNAL_SSO_CLIENT_SECRET_FILE")]
+    sso_client_secret_file: Option<PathBuf>,
+    /// Who may sign in through SSO, and as what, first match wins (repeat):
+    /// domain:<domain>=<role> (a verified e-mail address) or group:<group>=<role>; roles are
+    /// owner, admin, viewer. Nobody is admitted without a rule.
+    #[arg(
+        long = "sso-rule",
+        env = "CLOUDSIGNAL_SSO_RULES",
+        value_delimiter = ','
+    )]
+    sso_rules: Vec<String>,
+    /// The ID token claim holding the person's groups.
+    #[arg(long, env = "CLOUDSIGNAL_SSO_GROUPS_CLAIM", default_value = "groups")]
+    sso_groups_claim: String,
 }
 
 /// The methods the flags enable (when the config file has no `[[auth]]`).
@@ -421,6 +443,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                     role_map: role_map(&args)?,
                     directories: args.directories.clone(),
                     access_ttl: args.session_access_ttl,
+                    sso: sso_config(&args)?,
                 })?;
             if let Some(first) = first {
                 #[allow(clippy::print_stdout)]
@@ -660,6 +683,58 @@ fn native_exchange(
     Ok(Some(std::sync::Arc::new(
         cloudsignal_control::exchange::NativeExchange::new(idp, role_map, args.exchange_ttl),
     )))
+}
+
+/// `--sso-*`: single sign-on for people, when an issuer is given.
+fn sso_config(args: &ServeArgs) -> Result<Option<cloudsignal_control::oauth::sso::SsoConfig>> {
+    use cloudsignal_control::oauth::sso::{Rule, SsoConfig};
+    let (Some(issuer), Some(client_id), Some(secret_file)) = (
+        &args.sso_issuer,
+        &args.sso_client_id,
+        &args.sso_client_secret_file,
+    ) else {
+        return Ok(None);
+    };
+    cloudsignal_core::idp::checked_url("--sso-issuer", issuer)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(secret_file)
+            .with_context(|| format!("reading {}", secret_file.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "{} is readable by others (mode {:o}); chmod 600 it",
+                secret_file.display(),
+                mode & 0o777
+            );
+        }
+    }
+    let client_secret = std::fs::read_to_string(secret_file)
+        .with_context(|| format!("reading {}", secret_file.display()))?
+        .trim()
+        .to_owned();
+    let rules = args
+        .sso_rules
+        .iter()
+        .map(|r| Rule::parse(r))
+        .collect::<Result<Vec<_>>>()?;
+    if rules.is_empty() {
+        warn!("--sso-issuer without --sso-rule: nobody can sign in through SSO");
+    }
+    info!(
+        issuer,
+        rules = rules.len(),
+        "single sign-on for people enabled"
+    );
+    Ok(Some(SsoConfig {
+        issuer: issuer.trim_end_matches('/').to_owned(),
+        client_id: client_id.clone(),
+        client_secret,
+        groups_claim: args.sso_groups_claim.clone(),
+        rules,
+    }))
 }
 
 /// `--role-map`, or the default (every user gets users/{user}/#).

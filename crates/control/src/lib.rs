@@ -55,6 +55,8 @@ pub struct ControlConfig {
     pub directories: Vec<directory::SourceConfig>,
     /// Lifetime of sign-in access tokens (CLI, dashboard), seconds.
     pub access_ttl: u64,
+    /// Single sign-on through an OpenID Connect provider, if configured.
+    pub sso: Option<oauth::sso::SsoConfig>,
 }
 
 /// What the first start created (the admin key is shown once, by the caller).
@@ -79,6 +81,8 @@ pub struct ControlPlane {
     pub(crate) usage: usage::UsageBook,
     /// The directory sources (empty: none configured).
     pub(crate) directory: directory::sync::Directory,
+    /// Single sign-ons in flight.
+    pub(crate) sso: oauth::sso::SsoState,
     /// Cold API-key verifications (bcrypt) allowed at once: half the cores, at least one.
     pub(crate) bcrypt_slots: Arc<tokio::sync::Semaphore>,
     /// Failed API authentications per source address: too many ban the source (HTTP 429).
@@ -396,6 +400,7 @@ impl ControlPlane {
         Ok((
             Self {
                 directory,
+                sso: oauth::sso::SsoState::default(),
                 store,
                 _lock: lock,
                 keys: KeyVerifier::default(),

@@ -17,6 +17,7 @@
 pub mod flow;
 mod pages;
 pub mod password;
+pub mod sso;
 
 use crate::store::{Account, AuthSession, Code, Invitation, Redeemed};
 use crate::{unix_now, ControlPlane};
@@ -40,6 +41,8 @@ pub fn routes() -> Router<Arc<ControlPlane>> {
         .route("/oauth/token", axum::routing::post(token))
         .route("/oauth/revoke", axum::routing::post(revoke))
         .route("/setup", get(setup_page).post(setup))
+        .route("/oauth/sso", get(sso::start))
+        .route("/oauth/sso/callback", get(sso::callback))
 }
 
 fn issuer(cp: &ControlPlane) -> String {
@@ -124,7 +127,71 @@ async fn authorize_page(
     {
         return internal(e);
     }
-    pages::sign_in(StatusCode::OK, &id, &valid.client_id, "", None)
+    pages::sign_in(
+        StatusCode::OK,
+        &id,
+        &valid.client_id,
+        "",
+        None,
+        cp.config.sso.is_some(),
+    )
+}
+
+/// The page for a request that is gone, used, or older than 5 minutes.
+fn expired_page() -> Response {
+    pages::page(
+        StatusCode::BAD_REQUEST,
+        "This sign-in request has expired",
+        "<p>Sign-in requests are valid for 5 minutes and once. Start again from where you came from (run <code>cloudsignal login</code> again, or reload the dashboard).</p>",
+    )
+}
+
+/// Ends a sign-in for `account` on request `request_id`: the request is used (once), a code
+/// issued, and the browser sent back to the client with it and the client's `state`.
+async fn finish_sign_in(cp: &Arc<ControlPlane>, request_id: &str, account: &Account) -> Response {
+    let now = unix_now();
+    let id = request_id.to_owned();
+    let found = match blocking(cp, move |cp| cp.store.auth_request(&id)).await {
+        Ok(f) => f,
+        Err(e) => return internal(e),
+    };
+    let Some((request, created)) = found.filter(|(_, c)| flow::within_window(c.secs(), now.secs()))
+    else {
+        return expired_page();
+    };
+    let _ = created;
+    let Some(code) = random32().map(|r| flow::secret("csc_", r)) else {
+        return internal("no randomness");
+    };
+    let stored = Code {
+        account_id: account.id.clone(),
+        client_id: request.client_id.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        code_challenge: request.code_challenge.clone(),
+        created_at: now,
+    };
+    let (id, digest) = (request_id.to_owned(), flow::digest(&code));
+    let used = blocking(cp, move |cp| {
+        if !cp.store.use_auth_request(&id, now)? {
+            return Ok(false);
+        }
+        cp.store.add_code(&digest, &stored)?;
+        Ok(true)
+    })
+    .await;
+    match used {
+        Ok(true) => {}
+        Ok(false) => return expired_page(),
+        Err(e) => return internal(e),
+    }
+    info!(account = %account.id, client = %request.client_id, "signed in; code issued");
+    let to = format!(
+        "{}?code={}&state={}",
+        request.redirect_uri,
+        code,
+        urlencode(&request.state)
+    );
+    HttpRedirect::to(&to).into_response()
 }
 
 #[derive(Deserialize)]
@@ -139,13 +206,7 @@ async fn sign_in(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Form(form): Form<SignIn>,
 ) -> Response {
-    let expired = || {
-        pages::page(
-            StatusCode::BAD_REQUEST,
-            "This sign-in request has expired",
-            "<p>Sign-in requests are valid for 5 minutes and once. Start again from where you came from (run <code>cloudsignal login</code> again, or reload the dashboard).</p>",
-        )
-    };
+    let expired = expired_page;
     let id = form.request.clone();
     let found = match blocking(&cp, move |cp| cp.store.auth_request(&id)).await {
         Ok(f) => f,
@@ -170,6 +231,7 @@ async fn sign_in(
             &request.client_id,
             &form.email,
             Some("Too many failed sign-ins from this address; wait a few minutes."),
+            cp.config.sso.is_some(),
         );
     }
     let email = form.email.trim().to_owned();
@@ -194,42 +256,12 @@ async fn sign_in(
                 &request.client_id,
                 &email,
                 Some("Wrong e-mail or password."),
+                cp.config.sso.is_some(),
             );
         }
         Err(e) => return internal(e),
     };
-    let Some(code) = random32().map(|r| flow::secret("csc_", r)) else {
-        return internal("no randomness");
-    };
-    let stored = Code {
-        account_id: account.id.clone(),
-        client_id: request.client_id.clone(),
-        redirect_uri: request.redirect_uri.clone(),
-        code_challenge: request.code_challenge.clone(),
-        created_at: now,
-    };
-    let (id, digest) = (form.request.clone(), flow::digest(&code));
-    let used = blocking(&cp, move |cp| {
-        if !cp.store.use_auth_request(&id, now)? {
-            return Ok(false);
-        }
-        cp.store.add_code(&digest, &stored)?;
-        Ok(true)
-    })
-    .await;
-    match used {
-        Ok(true) => {}
-        Ok(false) => return expired(),
-        Err(e) => return internal(e),
-    }
-    info!(account = %account.id, client = %request.client_id, "signed in; code issued");
-    let to = format!(
-        "{}?code={}&state={}",
-        request.redirect_uri,
-        code,
-        urlencode(&request.state)
-    );
-    HttpRedirect::to(&to).into_response()
+    finish_sign_in(&cp, &form.request, &account).await
 }
 
 /// An RFC 6749 §5.2 error.

@@ -59,6 +59,7 @@ pub(super) fn sign_in(
     client: &str,
     email: &str,
     error: Option<&str>,
+    sso: bool,
 ) -> Response {
     let who = if client == super::flow::CLI {
         "the cloudsignal command line"
@@ -76,10 +77,15 @@ pub(super) fn sign_in(
 <form method=\"post\" action=\"/oauth/authorize\"><input type=\"hidden\" name=\"request\" value=\"{id}\">\
 <label for=\"email\">E-mail</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required value=\"{email}\" autofocus>\
 <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-<button type=\"submit\">Sign in</button></form>\
+<button type=\"submit\">Sign in</button></form>{sso}\
 <p class=\"muted\">This sign-in request is valid for 5 minutes.</p>",
             id = escape(id),
-            email = escape(email)
+            email = escape(email),
+            sso = if sso {
+                format!("<p><a href=\"/oauth/sso?request={}\">Sign in with single sign-on</a></p>", escape(id))
+            } else {
+                String::new()
+            }
         ),
     )
 }

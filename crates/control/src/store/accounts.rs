@@ -102,6 +102,8 @@ pub trait AccountStore {
     fn account_by_email(&self, email: &str) -> Result<Option<Account>>;
     /// A person by id.
     fn account_by_id(&self, id: &str) -> Result<Option<Account>>;
+    /// Sets a person's role.
+    fn set_account_role(&self, id: &str, role: &str) -> Result<()>;
     /// People in `org`.
     fn count_accounts(&self, org: &str) -> Result<usize>;
     /// Records a one-time link by its digest.
@@ -222,6 +224,16 @@ impl AccountStore for SqliteStore {
                 account_row,
             )
             .optional()
+        })
+    }
+
+    fn set_account_role(&self, id: &str, role: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE accounts SET role = ?2 WHERE id = ?1",
+                params![id, role],
+            )
+            .map(drop)
         })
     }
 
