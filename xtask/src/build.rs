@@ -10,9 +10,54 @@ use std::process::Command;
 
 /// Builds everything.
 pub(crate) fn all(wasm: &WasmToolchain) -> Result<()> {
+    dashboard()?;
     pkg(wasm)?;
     demo()?;
     worker(wasm)
+}
+
+/// Builds the dashboard (`www/dashboard` → `www/dashboard/dist`) with Vite. `cloudsignal`
+/// embeds it at compile time, so this runs before any cargo build of the binary.
+pub(crate) fn dashboard() -> Result<()> {
+    step("build the dashboard (www/dashboard → www/dashboard/dist, embedded in cloudsignal)");
+    let out = root().join("www/dashboard/dist/index.html");
+    if up_to_date(
+        &out,
+        &[
+            "www/dashboard/src",
+            "www/dashboard/index.html",
+            "www/dashboard/vite.config.js",
+            "package-lock.json",
+        ],
+    ) {
+        note("www/dashboard/dist is newer than its sources: skipped");
+        return Ok(());
+    }
+    run(Command::new(root().join("node_modules/.bin/vite"))
+        .current_dir(root())
+        .args([
+            "build",
+            "--config",
+            "www/dashboard/vite.config.js",
+            "--logLevel",
+            "warn",
+        ]))?;
+    let assets = root().join("www/dashboard/dist/assets");
+    let mut total = 0;
+    for entry in fs::read_dir(&assets)? {
+        let path = entry?.path();
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("js" | "css")
+        ) {
+            total += gzip_size(&path)?;
+        }
+    }
+    note(&format!(
+        "dashboard (gzip -9, js + css): {:.1} KB",
+        total as f64 / 1024.0
+    ));
+    Ok(())
 }
 
 /// `npm pack`s `pkg/`, installs the tarball into `www/` like any app would, and builds the

@@ -4,7 +4,7 @@
 //! cargo xtask test        # install what is missing, then run every test suite
 //! cargo xtask dev         # run the broker, the worker (workerd) and the demo app with dev secrets
 //! cargo xtask bootstrap   # only install/check toolchains and test peers
-//! cargo xtask build       # build pkg/ (browser package) and worker/build (worker bundle)
+//! cargo xtask build       # build the dashboard, pkg/ (browser package) and worker/build (worker bundle)
 //! ```
 #![forbid(unsafe_code)]
 // A command-line tool: printing is its job.
@@ -86,6 +86,8 @@ fn main() {
 
 fn test(tool_root: &tools::ToolRoot) -> Result<()> {
     let tools = bootstrap::all(tool_root)?;
+    // embedded in the binary: built before anything compiles it
+    build::dashboard()?;
     step("tools (cargo xtask doctor)");
     tools::doctor(tool_root)?;
     let root = root();

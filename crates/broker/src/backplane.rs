@@ -86,6 +86,7 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
         &self,
         conn: ConnId,
         credential: Arc<Credential>,
+        expires_at: Option<u64>,
         keep: &dyn Fn(&TopicFilter) -> bool,
     ) -> usize;
     /// Counts a subscriber of `tenant` that made no room within the stall limit.
@@ -112,6 +113,10 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
     fn tenants(&self) -> Vec<TenantFigures>;
     /// Live connections.
     fn connections(&self) -> usize;
+    /// The live connections of `org` (every org: `None`), newest first.
+    fn live_sessions(&self, org: Option<&str>) -> Vec<crate::router::LiveSession>;
+    /// Closes live connection `id` of `org` (0x98); whether there was one.
+    fn kick(&self, id: ConnId, org: &str) -> bool;
     /// Tells every live connection to close with `reason`.
     fn close_all(&self, reason: ReasonCode);
 }
@@ -186,10 +191,11 @@ impl Backplane for Local {
         &self,
         conn: ConnId,
         credential: Arc<Credential>,
+        expires_at: Option<u64>,
         keep: &dyn Fn(&TopicFilter) -> bool,
     ) -> usize {
         let mut router = self.0.lock();
-        router.set_credential(conn, credential);
+        router.set_credential(conn, credential, expires_at);
         router.retain_subscriptions(conn, keep)
     }
 
@@ -236,6 +242,14 @@ impl Backplane for Local {
 
     fn connections(&self) -> usize {
         self.0.lock().connections()
+    }
+
+    fn live_sessions(&self, org: Option<&str>) -> Vec<crate::router::LiveSession> {
+        self.0.lock().live_sessions(org)
+    }
+
+    fn kick(&self, id: ConnId, org: &str) -> bool {
+        self.0.lock().kick(id, org)
     }
 
     fn close_all(&self, reason: ReasonCode) {

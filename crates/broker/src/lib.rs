@@ -200,6 +200,8 @@ pub(crate) struct Shared {
     pub(crate) connect_rate: u32,
     pub(crate) revocations: Arc<parking_lot::RwLock<cloudsignal_core::revocation::RevocationList>>,
     pub(crate) usage: Option<Arc<dyn usage::UsageSink>>,
+    /// Refused CONNECTs by (org the username named, or "", reason): the dashboard's figures.
+    pub(crate) refusals: Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
 
 impl Shared {
@@ -230,6 +232,7 @@ impl Shared {
             expiry_grace: config.expiry_grace,
             expiry_warning: config.expiry_warning,
             connect_rate: config.connect_rate,
+            refusals: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 }
@@ -280,6 +283,31 @@ impl BrokerHandle {
     /// Live connections.
     pub fn connections(&self) -> usize {
         self.shared.router.connections()
+    }
+
+    /// The live connections of `org` (every org: `None`), newest first.
+    pub fn live_sessions(&self, org: Option<&str>) -> Vec<router::LiveSession> {
+        self.shared.router.live_sessions(org)
+    }
+
+    /// Closes live connection `id` of `org` (DISCONNECT 0x98); whether there was one.
+    pub fn kick(&self, id: router::ConnId, org: &str) -> bool {
+        let kicked = self.shared.router.kick(id, org);
+        if kicked {
+            info!(conn = id, org, "connection closed by an operator (0x98)");
+        }
+        kicked
+    }
+
+    /// Refused CONNECTs of `org` by reason, since the broker started.
+    pub fn refusals(&self, org: &str) -> Vec<(String, u64)> {
+        self.shared
+            .refusals
+            .lock()
+            .iter()
+            .filter(|((o, _), _)| o == org)
+            .map(|((_, reason), n)| (reason.clone(), *n))
+            .collect()
     }
 }
 

@@ -33,7 +33,7 @@ impl Subject {
 }
 
 /// Counters for one subject (serialized flat: the usage API's fields).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     /// Successful CONNECTs.
     pub connects: u64,

@@ -63,9 +63,11 @@ impl Backplane for Recording {
         &self,
         conn: ConnId,
         credential: Arc<Credential>,
+        expires_at: Option<u64>,
         keep: &dyn Fn(&TopicFilter) -> bool,
     ) -> usize {
-        self.local.reauthenticated(conn, credential, keep)
+        self.local
+            .reauthenticated(conn, credential, expires_at, keep)
     }
     fn count_stalled(&self, tenant: &Tenant) {
         self.local.count_stalled(tenant);
@@ -104,6 +106,12 @@ impl Backplane for Recording {
     }
     fn connections(&self) -> usize {
         self.local.connections()
+    }
+    fn live_sessions(&self, org: Option<&str>) -> Vec<cloudsignal_broker::router::LiveSession> {
+        self.local.live_sessions(org)
+    }
+    fn kick(&self, id: ConnId, org: &str) -> bool {
+        self.local.kick(id, org)
     }
     fn close_all(&self, reason: ReasonCode) {
         self.local.close_all(reason);

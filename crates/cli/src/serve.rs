@@ -444,6 +444,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                     directories: args.directories.clone(),
                     access_ttl: args.session_access_ttl,
                     sso: sso_config(&args)?,
+                    trusted_issuers: args
+                        .issuers
+                        .iter()
+                        .map(|i| i.iss.clone())
+                        .chain(args.issuer.clone())
+                        .collect(),
                 })?;
             if let Some(first) = first {
                 #[allow(clippy::print_stdout)]

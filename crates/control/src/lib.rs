@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod dashboard;
 pub mod directory;
 pub mod exchange;
 pub mod keys;
@@ -57,6 +58,8 @@ pub struct ControlConfig {
     pub access_ttl: u64,
     /// Single sign-on through an OpenID Connect provider, if configured.
     pub sso: Option<oauth::sso::SsoConfig>,
+    /// Other token issuers the broker trusts (shown on the dashboard).
+    pub trusted_issuers: Vec<String>,
 }
 
 /// What the first start created (the admin key is shown once, by the caller).
@@ -83,6 +86,8 @@ pub struct ControlPlane {
     pub(crate) directory: directory::sync::Directory,
     /// Single sign-ons in flight.
     pub(crate) sso: oauth::sso::SsoState,
+    /// Token exchanges since start (the dashboard's figure).
+    pub(crate) exchanges: std::sync::atomic::AtomicU64,
     /// Cold API-key verifications (bcrypt) allowed at once: half the cores, at least one.
     pub(crate) bcrypt_slots: Arc<tokio::sync::Semaphore>,
     /// Failed API authentications per source address: too many ban the source (HTTP 429).
@@ -401,6 +406,7 @@ impl ControlPlane {
             Self {
                 directory,
                 sso: oauth::sso::SsoState::default(),
+                exchanges: std::sync::atomic::AtomicU64::new(0),
                 store,
                 _lock: lock,
                 keys: KeyVerifier::default(),

@@ -51,6 +51,8 @@ pub fn day_of(t: UnixTime) -> String {
 #[derive(Debug, Default)]
 pub struct UsageBook {
     pending: Mutex<HashMap<(String, String, String), UsageRow>>,
+    /// Every subject's counters since this process started (the dashboard's live figures).
+    totals: Mutex<HashMap<(String, String), Counters>>,
 }
 
 fn kind_and_name(s: Subject) -> (String, String) {
@@ -64,6 +66,9 @@ impl UsageBook {
     /// Adds counters now.
     pub fn add(&self, subject: Subject, peer: IpAddr, c: &Counters, now: UnixTime) {
         let (kind, name) = kind_and_name(subject);
+        if let Ok(mut t) = self.totals.lock() {
+            t.entry((kind.clone(), name.clone())).or_default().add(c);
+        }
         let day = day_of(now);
         if let Ok(mut p) = self.pending.lock() {
             let row = p
@@ -78,6 +83,14 @@ impl UsageBook {
             row.last_used = Some(now.secs());
             row.last_ip = Some(peer.to_string());
         }
+    }
+
+    /// Every subject's counters since this process started: (kind, subject) → counters.
+    pub fn totals(&self) -> Vec<((String, String), Counters)> {
+        self.totals
+            .lock()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
     }
 
     /// Writes what is pending to `store`.

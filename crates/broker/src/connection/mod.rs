@@ -219,7 +219,10 @@ impl Connection {
             generation: None,
             handoff: None,
             handoff_rx: None,
-            handle: ConnHandle { mailbox },
+            handle: ConnHandle {
+                mailbox,
+                info: None,
+            },
             refusal: None,
             reauth: None,
             wants_expiry_warning: false,

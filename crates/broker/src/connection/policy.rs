@@ -62,6 +62,19 @@ impl Connection {
         }
         let principal = match decided {
             Ok((p, method)) => {
+                self.handle.info = Some(Arc::new(crate::router::LiveInfo {
+                    addr: self.peer.addr,
+                    listener: self.peer.listener,
+                    protocol: if req.protocol == Protocol::V5 {
+                        "5"
+                    } else {
+                        "3.1.1"
+                    },
+                    method,
+                    username: p.username.clone(),
+                    connected_at: self.clock.unix(now).secs(),
+                    expires_at: p.expires_at.map(|e| e.secs()),
+                }));
                 self.shared.throttle.lock().record_success(&p.username);
                 info!(peer = %self.peer.addr, client_id, username = %p.username, method = %method, listener = %self.peer.listener, "authenticated");
                 p
@@ -73,6 +86,23 @@ impl Connection {
                     now,
                 );
                 warn!(peer = %self.peer.addr, client_id, username = req.username.as_deref().unwrap_or(""), cause = %refusal.cause, reason = %refusal.reason, "connect refused");
+                {
+                    // counted by the org the username names (bounded: reasons are few)
+                    let org = req
+                        .username
+                        .as_deref()
+                        .and_then(|u| u.rsplit_once('@'))
+                        .map(|(_, o)| o)
+                        .filter(|o| cloudsignal_core::ids::OrgId::parse(o).is_ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    *self
+                        .shared
+                        .refusals
+                        .lock()
+                        .entry((org, refusal.reason.to_string()))
+                        .or_default() += 1;
+                }
                 if let (Some(sink), Some(subject)) = (
                     &self.shared.usage,
                     crate::usage::refused_subject(req.username.as_deref(), req.password.as_deref()),
@@ -211,12 +241,12 @@ impl Connection {
             self.clock.unix(now),
         ) {
             Ok(next) => {
-                let removed =
-                    self.shared
-                        .router
-                        .reauthenticated(self.id, next.credential.clone(), &|f| {
-                            next.acl.may_subscribe(f)
-                        });
+                let removed = self.shared.router.reauthenticated(
+                    self.id,
+                    next.credential.clone(),
+                    next.expires_at.map(|e| e.secs()),
+                    &|f| next.acl.may_subscribe(f),
+                );
                 info!(client_id = %self.client_id, username = %next.username, expires_at = ?next.expires_at, removed_subscriptions = removed, "re-authenticated");
                 self.principal = Some(Arc::new(next));
                 self.session

@@ -18,6 +18,8 @@ mod index;
 mod quota;
 mod tenant;
 
+mod live;
+pub use live::{LiveInfo, LiveSession};
 pub use quota::{QuotaExceeded, Quotas};
 use tenant::Space;
 pub use tenant::{Stats, Tenant, TenantFigures};
@@ -42,6 +44,8 @@ pub type ConnId = u64;
 pub struct ConnHandle {
     /// Deliveries and close orders.
     pub mailbox: Arc<Mailbox>,
+    /// What the live-sessions list shows (set once the connection is authenticated).
+    pub info: Option<Arc<LiveInfo>>,
 }
 
 impl ConnHandle {
@@ -720,9 +724,20 @@ impl Router {
     }
 
     /// Records the credential a live session re-authenticated with.
-    pub fn set_credential(&mut self, id: ConnId, credential: Arc<Credential>) {
+    pub fn set_credential(
+        &mut self,
+        id: ConnId,
+        credential: Arc<Credential>,
+        expires_at: Option<u64>,
+    ) {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.credential = credential;
+            // the live-sessions list shows the new expiry
+            if let Some(h) = s.handle.as_mut() {
+                if let Some(info) = h.info.as_mut() {
+                    Arc::make_mut(info).expires_at = expires_at;
+                }
+            }
         }
     }
 

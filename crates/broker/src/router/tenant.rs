@@ -85,6 +85,7 @@ mod tests {
     fn join(r: &mut Router, id: u64, owner: &str, tenant: &str) -> Arc<Mailbox> {
         let mailbox = Arc::new(Mailbox::new(16));
         let handle = ConnHandle {
+            info: None,
             mailbox: mailbox.clone(),
         };
         let now = Instant::now();

@@ -25,6 +25,7 @@
 
 mod directory;
 mod keys;
+mod live;
 mod people;
 mod privilege;
 
@@ -139,9 +140,14 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/directory/status", get(directory::status))
         .route("/v1/directory/sync", post(directory::sync))
         .route("/v1/me", get(people::me))
+        .route("/v1/sessions", get(live::sessions))
+        .route("/v1/sessions/{id}/kick", post(live::kick))
+        .route("/v1/stats/stream", get(live::stats_stream))
+        .route("/v1/identity", get(live::identity))
         .route("/v1/auth/sessions", get(people::sessions))
         .route("/v1/auth/sessions/{id}", delete(people::end_session))
         .merge(crate::oauth::routes())
+        .merge(crate::dashboard::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(cp)
@@ -296,7 +302,7 @@ async fn authorize(
             )));
         };
         let verified = VerifiedKey::person(&account, &session.id);
-        if !verified.allows(scope) {
+        if !scope.is_empty() && !verified.allows(scope) {
             return Err(Problem::new(
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",
@@ -339,7 +345,7 @@ async fn authorize(
             format!("this key may not be used from {peer}"),
         ));
     }
-    if !verified.allows(scope) {
+    if !scope.is_empty() && !verified.allows(scope) {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
@@ -931,6 +937,8 @@ async fn exchange_token(
     let resp = policy
         .exchange(&identity, unix_now(), jti, &key)
         .map_err(|e| Problem::new(StatusCode::FORBIDDEN, "access_denied", e.to_string()))?;
+    cp.exchanges
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     info!(provider = identity.provider.name(), sub = %identity.subject.as_str(), "identity exchanged for a token");
     Ok(Json(resp))
 }
