@@ -143,6 +143,13 @@ test('an owner signs in, creates a key, watches its session live, revokes it (0x
   assert.equal(await cell('published'), '5');
   assert.equal(await cell('delivered'), '5');
   await shots(page, 'usage');
+  // by hour: the same 5 in this hour's row, and a chart
+  await page.getByLabel('Totals for').selectOption('hour');
+  const hourRow = page.locator('#usage tr').filter({ hasText: 'key' }).first();
+  await hourRow.locator('td[data-col="hour"]').waitFor();
+  assert.equal(await hourRow.locator('td[data-col="published"]').textContent(), '5');
+  await page.locator('.chart canvas').waitFor();
+  await shots(page, 'usage-hourly');
   await page.getByRole('link', { name: 'Users & tokens' }).click();
   await shots(page, 'users');
   await page.getByRole('link', { name: 'Identity' }).click();

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_audit.sql"),
     include_str!("../migrations/0005_directory.sql"),
     include_str!("../migrations/0006_accounts.sql"),
+    include_str!("../migrations/0007_usage_hourly.sql"),
 ];
 
 /// One audit-log entry: who did what, when, from where, and how it ended.
@@ -153,6 +154,10 @@ pub trait Store: DirectoryStore + AccountStore + Send + Sync {
     fn usage_of(&self, kind: &str, subject: &str) -> Result<Vec<crate::usage::UsageRow>>;
     /// Every usage row of one day.
     fn usage_on(&self, day: &str) -> Result<Vec<crate::usage::UsageRow>>;
+    /// Adds hourly usage rows (`day` holds the hour, `YYYY-MM-DDTHH`).
+    fn add_usage_hourly(&self, rows: &[crate::usage::UsageRow]) -> Result<()>;
+    /// Every hourly usage row of one day, by hour.
+    fn usage_hours(&self, day: &str) -> Result<Vec<crate::usage::UsageRow>>;
     /// Revokes a live key unless it is the org's last live `sk_` key (one atomic step).
     fn revoke_key_keeping_admin(&self, id: &str, now: UnixTime) -> Result<RevokeOutcome>;
     /// Appends to the audit log; returns the entry's `seq`.
@@ -206,6 +211,42 @@ impl SqliteStore {
     pub(crate) fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn.lock();
         Ok(f(&conn)?)
+    }
+
+    /// Upserts usage rows into `table` (`usage` or `usage_hourly`: a constant, never input).
+    fn add_usage_to(&self, table: &str, rows: &[crate::usage::UsageRow]) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        for r in rows {
+            tx.execute(
+                &format!("INSERT INTO {table} (day, subject_kind, subject, connects, auth_failures, published, published_bytes, delivered, delivered_bytes, last_used, last_ip)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (day, subject_kind, subject) DO UPDATE SET
+                   connects = connects + excluded.connects,
+                   auth_failures = auth_failures + excluded.auth_failures,
+                   published = published + excluded.published,
+                   published_bytes = published_bytes + excluded.published_bytes,
+                   delivered = delivered + excluded.delivered,
+                   delivered_bytes = delivered_bytes + excluded.delivered_bytes,
+                   last_used = COALESCE(excluded.last_used, last_used),
+                   last_ip = COALESCE(excluded.last_ip, last_ip)"),
+                params![
+                    r.day,
+                    r.subject_kind,
+                    r.subject,
+                    big(r.counts.connects),
+                    big(r.counts.auth_failures),
+                    big(r.counts.published),
+                    big(r.counts.published_bytes),
+                    big(r.counts.delivered),
+                    big(r.counts.delivered_bytes),
+                    r.last_used.map(big),
+                    r.last_ip
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// `PRAGMA integrity_check` (for tests and `cloudsignal doctor`).
@@ -431,38 +472,21 @@ impl Store for SqliteStore {
     }
 
     fn add_usage(&self, rows: &[crate::usage::UsageRow]) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        for r in rows {
-            tx.execute(
-                "INSERT INTO usage (day, subject_kind, subject, connects, auth_failures, published, published_bytes, delivered, delivered_bytes, last_used, last_ip)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (day, subject_kind, subject) DO UPDATE SET
-                   connects = connects + excluded.connects,
-                   auth_failures = auth_failures + excluded.auth_failures,
-                   published = published + excluded.published,
-                   published_bytes = published_bytes + excluded.published_bytes,
-                   delivered = delivered + excluded.delivered,
-                   delivered_bytes = delivered_bytes + excluded.delivered_bytes,
-                   last_used = COALESCE(excluded.last_used, last_used),
-                   last_ip = COALESCE(excluded.last_ip, last_ip)",
-                params![
-                    r.day,
-                    r.subject_kind,
-                    r.subject,
-                    big(r.counts.connects),
-                    big(r.counts.auth_failures),
-                    big(r.counts.published),
-                    big(r.counts.published_bytes),
-                    big(r.counts.delivered),
-                    big(r.counts.delivered_bytes),
-                    r.last_used.map(big),
-                    r.last_ip
-                ],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.add_usage_to("usage", rows)
+    }
+
+    fn add_usage_hourly(&self, rows: &[crate::usage::UsageRow]) -> Result<()> {
+        self.add_usage_to("usage_hourly", rows)
+    }
+
+    fn usage_hours(&self, day: &str) -> Result<Vec<crate::usage::UsageRow>> {
+        self.with(|c| {
+            let mut q = c.prepare(&format!(
+                "SELECT {USAGE_COLUMNS} FROM usage_hourly WHERE day >= ?1 || 'T00' AND day <= ?1 || 'T23' ORDER BY day, subject_kind, subject"
+            ))?;
+            let rows = q.query_map(params![day], usage_from_row)?;
+            rows.collect()
+        })
     }
 
     fn usage_of(&self, kind: &str, subject: &str) -> Result<Vec<crate::usage::UsageRow>> {

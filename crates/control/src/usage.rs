@@ -33,6 +33,11 @@ pub struct UsageRow {
     pub last_ip: Option<String>,
 }
 
+/// The UTC hour of `t`: `YYYY-MM-DDTHH`.
+pub fn hour_of(t: UnixTime) -> String {
+    format!("{}T{:02}", day_of(t), (t.secs() % 86_400) / 3600)
+}
+
 /// The UTC day of `t` as `YYYY-MM-DD` (proleptic Gregorian, days-from-civil inverse).
 pub fn day_of(t: UnixTime) -> String {
     let z = i64::try_from(t.secs() / 86_400).unwrap_or(0) + 719_468;
@@ -51,6 +56,8 @@ pub fn day_of(t: UnixTime) -> String {
 #[derive(Debug, Default)]
 pub struct UsageBook {
     pending: Mutex<HashMap<(String, String, String), UsageRow>>,
+    /// The same by hour (`day` holds `YYYY-MM-DDTHH`).
+    pending_hourly: Mutex<HashMap<(String, String, String), UsageRow>>,
     /// Every subject's counters since this process started (the dashboard's live figures).
     totals: Mutex<HashMap<(String, String), Counters>>,
 }
@@ -70,6 +77,20 @@ impl UsageBook {
             t.entry((kind.clone(), name.clone())).or_default().add(c);
         }
         let day = day_of(now);
+        let hour = hour_of(now);
+        if let Ok(mut p) = self.pending_hourly.lock() {
+            let row = p
+                .entry((hour.clone(), kind.clone(), name.clone()))
+                .or_insert_with(|| UsageRow {
+                    day: hour,
+                    subject_kind: kind.clone(),
+                    subject: name.clone(),
+                    ..UsageRow::default()
+                });
+            row.counts.add(c);
+            row.last_used = Some(now.secs());
+            row.last_ip = Some(peer.to_string());
+        }
         if let Ok(mut p) = self.pending.lock() {
             let row = p
                 .entry((day.clone(), kind.clone(), name.clone()))
@@ -93,18 +114,26 @@ impl UsageBook {
             .unwrap_or_default()
     }
 
-    /// Writes what is pending to `store`.
+    /// Writes what is pending to `store`, daily and hourly.
     pub fn flush(&self, store: &dyn Store) -> Result<()> {
-        let rows: Vec<UsageRow> = match self.pending.lock() {
+        Self::flush_into(&self.pending_hourly, |rows| store.add_usage_hourly(rows))?;
+        Self::flush_into(&self.pending, |rows| store.add_usage(rows))
+    }
+
+    fn flush_into(
+        pending: &Mutex<HashMap<(String, String, String), UsageRow>>,
+        write: impl FnOnce(&[UsageRow]) -> Result<()>,
+    ) -> Result<()> {
+        let rows: Vec<UsageRow> = match pending.lock() {
             Ok(mut p) => p.drain().map(|(_, v)| v).collect(),
             Err(_) => return Ok(()),
         };
         if rows.is_empty() {
             return Ok(());
         }
-        if let Err(e) = store.add_usage(&rows) {
+        if let Err(e) = write(&rows) {
             // keep them for the next attempt
-            if let Ok(mut p) = self.pending.lock() {
+            if let Ok(mut p) = pending.lock() {
                 for r in rows {
                     p.insert(
                         (r.day.clone(), r.subject_kind.clone(), r.subject.clone()),
@@ -139,5 +168,7 @@ mod tests {
         assert_eq!(day_of(UnixTime(0)), "1970-01-01");
         assert_eq!(day_of(UnixTime(951_782_400)), "2000-02-29");
         assert_eq!(day_of(UnixTime(1_796_011_221)), "2026-11-30");
+        assert_eq!(hour_of(UnixTime(1_796_011_221)), "2026-11-30T04");
+        assert_eq!(hour_of(UnixTime(86_399)), "1970-01-01T23");
     }
 }

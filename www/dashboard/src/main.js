@@ -3,9 +3,10 @@
 // every list has loading, empty and error states.
 import './style.css';
 import { api, completeSignIn, signIn, signOut, signedIn, ApiError } from './auth.js';
-import { h, clear, time, ago, countdown, toast, csv, download } from './ui.js';
+import { h, clear, time, ago, countdown, toast } from './ui.js';
 import { overview } from './overview.js';
 import { keysPage } from './keys.js';
+import { usagePage } from './usage.js';
 
 const main = document.getElementById('main');
 let me = null;
@@ -88,6 +89,8 @@ function sessionsPage() {
 }
 
 function usersPage() {
+  const who = h('input', { id: 'who-user', required: true, placeholder: 'user id', 'aria-label': 'User to look up' });
+  const found = h('div', { 'aria-live': 'polite' });
   const user = h('input', { id: 'user', required: true, placeholder: 'user id', 'aria-label': 'User id' });
   const jti = h('input', { id: 'jti', required: true, placeholder: 'token id (jti)', 'aria-label': 'Token id' });
   const out = h('div', { 'aria-live': 'polite' });
@@ -97,37 +100,28 @@ function usersPage() {
       out.replaceChildren(state('ok', `${what}: ${r.closed_sessions} live sessions closed.`));
     } catch (e) { out.replaceChildren(state('error', `${what}: ${e.message}`)); }
   };
+  // a user's live sessions and the tokens they use (tokens are stateless: the live ones are
+  // what can be listed)
+  const lookUp = async () => {
+    found.replaceChildren(state('loading', 'Looking…'));
+    try {
+      const mine = (await api('GET', '/v1/sessions')).sessions.filter((x) => x.credential?.user === who.value && x.credential?.jti);
+      found.replaceChildren(mine.length ? h('div', { class: 'scroll' }, h('table', {},
+        h('thead', {}, h('tr', {}, ...['Client id', 'Token (jti)', 'Address', 'Connected', 'Expires', ''].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, ...mine.map((x) => h('tr', {}, h('td', {}, x.client_id), h('td', {}, h('code', {}, x.credential.jti)), h('td', {}, x.address),
+          h('td', {}, ago(x.connected_at)), h('td', {}, countdown(x.expires_at)),
+          h('td', {}, canWrite() ? h('button', { class: 'danger', onclick: () => run(`Revoked token ${x.credential.jti}`, 'DELETE', `/v1/tokens/${x.credential.jti}`).then(lookUp) }, 'Revoke token') : '')))))) : state('empty', `${who.value} has no live session with a token.`));
+    } catch (e) { found.replaceChildren(state('error', e.message)); }
+  };
   const forms = canWrite() ? [
     h('form', { onsubmit: (e) => { e.preventDefault(); run(`Revoked every token of ${user.value}`, 'POST', `/v1/users/${encodeURIComponent(user.value)}/revoke`); } },
       h('label', { for: 'user' }, 'Revoke everything of a user'), user, h('button', { class: 'danger' }, 'Revoke all tokens')),
     h('form', { onsubmit: (e) => { e.preventDefault(); run(`Revoked token ${jti.value}`, 'DELETE', `/v1/tokens/${encodeURIComponent(jti.value)}`); } },
       h('label', { for: 'jti' }, 'Revoke one token'), jti, h('button', { class: 'danger' }, 'Revoke token')),
   ] : [state('muted', 'Viewers cannot revoke tokens.')];
-  clear(main).append(h('h1', {}, 'Users & tokens'), h('p', { class: 'muted' }, 'A user\'s live sessions are on the Live sessions page (search their id).'), ...forms, out);
-}
-
-async function usagePage() {
-  const day = h('input', { type: 'date', id: 'day', value: new Date().toISOString().slice(0, 10), 'aria-label': 'Day' });
-  const holder = h('div');
-  clear(main).append(h('h1', {}, 'Usage'), h('div', { class: 'filters' }, h('label', { for: 'day' }, 'Day (UTC)'), day), holder);
-  const show = async () => {
-    holder.replaceChildren(state('loading', 'Loading usage…'));
-    try {
-      const u = await api('GET', `/v1/usage?day=${day.value}`);
-      const rows = [...u.keys.map((r) => ({ kind: 'key', ...r })), ...u.users.map((r) => ({ kind: 'user', ...r }))];
-      if (!rows.length) { holder.replaceChildren(state('empty', 'No usage on this day.')); return; }
-      const cols = ['kind', 'subject', 'connects', 'auth_failures', 'published', 'published_bytes', 'delivered', 'delivered_bytes'];
-      const max = Math.max(1, ...rows.map((r) => r.published + r.delivered));
-      holder.replaceChildren(
-        h('button', { onclick: () => download(`cloudsignal-usage-${u.day}.csv`, csv(cols, rows)) }, 'Export CSV'),
-        h('div', { class: 'scroll' }, h('table', { id: 'usage' },
-          h('thead', {}, h('tr', {}, ...cols.map((c) => h('th', { scope: 'col' }, c.replace('_', ' '))), h('th', { scope: 'col' }, 'messages'))),
-          h('tbody', {}, ...rows.map((r) => h('tr', { 'data-subject': r.subject }, ...cols.map((c) => h('td', { 'data-col': c }, String(r[c]))),
-            h('td', {}, h('span', { class: 'bar', style: `width:${Math.round(((r.published + r.delivered) / max) * 100)}%`, 'aria-hidden': 'true' }))))))));
-    } catch (e) { holder.replaceChildren(state('error', e.message)); }
-  };
-  day.onchange = show;
-  await show();
+  clear(main).append(h('h1', {}, 'Users & tokens'),
+    h('form', { onsubmit: (e) => { e.preventDefault(); lookUp(); } }, h('label', { for: 'who-user' }, 'A user\'s live sessions and tokens'), who, h('button', {}, 'Look up')),
+    found, ...forms, out);
 }
 
 async function identityPage() {

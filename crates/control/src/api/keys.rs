@@ -394,6 +394,8 @@ pub(super) async fn key_usage(
 #[serde(deny_unknown_fields)]
 pub(super) struct DayQuery {
     day: Option<String>,
+    /// `hour`: hourly rows (each with `hour`) instead of the day's totals.
+    by: Option<String>,
 }
 
 pub(super) async fn usage_today(
@@ -421,10 +423,26 @@ pub(super) async fn usage_today(
             "day is YYYY-MM-DD",
         ));
     }
+    let hourly = match q.by.as_deref() {
+        None | Some("day") => false,
+        Some("hour") => true,
+        Some(_) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "by is day or hour",
+            ))
+        }
+    };
     let (cp2, d, org) = (cp.clone(), day.clone(), by.key.org.clone());
     let (rows, org_keys) = tokio::task::spawn_blocking(move || {
         cp2.flush_usage();
-        anyhow::Ok((cp2.store.usage_on(&d)?, cp2.store.list_keys(&org)?))
+        let rows = if hourly {
+            cp2.store.usage_hours(&d)?
+        } else {
+            cp2.store.usage_on(&d)?
+        };
+        anyhow::Ok((rows, cp2.store.list_keys(&org)?))
     })
     .await
     .map_err(Problem::internal)?
@@ -438,5 +456,24 @@ pub(super) async fn usage_today(
             _ => r.subject.ends_with(&user_suffix),
         })
         .partition(|r| r.subject_kind == "key");
+    if hourly {
+        // each row's `day` is its hour here: named so
+        let named = |rows: Vec<crate::usage::UsageRow>| -> Vec<serde_json::Value> {
+            rows.into_iter()
+                .map(|r| {
+                    let mut v = serde_json::to_value(&r).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        if let Some(h) = o.remove("day") {
+                            o.insert("hour".into(), h);
+                        }
+                    }
+                    v
+                })
+                .collect()
+        };
+        return Ok(Json(
+            json!({ "day": day, "by": "hour", "keys": named(keys), "users": named(users) }),
+        ));
+    }
     Ok(Json(json!({ "day": day, "keys": keys, "users": users })))
 }

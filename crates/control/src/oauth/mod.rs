@@ -155,11 +155,10 @@ async fn finish_sign_in(cp: &Arc<ControlPlane>, request_id: &str, account: &Acco
         Ok(f) => f,
         Err(e) => return internal(e),
     };
-    let Some((request, created)) = found.filter(|(_, c)| flow::within_window(c.secs(), now.secs()))
+    let Some((request, _)) = found.filter(|(_, c)| flow::within_window(c.secs(), now.secs()))
     else {
         return expired_page();
     };
-    let _ = created;
     let Some(code) = random32().map(|r| flow::secret("csc_", r)) else {
         return internal("no randomness");
     };
