@@ -5,6 +5,7 @@ issuer bound to its own org, cannot mint its way into either.
 
 Clients are paho-mqtt, mosquitto_pub and mosquitto_sub (nobody here wrote them)."""
 
+import json
 import subprocess
 import time
 
@@ -228,3 +229,45 @@ def test_an_issuer_bound_to_its_org_cannot_mint_for_another(tenants):
     assert own.quiet() is True
     own.disconnect()
     victim.disconnect()
+
+
+def test_live_sessions_kicks_and_figures_stay_in_their_org(tenants):
+    """The dashboard's endpoints: another org's live sessions are not listed and cannot be
+    kicked; a key without sessions:write cannot kick in its own org either; the live figures
+    count only the caller's org."""
+    control, a, b, _ = tenants
+    gina_a = a.user("gina", client_id="gina-phone")
+    gina_b = b.user("gina", client_id="gina-phone")
+
+    def listed(org):
+        status, body, _ = org.api("GET", "/v1/sessions")
+        assert status == 200, body
+        return {s["client_id"]: s for s in body["sessions"]}
+    seen_a, seen_b = listed(a), listed(b)
+    assert seen_a["gina-phone"]["username"] == f"gina@{a.id}" and seen_a["gina-phone"]["method"] == "token"
+    assert all(s["username"].endswith(f"@{a.id}") for s in seen_a.values()), seen_a
+    assert all(s["username"].endswith(f"@{b.id}") for s in seen_b.values()), seen_b
+    # org B's admin key names org A's connection: as absent as a missing one
+    assert b.api("POST", f"/v1/sessions/{seen_a['gina-phone']['id']}/kick")[0] == 404
+    assert gina_a.quiet(0.3) is True and gina_a.disconnects.empty()
+    # a reader in org A cannot kick
+    reader = a.key("rk", ["sessions:read"])
+    status, doc, _ = control.api("POST", f"/v1/sessions/{seen_a['gina-phone']['id']}/kick", key=reader["key"])
+    assert (status, doc["code"]) == (403, "insufficient_scope")
+    # org A's admin kicks its own: 0x98, and org B's gina stays
+    assert a.api("POST", f"/v1/sessions/{seen_a['gina-phone']['id']}/kick")[0] == 200
+    assert gina_a.disconnects.get(timeout=5).value == 0x98
+    assert gina_b.disconnects.empty()
+    gina_b.disconnect()
+    # the live figures: org B's stream counts org B's connections only
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", control.api_port, timeout=10)
+    c.request("GET", "/v1/stats/stream", headers={"Authorization": f"Bearer {b.admin}"})
+    r = c.getresponse()
+    assert r.status == 200 and r.getheader("content-type").startswith("text/event-stream")
+    line = b""
+    while not line.startswith(b"data: "):
+        line = r.fp.readline()
+    figures = json.loads(line[6:])
+    c.close()
+    assert figures["connections"] == len(listed(b)), figures

@@ -108,6 +108,7 @@ CloudSignal is running (org ${ORG}: the worker's users and the control plane's k
   broker          mqtt://127.0.0.1:${MQTT_PORT}, ws://127.0.0.1:${WS_PORT}/mqtt   (cloudsignal serve, trusts tokens from ${issuer})
   token exchange  ${url}   (the worker, in workerd; tokens live ${TTL} s; browser origins: ${ORIGINS.join(' ')})
   control plane   http://127.0.0.1:${CONTROL_PORT}   (API keys, POST /v1/tokens, revocation)
+  dashboard       http://127.0.0.1:${CONTROL_PORT}/dashboard/   (people sign in: a first start prints the owner's setup link above; cloudsignal login for the CLI)
   admin key       ${adminKey}   (MQTT username admin@${ORG})
   signing key     ${keyFile} (kid dev-1, mode 0600)
   Supabase        HS256 secret in ${secretFile} (issuer: any .../auth/v1)
