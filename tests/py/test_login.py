@@ -111,6 +111,13 @@ def control(tmp_path_factory):
     assert status == 201 and "Your account is ready" in html, html
     status, _, html = request(b, "GET", link.split(str(b.api_port), 1)[1])
     assert status == 404, "a setup link works once"
+    # a link for an address already taken is refused, and stays usable for the right one
+    link = invite(b, "second-owner@example.test", "owner")
+    with sqlite3.connect(b.data / "cloudsignal.db") as db:
+        db.execute("UPDATE invitations SET email = 'owner@example.test' WHERE email = 'second-owner@example.test'")
+    status, _, html = accept(b, link)
+    assert status == 400 and "exists already" in html, html
+    assert request(b, "GET", link.split(str(b.api_port), 1)[1])[0] == 200, "the link still works"
     for email, role in [("admin@example.test", "admin"), ("viewer@example.test", "viewer")]:
         status, _, html = accept(b, invite(b, email, role))
         assert status == 201, html

@@ -560,6 +560,10 @@ async fn setup(State(cp): State<Arc<ControlPlane>>, Form(f): Form<SetupForm>) ->
             created_at: unix_now(),
             disabled_at: None,
         };
+        // a taken address leaves the link usable (a typo must not burn the owner's link)
+        if cp.store.account_by_email(&account.email)?.is_some() {
+            return Ok(Err("An account with this e-mail address exists already."));
+        }
         let Some(inv) = cp.store.take_invitation(&digest, unix_now())? else {
             return Ok(Err("This link was used meanwhile."));
         };
