@@ -9,24 +9,12 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
-import { CLI, ROOT, tempDir, freePort } from './support/env.mjs';
+import { CLI, ROOT, tempDir, freePort, waitFor } from './support/env.mjs';
 import { launchChromium } from './support/browser.mjs';
 
 const SHOTS = join(ROOT, 'target', 'screenshots');
 const OWNER = 'owner@example.test', VIEWER = 'viewer@example.test', PASSWORD = 'correct horse battery staple';
 let serve, api, mqttPort, data, browser, owner;
-
-function waitFor(stream, re) {
-  return new Promise((resolve, reject) => {
-    let seen = '';
-    const timer = setTimeout(() => reject(new Error(`not seen ${re} in:\n${seen}`)), 60_000);
-    stream.on('data', (d) => {
-      seen += d;
-      const m = seen.match(re);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    });
-  });
-}
 
 async function shots(page, name) {
   for (const [label, width] of [['desktop', 1280], ['phone', 390]]) {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, statSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, ROOT, tempDir, freePort } from './support/env.mjs';
+import { CLI, ROOT, tempDir, freePort, waitFor } from './support/env.mjs';
 import { launchChromium } from './support/browser.mjs';
 
 const PASSWORD = 'correct horse battery staple';
@@ -29,18 +29,6 @@ function run(...args) {
 }
 
 /** Resolves with the first match of `re` in `stream`'s output (rejects after 60 s). */
-function waitFor(stream, re) {
-  return new Promise((resolve, reject) => {
-    let seen = '';
-    const timer = setTimeout(() => reject(new Error(`not seen ${re} in:\n${seen}`)), 60_000);
-    stream.on('data', (d) => {
-      seen += d;
-      const m = seen.match(re);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    });
-  });
-}
-
 async function shot(name) {
   for (const [label, width] of [['desktop', 1280], ['phone', 390]]) {
     await page.setViewportSize({ width, height: 800 });

@@ -24,6 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
+from conftest import free_port
+
 SUFFIX = "dc=example,dc=test"
 ROOT_DN = f"cn=admin,{SUFFIX}"
 ROOT_PW = "admin-secret"
@@ -31,12 +33,6 @@ SYNC_DN = f"cn=sync,{SUFFIX}"
 SYNC_PW = "sync-secret"
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def person(uid, cn=None):
@@ -74,9 +70,9 @@ class Slapd:
         self.tmp = tmp
         self.db = tmp / "db"
         self.db.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
-        self.ldaps_url = f"ldaps://127.0.0.1:{_free_port()}" if tls else None
+        self.ldaps_url = f"ldaps://127.0.0.1:{free_port()}" if tls else None
         tls_conf = f"TLSCertificateFile {tls[0]}\nTLSCertificateKeyFile {tls[1]}\n" if tls else ""
         self.conf = tmp / "slapd.conf"
         self.conf.write_text(tls_conf + f"""\

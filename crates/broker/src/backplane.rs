@@ -115,6 +115,10 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
     fn connections(&self) -> usize;
     /// The live connections of `org` (every org: `None`), newest first.
     fn live_sessions(&self, org: Option<&str>) -> Vec<crate::router::LiveSession>;
+    /// How many live connections `org` has.
+    fn live_count(&self, org: &str) -> usize {
+        self.live_sessions(Some(org)).len()
+    }
     /// Closes live connection `id` of `org` (0x98); whether there was one.
     fn kick(&self, id: ConnId, org: &str) -> bool;
     /// Tells every live connection to close with `reason`.
@@ -246,6 +250,10 @@ impl Backplane for Local {
 
     fn live_sessions(&self, org: Option<&str>) -> Vec<crate::router::LiveSession> {
         self.0.lock().live_sessions(org)
+    }
+
+    fn live_count(&self, org: &str) -> usize {
+        self.0.lock().live_count(org)
     }
 
     fn kick(&self, id: ConnId, org: &str) -> bool {

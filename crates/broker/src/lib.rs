@@ -290,6 +290,11 @@ impl BrokerHandle {
         self.shared.router.live_sessions(org)
     }
 
+    /// How many live connections `org` has.
+    pub fn live_count(&self, org: &str) -> usize {
+        self.shared.router.live_count(org)
+    }
+
     /// Closes live connection `id` of `org` (DISCONNECT 0x98); whether there was one.
     pub fn kick(&self, id: router::ConnId, org: &str) -> bool {
         let kicked = self.shared.router.kick(id, org);

@@ -158,6 +158,26 @@ pub fn write_secret_file(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
+/// Reads a secret from a file only its owner may read (a file with group or other
+/// permissions is refused: its secret may have leaked), trailing newlines trimmed.
+pub fn read_secret_file(path: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{} is readable by others (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 /// Generates a key of `kind` with fresh randomness.
 pub(crate) fn new_api_key(kind: KeyKind) -> Result<ApiKey> {
     loop {

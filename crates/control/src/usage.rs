@@ -76,33 +76,24 @@ impl UsageBook {
         if let Ok(mut t) = self.totals.lock() {
             t.entry((kind.clone(), name.clone())).or_default().add(c);
         }
-        let day = day_of(now);
-        let hour = hour_of(now);
-        if let Ok(mut p) = self.pending_hourly.lock() {
-            let row = p
-                .entry((hour.clone(), kind.clone(), name.clone()))
-                .or_insert_with(|| UsageRow {
-                    day: hour,
-                    subject_kind: kind.clone(),
-                    subject: name.clone(),
-                    ..UsageRow::default()
-                });
-            row.counts.add(c);
-            row.last_used = Some(now.secs());
-            row.last_ip = Some(peer.to_string());
-        }
-        if let Ok(mut p) = self.pending.lock() {
-            let row = p
-                .entry((day.clone(), kind.clone(), name.clone()))
-                .or_insert_with(|| UsageRow {
-                    day,
-                    subject_kind: kind,
-                    subject: name,
-                    ..UsageRow::default()
-                });
-            row.counts.add(c);
-            row.last_used = Some(now.secs());
-            row.last_ip = Some(peer.to_string());
+        let ip = peer.to_string();
+        for (pending, period) in [
+            (&self.pending_hourly, hour_of(now)),
+            (&self.pending, day_of(now)),
+        ] {
+            if let Ok(mut p) = pending.lock() {
+                let row = p
+                    .entry((period.clone(), kind.clone(), name.clone()))
+                    .or_insert_with(|| UsageRow {
+                        day: period,
+                        subject_kind: kind.clone(),
+                        subject: name.clone(),
+                        ..UsageRow::default()
+                    });
+                row.counts.add(c);
+                row.last_used = Some(now.secs());
+                row.last_ip = Some(ip.clone());
+            }
         }
     }
 

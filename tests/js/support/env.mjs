@@ -193,3 +193,17 @@ export function mosquittoSub(args) {
   p.messages = () => p.out.split('\n').filter((l) => l && !MOSQUITTO_DEBUG.test(l));
   return p;
 }
+
+/** Resolves with the first group of the first match of `re` in `stream`'s output so far
+ * (rejects after 60 s, showing what was seen). */
+export function waitFor(stream, re) {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => reject(new Error(`not seen ${re} in:\n${seen}`)), 60_000);
+    stream.on('data', (d) => {
+      seen += d;
+      const m = seen.match(re);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+  });
+}

@@ -73,6 +73,14 @@ impl Router {
         out
     }
 
+    /// How many live connections `org` has (counted, nothing copied).
+    pub fn live_count(&self, org: &str) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.handle.is_some() && &*s.tenant == org)
+            .count()
+    }
+
     /// Closes live connection `id` of `org` (DISCONNECT 0x98, administrative action); whether
     /// there was one. The client may reconnect: kicking is not revoking.
     pub fn kick(&self, id: ConnId, org: &str) -> bool {

@@ -2,7 +2,7 @@
 //! exchange's identity providers, the role map, and single sign-on for people.
 
 use super::ServeArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tracing::{info, warn};
 
 /// `POST /v1/token/exchange`'s identity providers, from `--providers` and the Supabase flags.
@@ -59,22 +59,7 @@ pub(super) fn sso_config(
     };
     cloudsignal_core::idp::checked_url("--sso-issuer", issuer)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(secret_file)
-            .with_context(|| format!("reading {}", secret_file.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            bail!(
-                "{} is readable by others (mode {:o}); chmod 600 it",
-                secret_file.display(),
-                mode & 0o777
-            );
-        }
-    }
-    let client_secret = std::fs::read_to_string(secret_file)
-        .with_context(|| format!("reading {}", secret_file.display()))?
+    let client_secret = cloudsignal_control::read_secret_file(secret_file)?
         .trim()
         .to_owned();
     let rules = args

@@ -94,7 +94,7 @@ fn figures(cp: &ControlPlane, org: &str, keys: &HashSet<String>) -> serde_json::
         .collect();
     json!({
         "t": unix_now().secs(),
-        "connections": broker.map_or(0, |b| b.live_sessions(Some(org)).len()),
+        "connections": broker.map_or(0, |b| b.live_count(org)),
         "published": total.published, "delivered": total.delivered,
         "connects": total.connects, "auth_failures": total.auth_failures,
         "refusals": refusals,

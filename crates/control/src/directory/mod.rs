@@ -303,20 +303,9 @@ impl SourceConfig {
         let Some(path) = &self.bind_password_file else {
             return Ok(None);
         };
-        use std::os::unix::fs::PermissionsExt;
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            bail!(
-                "directory {:?}: {} is readable by others (mode {:o}); chmod 600 it",
-                self.name,
-                path.display(),
-                meta.permissions().mode() & 0o777
-            );
-        }
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+        crate::read_secret_file(path)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("directory {:?}: {e:#}", self.name))
     }
 }
 

@@ -140,10 +140,7 @@ impl ControlPlane {
         if self.directory.is_empty() {
             return Ok(Listing::NotListed);
         }
-        let rows = match who {
-            Lookup::Username(name) => self.store.directory_lookup(org, name)?,
-            Lookup::Email(email) => self.store.directory_lookup_email(org, email)?,
-        };
+        let rows = self.store.directory_lookup(org, who)?;
         let mut active = Vec::new();
         let mut gone = None;
         for r in &rows {

@@ -292,10 +292,7 @@ fn verify(
         bail!("the ID token's nonce is not this sign-in's");
     }
     let email = jwt.str_claim("email").map(str::to_owned);
-    let verified = matches!(
-        jwt.claims.get("email_verified"),
-        Some(serde_json::Value::Bool(true))
-    );
+    let verified = cloudsignal_core::idp::email_verified(&jwt.claims);
     let groups: Vec<String> = match jwt.claims.get(&c.groups_claim) {
         Some(serde_json::Value::Array(a)) => a
             .iter()

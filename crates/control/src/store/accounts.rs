@@ -185,6 +185,40 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuthSession> {
     })
 }
 
+/// The account matching `condition` on `?1` (a constant condition, never input).
+fn account_where(
+    c: &rusqlite::Connection,
+    condition: &str,
+    value: &str,
+) -> rusqlite::Result<Option<Account>> {
+    c.query_row(
+        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {condition}"),
+        [value],
+        account_row,
+    )
+    .optional()
+}
+
+/// The invitation matching `condition` (a constant condition, never input).
+fn invitation_where(
+    c: &rusqlite::Connection,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Option<Invitation>> {
+    c.query_row(
+        &format!("SELECT org, email, role FROM invitations WHERE {condition}"),
+        params,
+        |r| {
+            Ok(Invitation {
+                org: r.get(0)?,
+                email: r.get(1)?,
+                role: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+}
+
 fn session_by_id(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<AuthSession>> {
     c.query_row(
         &format!("SELECT {SESSION_COLUMNS} FROM auth_sessions s JOIN accounts a ON a.id = s.account_id WHERE s.id = ?1"),
@@ -206,25 +240,11 @@ impl AccountStore for SqliteStore {
     }
 
     fn account_by_email(&self, email: &str) -> Result<Option<Account>> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE email = ?1 COLLATE NOCASE"),
-                [email],
-                account_row,
-            )
-            .optional()
-        })
+        self.with(|c| account_where(c, "email = ?1 COLLATE NOCASE", email))
     }
 
     fn account_by_id(&self, id: &str) -> Result<Option<Account>> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
-                [id],
-                account_row,
-            )
-            .optional()
-        })
+        self.with(|c| account_where(c, "id = ?1", id))
     }
 
     fn set_account_role(&self, id: &str, role: &str) -> Result<()> {
@@ -264,12 +284,11 @@ impl AccountStore for SqliteStore {
 
     fn invitation(&self, digest: &str, now: UnixTime) -> Result<Option<Invitation>> {
         self.with(|c| {
-            c.query_row(
-                "SELECT org, email, role FROM invitations WHERE digest = ?1 AND used_at IS NULL AND expires_at > ?2",
+            invitation_where(
+                c,
+                "digest = ?1 AND used_at IS NULL AND expires_at > ?2",
                 params![digest, secs(now)],
-                |r| Ok(Invitation { org: r.get(0)?, email: r.get(1)?, role: r.get(2)? }),
             )
-            .optional()
         })
     }
 
@@ -282,12 +301,7 @@ impl AccountStore for SqliteStore {
             if n != 1 {
                 return Ok(None);
             }
-            c.query_row(
-                "SELECT org, email, role FROM invitations WHERE digest = ?1",
-                [digest],
-                |r| Ok(Invitation { org: r.get(0)?, email: r.get(1)?, role: r.get(2)? }),
-            )
-            .optional()
+            invitation_where(c, "digest = ?1", [digest])
         })
     }
 
@@ -424,12 +438,7 @@ impl AccountStore for SqliteStore {
             let Some(id) = id else { return Ok(None) };
             c.execute("UPDATE auth_sessions SET last_used_at = ?2 WHERE id = ?1", params![id, secs(now)])?;
             let Some(session) = session_by_id(c, &id)? else { return Ok(None) };
-            let account = c.query_row(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
-                [&session.account_id],
-                account_row,
-            )?;
-            Ok(Some((session, account)))
+            Ok(account_where(c, "id = ?1", &session.account_id)?.map(|a| (session, a)))
         })
     }
 

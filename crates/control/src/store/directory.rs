@@ -2,6 +2,7 @@
 
 use super::{secs, SqliteStore};
 use crate::directory::plan::{Standing, Stored};
+use crate::directory::sync::Lookup;
 use crate::directory::DirUser;
 use anyhow::Result;
 use cloudsignal_core::UnixTime;
@@ -30,12 +31,9 @@ pub trait DirectoryStore {
         rows: &[Stored],
         now: UnixTime,
     ) -> Result<()>;
-    /// The rows, of every source, naming `username` in `org` (ASCII case ignored, as LDAP
-    /// compares names).
-    fn directory_lookup(&self, org: &str, username: &str) -> Result<Vec<DirectoryRow>>;
-    /// The rows, of every source, whose e-mail address is `email` in `org` (ASCII case
-    /// ignored).
-    fn directory_lookup_email(&self, org: &str, email: &str) -> Result<Vec<DirectoryRow>>;
+    /// The rows, of every source, of the person `who` in `org` (by user name or e-mail
+    /// address; ASCII case ignored, as LDAP compares them).
+    fn directory_lookup(&self, org: &str, who: Lookup<'_>) -> Result<Vec<DirectoryRow>>;
     /// Saves `source`'s status document.
     fn save_directory_status(&self, source: &str, status: &str) -> Result<()>;
     /// Every source's status document: (source, JSON).
@@ -113,22 +111,17 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
-    fn directory_lookup(&self, org: &str, username: &str) -> Result<Vec<DirectoryRow>> {
+    fn directory_lookup(&self, org: &str, who: Lookup<'_>) -> Result<Vec<DirectoryRow>> {
+        // a constant column, never input
+        let (column, value) = match who {
+            Lookup::Username(name) => ("username", name),
+            Lookup::Email(email) => ("email", email),
+        };
         self.with(|c| {
             let mut q = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM directory_users WHERE org = ?1 AND username = ?2 COLLATE NOCASE ORDER BY source, id"
+                "SELECT {COLUMNS} FROM directory_users WHERE org = ?1 AND {column} = ?2 COLLATE NOCASE ORDER BY source, id"
             ))?;
-            let rows = q.query_map([org, username], row)?;
-            rows.collect()
-        })
-    }
-
-    fn directory_lookup_email(&self, org: &str, email: &str) -> Result<Vec<DirectoryRow>> {
-        self.with(|c| {
-            let mut q = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM directory_users WHERE org = ?1 AND email = ?2 COLLATE NOCASE ORDER BY source, id"
-            ))?;
-            let rows = q.query_map([org, email], row)?;
+            let rows = q.query_map([org, value], row)?;
             rows.collect()
         })
     }

@@ -126,7 +126,7 @@ pub(super) fn identity(
 
 /// `email_verified`: a boolean in OIDC, a string in some providers (AWS Cognito); absent or
 /// anything else is unverified.
-fn email_verified(claims: &Map<String, Value>) -> bool {
+pub fn email_verified(claims: &Map<String, Value>) -> bool {
     match claims.get("email_verified") {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => s == "true",

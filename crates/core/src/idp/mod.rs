@@ -19,6 +19,7 @@
 //! 3. [`IdpVerifier::verify`] checks signature, time window, issuer, audience and claims.
 
 mod claims;
+pub use claims::email_verified;
 mod config;
 mod discovery;
 mod providers;
