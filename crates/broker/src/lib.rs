@@ -18,6 +18,7 @@ pub mod auth;
 pub mod backplane;
 pub mod builtin;
 pub mod chain;
+pub mod cluster;
 mod conn;
 mod connection;
 pub mod feed;

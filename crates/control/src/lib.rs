@@ -585,6 +585,12 @@ impl ControlPlane {
         }
     }
 
+    /// Drops API key `key_id` from the verification cache (another node of a cluster revoked
+    /// it in the shared store).
+    pub fn forget_key(&self, key_id: &str) {
+        self.keys.invalidate(key_id);
+    }
+
     /// Records a revocation (durably, before answering) and applies it to the broker.
     pub(crate) fn revoke(&self, revocation: Revocation) -> Result<(Entry, Vec<String>)> {
         let entry = self.store.add_revocation(&revocation, unix_now())?;

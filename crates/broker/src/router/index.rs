@@ -20,35 +20,64 @@ pub(crate) struct Sub {
 }
 
 /// A shared subscription group: one member gets each message, round robin.
-#[derive(Debug, Default)]
-pub(crate) struct Group {
-    pub(crate) members: BTreeMap<ConnId, Sub>,
+#[derive(Debug)]
+pub(crate) struct Group<S = Sub> {
+    pub(crate) members: BTreeMap<ConnId, S>,
     next: usize,
 }
 
-#[derive(Debug, Default)]
-struct Subs {
-    plain: BTreeMap<ConnId, Sub>,
-    shared: HashMap<Box<str>, Group>,
+#[derive(Debug)]
+struct Subs<S> {
+    plain: BTreeMap<ConnId, S>,
+    shared: HashMap<Box<str>, Group<S>>,
 }
 
-impl Subs {
+impl<S> Default for Subs<S> {
+    fn default() -> Self {
+        Self {
+            plain: BTreeMap::new(),
+            shared: HashMap::new(),
+        }
+    }
+}
+
+impl<S> Default for Group<S> {
+    fn default() -> Self {
+        Self {
+            members: BTreeMap::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<S> Subs<S> {
     fn is_empty(&self) -> bool {
         self.plain.is_empty() && self.shared.is_empty()
     }
 }
 
-#[derive(Debug, Default)]
-struct Node {
-    literal: HashMap<Box<str>, Node>,
-    plus: Option<Box<Node>>,
+#[derive(Debug)]
+struct Node<S> {
+    literal: HashMap<Box<str>, Node<S>>,
+    plus: Option<Box<Node<S>>>,
     /// Filters ending at this node.
-    here: Subs,
+    here: Subs<S>,
     /// Filters ending with `#` below this node.
-    multi: Subs,
+    multi: Subs<S>,
 }
 
-impl Node {
+impl<S> Default for Node<S> {
+    fn default() -> Self {
+        Self {
+            literal: HashMap::new(),
+            plus: None,
+            here: Subs::default(),
+            multi: Subs::default(),
+        }
+    }
+}
+
+impl<S> Node<S> {
     fn is_empty(&self) -> bool {
         self.literal.is_empty()
             && self.plus.is_none()
@@ -61,15 +90,24 @@ impl Node {
 pub(crate) type SubKey = (Option<Box<str>>, TopicFilter);
 
 /// Subscriptions by filter.
-#[derive(Debug, Default)]
-pub(crate) struct Index {
-    root: Node,
+#[derive(Debug)]
+pub(crate) struct Index<S = Sub> {
+    root: Node<S>,
     len: usize,
 }
 
-impl Index {
+impl<S> Default for Index<S> {
+    fn default() -> Self {
+        Self {
+            root: Node::default(),
+            len: 0,
+        }
+    }
+}
+
+impl<S> Index<S> {
     /// Adds or replaces a subscription; whether one existed.
-    pub(crate) fn insert(&mut self, key: &SubKey, conn: ConnId, sub: Sub) -> bool {
+    pub(crate) fn insert(&mut self, key: &SubKey, conn: ConnId, sub: S) -> bool {
         let mut node = &mut self.root;
         let mut multi = false;
         for level in key.1.levels() {
@@ -120,59 +158,150 @@ impl Index {
 
     /// Calls `plain` for every plain subscription matching `topic`, and `shared` once per
     /// matching group with the member whose turn it is.
-    pub(crate) fn for_each_match(
+    pub(crate) fn for_each_match(&mut self, topic: &TopicName, mut visit: impl FnMut(ConnId, &S)) {
+        let levels: Vec<&str> = topic.levels().collect();
+        walk(&mut self.root, &levels, topic.is_dollar(), true, &mut visit);
+    }
+
+    /// Visits the plain subscriptions matching `topic` (no shared group is asked).
+    pub(crate) fn for_each_plain_match(
         &mut self,
         topic: &TopicName,
-        mut visit: impl FnMut(ConnId, &Sub),
+        mut visit: impl FnMut(ConnId, &S),
     ) {
         let levels: Vec<&str> = topic.levels().collect();
-        walk(&mut self.root, &levels, topic.is_dollar(), &mut visit);
+        walk(
+            &mut self.root,
+            &levels,
+            topic.is_dollar(),
+            false,
+            &mut visit,
+        );
+    }
+
+    /// Visits, for every shared group whose filter matches `topic`, the group's name, the
+    /// filter it holds (its node's path is not kept, so the member's value names it) and its
+    /// next member in turn, as [`Self::for_each_match`] would pick it.
+    pub(crate) fn for_each_group_match(
+        &mut self,
+        topic: &TopicName,
+        mut visit: impl FnMut(&str, ConnId, &S),
+    ) {
+        let levels: Vec<&str> = topic.levels().collect();
+        walk_groups(&mut self.root, &levels, topic.is_dollar(), &mut visit);
+    }
+
+    /// The next member (in turn) of the shared group `key` names, if it has any.
+    pub(crate) fn pick(&mut self, key: &SubKey) -> Option<(ConnId, &S)> {
+        let group = key.0.as_deref()?;
+        let mut node = &mut self.root;
+        let mut multi = false;
+        for level in key.1.levels() {
+            node = match level {
+                FilterLevel::Literal(l) => node.literal.get_mut(l)?,
+                FilterLevel::Single => node.plus.as_deref_mut()?,
+                FilterLevel::Multi => {
+                    multi = true;
+                    break;
+                }
+            };
+        }
+        let subs = if multi {
+            &mut node.multi
+        } else {
+            &mut node.here
+        };
+        next_member(subs.shared.get_mut(group)?)
     }
 }
 
-fn visit_subs(subs: &mut Subs, visit: &mut impl FnMut(ConnId, &Sub)) {
+/// A group's next member, in turn.
+fn next_member<S>(group: &mut Group<S>) -> Option<(ConnId, &S)> {
+    if group.members.is_empty() {
+        return None;
+    }
+    let i = group.next % group.members.len();
+    group.next = group.next.wrapping_add(1);
+    group.members.iter().nth(i).map(|(c, s)| (*c, s))
+}
+
+fn visit_subs<S>(subs: &mut Subs<S>, groups: bool, visit: &mut impl FnMut(ConnId, &S)) {
     for (conn, sub) in &subs.plain {
         visit(*conn, sub);
     }
+    if !groups {
+        return;
+    }
     for group in subs.shared.values_mut() {
-        if group.members.is_empty() {
-            continue;
-        }
-        let i = group.next % group.members.len();
-        group.next = group.next.wrapping_add(1);
-        if let Some((conn, sub)) = group.members.iter().nth(i) {
-            visit(*conn, sub);
+        if let Some((conn, sub)) = next_member(group) {
+            visit(conn, sub);
         }
     }
 }
 
-fn walk(node: &mut Node, rest: &[&str], dollar: bool, visit: &mut impl FnMut(ConnId, &Sub)) {
-    // `#` matches this level and everything below, but a wildcard never matches the first
-    // level of a `$` topic [MQTT-4.7.2-1]
+fn walk_groups<S>(
+    node: &mut Node<S>,
+    rest: &[&str],
+    dollar: bool,
+    visit: &mut impl FnMut(&str, ConnId, &S),
+) {
+    let mut each = |subs: &mut Subs<S>| {
+        for (name, group) in &mut subs.shared {
+            if let Some((conn, sub)) = next_member(group) {
+                visit(name, conn, sub);
+            }
+        }
+    };
     if !dollar {
-        visit_subs(&mut node.multi, visit);
+        each(&mut node.multi);
     }
     let Some((first, tail)) = rest.split_first() else {
-        visit_subs(&mut node.here, visit);
+        each(&mut node.here);
         return;
     };
     if let Some(child) = node.literal.get_mut(*first) {
-        walk(child, tail, false, visit);
+        walk_groups(child, tail, false, visit);
     }
     if !dollar {
         if let Some(plus) = node.plus.as_deref_mut() {
-            walk(plus, tail, false, visit);
+            walk_groups(plus, tail, false, visit);
         }
     }
 }
 
-fn remove_at(
-    node: &mut Node,
+fn walk<S>(
+    node: &mut Node<S>,
+    rest: &[&str],
+    dollar: bool,
+    groups: bool,
+    visit: &mut impl FnMut(ConnId, &S),
+) {
+    // `#` matches this level and everything below, but a wildcard never matches the first
+    // level of a `$` topic [MQTT-4.7.2-1]
+    if !dollar {
+        visit_subs(&mut node.multi, groups, visit);
+    }
+    let Some((first, tail)) = rest.split_first() else {
+        visit_subs(&mut node.here, groups, visit);
+        return;
+    };
+    if let Some(child) = node.literal.get_mut(*first) {
+        walk(child, tail, false, groups, visit);
+    }
+    if !dollar {
+        if let Some(plus) = node.plus.as_deref_mut() {
+            walk(plus, tail, false, groups, visit);
+        }
+    }
+}
+
+fn remove_at<S>(
+    node: &mut Node<S>,
     levels: &[FilterLevel<'_>],
     group: Option<&str>,
     conn: ConnId,
 ) -> bool {
-    let take = |subs: &mut Subs| match group {
+    let take = |subs: &mut Subs<S>| match group {
         None => subs.plain.remove(&conn).is_some(),
         Some(g) => {
             let Some(grp) = subs.shared.get_mut(g) else {

@@ -14,13 +14,16 @@
 //! client are dropped. Sessions live in memory: they survive reconnects and takeovers, not a
 //! broker restart.
 
-mod index;
+pub(crate) mod index;
 mod quota;
 mod tenant;
 
 mod live;
+mod remote;
+pub(crate) use index::SubKey as Key;
 pub use live::{LiveInfo, LiveSession};
 pub use quota::{QuotaExceeded, Quotas};
+pub use remote::{InterestChange, Scope};
 use tenant::Space;
 pub use tenant::{Stats, Tenant, TenantFigures};
 
@@ -30,6 +33,7 @@ use cloudsignal_core::revocation::{Credential, Entry};
 use cloudsignal_core::session::{Delivery, Message, StoredSession};
 use cloudsignal_core::topic::{FilterLevel, SubscriptionFilter, TopicFilter};
 use index::{Sub, SubKey};
+use remote::Interest;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -151,6 +155,8 @@ pub struct Router {
     pub stats: Stats,
     /// A tenant got its first session since [`Self::take_new_tenant`] was last asked.
     new_tenant: bool,
+    /// Filters gained and lost, kept for a cluster (`None`: not asked for).
+    interest: Option<Interest>,
 }
 
 impl Default for Router {
@@ -199,6 +205,7 @@ impl Router {
             max_stored_bytes: usize::MAX,
             stats: Stats::default(),
             new_tenant: false,
+            interest: None,
         }
     }
 
@@ -354,7 +361,9 @@ impl Router {
         }
         if let Some(space) = self.spaces.get_mut(&s.tenant) {
             for k in &s.filters {
-                space.subs.remove(k, id);
+                if space.subs.remove(k, id) {
+                    remote::note(&mut self.interest, &s.tenant, k, false);
+                }
             }
         }
         s.delayed_will.map(|w| *w)
@@ -446,6 +455,9 @@ impl Router {
         }
         let space = self.spaces.entry(session.tenant.clone()).or_default();
         let existed = space.subs.insert(&k, conn, Sub { opts, id });
+        if !existed {
+            remote::note(&mut self.interest, &session.tenant, &k, true);
+        }
         session.filters.insert(k.clone());
         let replay = match opts.retain_handling {
             0 => true,
@@ -588,9 +600,14 @@ impl Router {
             return false;
         };
         s.filters.remove(&k);
-        self.spaces
+        let removed = self
+            .spaces
             .get_mut(&s.tenant)
-            .is_some_and(|space| space.subs.remove(&k, conn))
+            .is_some_and(|space| space.subs.remove(&k, conn));
+        if removed {
+            remote::note(&mut self.interest, &s.tenant, &k, false);
+        }
+        removed
     }
 
     /// Removes every subscription of `conn` that `keep` refuses (after a narrower re-auth).
@@ -606,7 +623,9 @@ impl Router {
         for k in &gone {
             s.filters.remove(k);
             if let Some(space) = self.spaces.get_mut(&s.tenant) {
-                space.subs.remove(k, conn);
+                if space.subs.remove(k, conn) {
+                    remote::note(&mut self.interest, &s.tenant, k, false);
+                }
             }
         }
         gone.len()
@@ -625,14 +644,26 @@ impl Router {
         if message.retain {
             self.retain(from, tenant, &message, now)?;
         }
+        Ok(self.route(from, tenant, message, &Scope::All))
+    }
+
+    /// Delivers `message` to the subscribers `scope` selects (a retained message is not
+    /// stored: [`Self::publish`] did that).
+    pub fn route(
+        &mut self,
+        from: ConnId,
+        tenant: &Tenant,
+        message: Arc<Message>,
+        scope: &Scope<'_>,
+    ) -> Routed {
         let Some(space) = self.spaces.get_mut(tenant) else {
-            return Ok(Routed::default());
+            return Routed::default();
         };
         let mut congested = Vec::new();
         let mut stats = Stats::default();
         // one delivery per session: highest QoS, all subscription ids [MQTT-3.3.4-2]
         let mut targets: BTreeMap<ConnId, (QoS, bool, Vec<u32>)> = BTreeMap::new();
-        space.subs.for_each_match(&message.topic, |conn, sub| {
+        let mut add = |conn: ConnId, sub: &Sub| {
             if sub.opts.no_local && conn == from {
                 return;
             }
@@ -642,7 +673,20 @@ impl Router {
             t.0 = t.0.max(qos);
             t.1 |= retain;
             t.2.extend(sub.id);
-        });
+        };
+        match scope {
+            Scope::All => space.subs.for_each_match(&message.topic, add),
+            Scope::Selected { plain, groups } => {
+                if *plain {
+                    space.subs.for_each_plain_match(&message.topic, &mut add);
+                }
+                for key in *groups {
+                    if let Some((conn, sub)) = space.subs.pick(key) {
+                        add(conn, sub);
+                    }
+                }
+            }
+        }
         let reached = targets.len();
         for (conn, (qos, retain, subscription_ids)) in targets {
             let Some(s) = self.sessions.get_mut(&conn) else {
@@ -685,7 +729,7 @@ impl Router {
         }
         space.stats.add(&stats);
         self.stats.add(&stats);
-        Ok(Routed { reached, congested })
+        Routed { reached, congested }
     }
 
     /// Whether a tenant got its first session since the last call (then its `$SYS` figures

@@ -231,6 +231,17 @@ pub(crate) struct ServeArgs {
     /// New connections accepted per second on each listener (bursts of twice as many).
     #[arg(long, env = "CLOUDSIGNAL_CONNECT_RATE", default_value_t = 1000)]
     connect_rate: u32,
+    /// Cluster mode: the NATS server(s) joining this node to the others (comma-separated
+    /// `nats://[user:pass@]host:4222`; JetStream on, for retained messages). See docs/cluster.md.
+    #[arg(long, env = "CLOUDSIGNAL_CLUSTER_NATS")]
+    cluster_nats: Option<String>,
+    /// Cluster mode: the cluster's name (subject prefix; nodes with the same name on the same
+    /// NATS form one cluster).
+    #[arg(long, env = "CLOUDSIGNAL_CLUSTER_NAME", default_value = "cloudsignal")]
+    cluster_name: String,
+    /// Cluster mode: seconds without a beat after which another node is forgotten.
+    #[arg(long, env = "CLOUDSIGNAL_CLUSTER_PEER_TIMEOUT", default_value_t = 5)]
+    cluster_peer_timeout: u64,
     /// Clock-skew allowance for token times, in seconds.
     #[arg(long, env = "CLOUDSIGNAL_TOKEN_LEEWAY", default_value_t = 30)]
     token_leeway: u64,
@@ -583,6 +594,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         },
         backplane: None,
     };
+    let cluster_config = args.cluster_nats.as_ref().map(|url| {
+        let mut c = cloudsignal_broker::cluster::ClusterConfig::new(url, &args.cluster_name);
+        c.peer_timeout = std::time::Duration::from_secs(args.cluster_peer_timeout.max(2));
+        c.max_message = args.max_packet_size as usize;
+        c
+    });
+    let mut config = config;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async move {
         let now = cloudsignal_core::UnixTime(
@@ -595,6 +613,24 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         // starting (a CONNECT needing its keys waits for this fetch; see broker::jwks)
         let auth = config.auth.clone();
         let auth_for_orgs = config.auth.clone();
+        let cluster = match cluster_config {
+            Some(c) => {
+                let router = cloudsignal_broker::router::Router::new(
+                    config.session.max_queued,
+                    config.quotas,
+                )
+                .with_max_stored_bytes(config.session.max_queued_bytes);
+                let cluster = cloudsignal_broker::cluster::Cluster::join(
+                    c,
+                    router,
+                    config.auth.revocations(),
+                )
+                .await?;
+                config.backplane = Some(cluster.clone());
+                Some(cluster)
+            }
+            None => None,
+        };
         let broker = Broker::bind(config).await?;
         tokio::spawn(async move { auth.load_remote_keys(now).await });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -611,6 +647,17 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 "revocations loaded from the store"
             );
             cp.attach_broker(handle);
+            if let Some(cluster) = &cluster {
+                // a key revoked on another node is dropped from this one's cache at once
+                let cp = cp.clone();
+                cluster.on_revocation(move |entry| {
+                    if let cloudsignal_core::revocation::Revocation::Key { key_id } =
+                        &entry.revocation
+                    {
+                        cp.forget_key(key_id);
+                    }
+                });
+            }
             // orgs created with `cloudsignal admin create-org` while serving
             let (cp2, auth2) = (cp.clone(), auth_for_orgs.clone());
             tokio::spawn(async move {
@@ -638,6 +685,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             let _ = stop_tx.send(true);
         };
         broker.run(signal).await;
+        if let Some(cluster) = &cluster {
+            cluster.leave().await;
+        }
         if let Some(api) = api {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), api).await;
         }

@@ -27,6 +27,7 @@ mod outbound;
 mod stored;
 #[cfg(test)]
 mod tests;
+pub mod wire;
 
 pub use outbound::{Deliver, Delivery};
 pub use stored::StoredSession;

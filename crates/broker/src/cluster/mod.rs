@@ -1,0 +1,854 @@
+//! Cluster mode: several brokers behind one address, joined by NATS.
+//!
+//! Each node routes its own connections with its own [`Router`]; [`Cluster`] is the
+//! [`Backplane`] that joins them:
+//!
+//! - **Routes.** Every node tells the others which filters its sessions hold (a change when a
+//!   filter gets its first subscriber here or loses its last; its whole set when a node joins or
+//!   asks) and keeps the whole cluster's table ([`routes`]). A publish goes to the local
+//!   subscribers, then **once** to each other node that holds a matching filter, and for each
+//!   matching shared group to **one** node holding members (round robin), which picks the
+//!   member. Each node receives on one NATS subscription, so messages from one publisher reach
+//!   a subscriber in the order they were published [MQTT-4.6.0-6] and once however many of its
+//!   filters match [MQTT-3.3.4-2].
+//! - **Links.** What goes to a node waits in a [`Mailbox`] (a link) drained into NATS: a
+//!   publisher faster than the link is slowed down like one faster than a subscriber, and what
+//!   a full link cannot take is counted and logged (QoS 0 first), never dropped silently.
+//! - **Retained messages** live in a JetStream key-value bucket: a node stores what its
+//!   publishers retain and keeps a copy of every other node's, so a node that starts later has
+//!   them all.
+//! - **Revocations** and **takeovers** are broadcast: a revocation applied on one node closes the
+//!   credential's sessions on every node (one NATS hop); a client id that connects on one node
+//!   ends its session on the others (0x8E).
+//! - **Liveness.** Nodes beat every `heartbeat`; a node not heard from for `peer_timeout`
+//!   (while this node is connected to NATS) is forgotten. After NATS comes back every node
+//!   says hello again and the tables are rebuilt; async-nats reconnects and resubscribes.
+
+pub mod routes;
+pub mod wire;
+
+use crate::backplane::{Admitted, Backplane, Registration};
+use crate::mailbox::{Mail, Mailbox, Refused};
+use crate::router::{
+    ConnId, InterestChange, LiveSession, QuotaExceeded, Routed, Router, Scope, Tenant,
+    TenantFigures,
+};
+use async_nats::jetstream::kv;
+use cloudsignal_core::mqtt::{ReasonCode, SubscriptionOptions};
+use cloudsignal_core::revocation::{Credential, Entry, RevocationList};
+use cloudsignal_core::session::{Delivery, Message, StoredSession};
+use cloudsignal_core::topic::{SubscriptionFilter, TopicFilter, TopicName};
+use futures_util::StreamExt;
+use parking_lot::{Mutex, RwLock};
+use routes::{Applied, Routes};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use wire::{Control, NodeId};
+
+/// How a node joins its cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS server URL(s), comma-separated (`nats://user:pass@host:4222`, `tls://…`).
+    pub nats_url: String,
+    /// The cluster's name: the prefix of its subjects and bucket (letters, digits, `-`, `_`).
+    /// Nodes with the same name on the same NATS form one cluster.
+    pub name: String,
+    /// Time between a node's beats.
+    pub heartbeat: Duration,
+    /// A node not heard from for this long is forgotten.
+    pub peer_timeout: Duration,
+    /// Largest MQTT message accepted from another node, in bytes.
+    pub max_message: usize,
+    /// Messages waiting for one other node before publishers are slowed down.
+    pub link_capacity: usize,
+    /// Bytes waiting for one other node before publishers are slowed down.
+    pub link_bytes: usize,
+}
+
+impl ClusterConfig {
+    /// A cluster on `nats_url` named `name`, with the default timings.
+    pub fn new(nats_url: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            nats_url: nats_url.into(),
+            name: name.into(),
+            heartbeat: Duration::from_secs(1),
+            peer_timeout: Duration::from_secs(5),
+            max_message: 1 << 20,
+            link_capacity: 10_000,
+            link_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Figures of a node's cluster links.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Messages sent to other nodes.
+    pub sent: AtomicU64,
+    /// Messages received from other nodes.
+    pub received: AtomicU64,
+    /// Messages a full link or a failed NATS publish lost (logged).
+    pub dropped: AtomicU64,
+    /// Malformed messages from NATS (logged, ignored).
+    pub malformed: AtomicU64,
+}
+
+/// Where a remote message's publisher is: no connection of this node.
+const REMOTE: ConnId = ConnId::MAX;
+
+/// What the driver sends, in order.
+#[derive(Debug)]
+enum Command {
+    Control(Control),
+    /// This node's whole route set, to everyone.
+    Full,
+    Retain(Tenant, Arc<Message>),
+}
+
+/// A node of a cluster: this process's router, joined to the others by NATS.
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &format_args!("{:016x}", self.inner.me))
+            .field("name", &self.inner.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+type RevocationHook = Box<dyn Fn(&Entry) + Send + Sync>;
+
+struct Inner {
+    me: NodeId,
+    config: ClusterConfig,
+    client: async_nats::Client,
+    router: Mutex<Router>,
+    routes: Mutex<Routes>,
+    links: Mutex<HashMap<NodeId, Arc<Mailbox>>>,
+    tx: mpsc::UnboundedSender<Command>,
+    revocations: Arc<RwLock<RevocationList>>,
+    hooks: Mutex<Vec<RevocationHook>>,
+    connected: AtomicBool,
+    stats: ClusterStats,
+}
+
+/// Why a node could not join.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The cluster name has characters subjects and buckets cannot hold.
+    #[error("cluster name {0:?}: use letters, digits, '-' and '_'")]
+    Name(String),
+    /// NATS could not be reached.
+    #[error("connecting to NATS at {url}: {why}")]
+    Connect {
+        /// The URL (credentials removed).
+        url: String,
+        /// The cause.
+        why: String,
+    },
+    /// JetStream (for retained messages) is not available.
+    #[error("the cluster keeps retained messages in JetStream; start nats-server with -js ({0})")]
+    JetStream(String),
+    /// A subscription failed.
+    #[error("subscribing on NATS: {0}")]
+    Subscribe(String),
+}
+
+/// `url` without user information, for logs.
+fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}://…@{}", &u[..s], &u[at + 1..]),
+            _ => u.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Cluster {
+    /// Joins the cluster: connects to NATS, opens the retained-message bucket, subscribes, and
+    /// starts the node's tasks (on the current tokio runtime). `revocations` is the broker's
+    /// list (a revocation from another node is applied to it).
+    pub async fn join(
+        config: ClusterConfig,
+        router: Router,
+        revocations: Arc<RwLock<RevocationList>>,
+    ) -> Result<Arc<Self>, JoinError> {
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if config.name.is_empty() || !config.name.chars().all(valid) {
+            return Err(JoinError::Name(config.name.clone()));
+        }
+        let mut me = [0u8; 8];
+        getrandom::getrandom(&mut me).map_err(|e| JoinError::Subscribe(e.to_string()))?;
+        let me = u64::from_be_bytes(me);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let events = tx.clone();
+        let connected = Arc::new(AtomicBool::new(true));
+        let flag = connected.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("cloudsignal-{}-{me:016x}", config.name))
+            // a node never hears its own messages back
+            .no_echo()
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let events = events.clone();
+                let flag = flag.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            info!("cluster: connected to NATS");
+                            flag.store(true, Ordering::SeqCst);
+                            let _ = events.send(Command::Control(Control::Hello { node: me }));
+                            let _ = events.send(Command::Full);
+                        }
+                        async_nats::Event::Disconnected => {
+                            warn!("cluster: NATS connection lost; reconnecting");
+                            flag.store(false, Ordering::SeqCst);
+                        }
+                        other => debug!(event = %other, "cluster: NATS event"),
+                    }
+                }
+            })
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|e| JoinError::Connect {
+                url: redact(&config.nats_url),
+                why: e.to_string(),
+            })?;
+        let js = async_nats::jetstream::new(client.clone());
+        let bucket = format!("{}_retained", config.name);
+        // the bucket's stream is made as async-nats's `create_key_value` would, without the
+        // account-info request whose answer nats-server 2.9 words differently
+        js.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            description: Some("CloudSignal retained messages".into()),
+            max_messages_per_subject: 1,
+            max_message_size: i32::try_from(config.max_message + 1024).unwrap_or(i32::MAX),
+            discard: async_nats::jetstream::stream::DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| JoinError::JetStream(e.to_string()))?;
+        let store = js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| JoinError::JetStream(e.to_string()))?;
+        let control = client
+            .subscribe(wire::control_subject(&config.name))
+            .await
+            .map_err(|e| JoinError::Subscribe(e.to_string()))?;
+        let inbox = client
+            .subscribe(wire::inbox_subject(&config.name, me))
+            .await
+            .map_err(|e| JoinError::Subscribe(e.to_string()))?;
+        let mut router = router;
+        router.track_interest();
+        let inner = Arc::new(Inner {
+            me,
+            routes: Mutex::new(Routes::new(me, Instant::now())),
+            router: Mutex::new(router),
+            links: Mutex::new(HashMap::new()),
+            client,
+            tx,
+            revocations,
+            hooks: Mutex::new(Vec::new()),
+            connected: AtomicBool::new(true),
+            stats: ClusterStats::default(),
+            config,
+        });
+        // the event callback's flag, mirrored into the node (the callback cannot hold the node)
+        tokio::spawn(mirror(connected, Arc::downgrade(&inner)));
+        tokio::spawn(drive(inner.clone(), rx, store.clone()));
+        tokio::spawn(on_control(inner.clone(), control));
+        tokio::spawn(on_inbox(inner.clone(), inbox));
+        tokio::spawn(watch_retained(inner.clone(), store));
+        tokio::spawn(beat(inner.clone()));
+        let _ = inner.tx.send(Command::Control(Control::Hello { node: me }));
+        let _ = inner.tx.send(Command::Full);
+        info!(node = %format_args!("{me:016x}"), cluster = %inner.config.name, nats = %redact(&inner.config.nats_url), "joined the cluster");
+        Ok(Arc::new(Self { inner }))
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.inner.me
+    }
+
+    /// The other nodes this one knows.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.inner.routes.lock().peers()
+    }
+
+    /// The links' figures.
+    pub fn stats(&self) -> &ClusterStats {
+        &self.inner.stats
+    }
+
+    /// Calls `hook` with every revocation another node applied (after the broker has), e.g. to
+    /// drop a cached API key.
+    pub fn on_revocation(&self, hook: impl Fn(&Entry) + Send + Sync + 'static) {
+        self.inner.hooks.lock().push(Box::new(hook));
+    }
+
+    /// Tells the others this node is leaving (its routes go at once, not after the timeout).
+    pub async fn leave(&self) {
+        let bye = Control::Bye {
+            node: self.inner.me,
+        };
+        self.inner.send_control(&bye).await;
+        let _ = self.inner.client.flush().await;
+    }
+}
+
+impl Inner {
+    /// Tells the others about the filters this node gained or lost.
+    fn announce(&self, changes: Vec<InterestChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut routes = self.routes.lock();
+        let mut out = Vec::with_capacity(changes.len());
+        let mut version = 0;
+        for c in changes {
+            let (v, change) = routes.local_change(&c.tenant, &c.key, c.gained);
+            version = v;
+            out.push(change);
+        }
+        drop(routes);
+        let _ = self.tx.send(Command::Control(Control::Routes {
+            node: self.me,
+            version,
+            reset: false,
+            changes: out,
+        }));
+    }
+
+    /// Runs `f` on the router, then announces the filters it gained or lost.
+    fn with_router<T>(&self, f: impl FnOnce(&mut Router) -> T) -> T {
+        let mut router = self.router.lock();
+        let out = f(&mut router);
+        let changes = router.take_interest_changes();
+        drop(router);
+        self.announce(changes);
+        out
+    }
+
+    /// The link to `node`, opened (with its pump) on first use.
+    fn link(self: &Arc<Self>, node: NodeId) -> Arc<Mailbox> {
+        let mut links = self.links.lock();
+        links
+            .entry(node)
+            .or_insert_with(|| {
+                let mailbox = Arc::new(Mailbox::with_max_bytes(
+                    self.config.link_capacity,
+                    self.config.link_bytes,
+                ));
+                tokio::spawn(pump(self.clone(), mailbox.clone()));
+                mailbox
+            })
+            .clone()
+    }
+
+    fn close_link(&self, node: NodeId) {
+        if let Some(link) = self.links.lock().remove(&node) {
+            link.kill(ReasonCode::SUCCESS, None);
+            let left = link.close();
+            self.count_dropped(left.len() as u64, "its node left the cluster");
+        }
+    }
+
+    fn count_dropped(&self, n: u64, why: &str) {
+        if n > 0 {
+            let total = self.stats.dropped.fetch_add(n, Ordering::Relaxed) + n;
+            warn!(
+                dropped = n,
+                total, why, "cluster: messages for another node lost"
+            );
+        }
+    }
+
+    async fn send_control(&self, c: &Control) {
+        let Ok(json) = serde_json::to_vec(c) else {
+            return;
+        };
+        let subject = wire::control_subject(&self.config.name);
+        if let Err(e) = self.client.publish(subject, json.into()).await {
+            warn!(error = %e, "cluster: control message not sent");
+        }
+    }
+
+    /// Forgets a node: its routes and its link.
+    fn forget(&self, node: NodeId, why: &str) {
+        if self.routes.lock().forget(node) {
+            info!(node = %format_args!("{node:016x}"), why, "cluster: node forgotten");
+        }
+        self.close_link(node);
+    }
+
+    /// A revocation another node applied.
+    fn revoked(&self, entry: &Entry) {
+        self.revocations.write().apply(entry);
+        let (closed, stored) = self.with_router(|r| r.revoke(entry));
+        info!(revocation = ?entry.revocation, closed = closed.len(), stored_sessions_ended = stored, "cluster: revocation from another node applied");
+        for hook in self.hooks.lock().iter() {
+            hook(entry);
+        }
+    }
+}
+
+/// Keeps the node's NATS flag in step with the connection (checked by the beat).
+async fn mirror(flag: Arc<AtomicBool>, node: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let Some(inner) = node.upgrade() else { return };
+        let now = flag.load(Ordering::SeqCst);
+        if now && !inner.connected.swap(now, Ordering::SeqCst) {
+            // back: silence while NATS was away is not a node's death
+            let t = Instant::now();
+            let mut routes = inner.routes.lock();
+            for p in routes.peers() {
+                routes.seen(p, t);
+            }
+        } else {
+            inner.connected.store(now, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Sends what the node's synchronous side queued, in order.
+async fn drive(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Command>, store: kv::Store) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Command::Control(c) => inner.send_control(&c).await,
+            Command::Full => {
+                let (version, changes) = inner.routes.lock().own();
+                let c = Control::Routes {
+                    node: inner.me,
+                    version,
+                    reset: true,
+                    changes,
+                };
+                inner.send_control(&c).await;
+            }
+            Command::Retain(tenant, message) => {
+                let key = wire::retained_key(&tenant, message.topic.as_str());
+                let value = wire::encode_retained(inner.me, &tenant, &message);
+                if let Err(e) = store.put(key, value.into()).await {
+                    warn!(error = %e, topic = %message.topic, "cluster: retained message not shared");
+                }
+            }
+        }
+    }
+}
+
+/// Handles what other nodes say.
+async fn on_control(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        let c: Control = match serde_json::from_slice(&msg.payload) {
+            Ok(c) => c,
+            Err(e) => {
+                inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "cluster: malformed control message ignored");
+                continue;
+            }
+        };
+        let node = c.node();
+        if node == inner.me {
+            continue;
+        }
+        let now = Instant::now();
+        let new = inner.routes.lock().seen(node, now);
+        if new {
+            info!(node = %format_args!("{node:016x}"), "cluster: node joined");
+        }
+        let resync = Command::Control(Control::Resync {
+            node: inner.me,
+            to: node,
+        });
+        match c {
+            Control::Hello { .. } => {
+                let _ = inner.tx.send(Command::Full);
+            }
+            Control::Beat { version, .. } => {
+                if !inner.routes.lock().current(node, version) {
+                    let _ = inner.tx.send(resync);
+                }
+            }
+            Control::Bye { .. } => inner.forget(node, "it left"),
+            Control::Routes {
+                version,
+                reset,
+                changes,
+                ..
+            } => {
+                let applied = inner
+                    .routes
+                    .lock()
+                    .apply(node, version, reset, &changes, now);
+                if applied == Applied::Gap {
+                    let _ = inner.tx.send(resync);
+                }
+            }
+            Control::Resync { to, .. } => {
+                if to == inner.me {
+                    let _ = inner.tx.send(Command::Full);
+                }
+            }
+            Control::Revoke { entry, .. } => inner.revoked(&entry),
+            Control::Takeover {
+                owner, client_id, ..
+            } => {
+                if inner.with_router(|r| r.evict(&owner, &client_id)) {
+                    info!(%client_id, "cluster: session taken over on another node (0x8E)");
+                }
+            }
+        }
+    }
+}
+
+/// Delivers what other nodes routed here, waiting (briefly) for congested subscribers like a
+/// publisher's connection does.
+async fn on_inbox(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        let frame = match wire::decode_frame(&msg.payload, inner.config.max_message) {
+            Ok(f) => f,
+            Err(e) => {
+                inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, subject = %msg.subject, "cluster: malformed message ignored");
+                continue;
+            }
+        };
+        inner.stats.received.fetch_add(1, Ordering::Relaxed);
+        let groups: Vec<crate::router::Key> = frame
+            .groups
+            .iter()
+            .filter_map(|(g, f)| Some((Some(g.as_str().into()), TopicFilter::parse(f).ok()?)))
+            .collect();
+        let tenant: Tenant = frame.tenant.into();
+        let scope = Scope::Selected {
+            plain: frame.plain,
+            groups: &groups,
+        };
+        let routed = inner
+            .router
+            .lock()
+            .route(REMOTE, &tenant, Arc::new(frame.message), &scope);
+        for m in routed.congested {
+            m.wait_space(Duration::from_secs(2), Duration::from_millis(500))
+                .await;
+        }
+    }
+}
+
+/// Keeps this node's retained messages in step with the bucket.
+async fn watch_retained(inner: Arc<Inner>, store: kv::Store) {
+    let mut from = 0u64;
+    loop {
+        let watch = if from == 0 {
+            // every stored value first, then changes
+            store.watch_with_history(">").await
+        } else {
+            store.watch_all_from_revision(from + 1).await
+        };
+        let mut watch = match watch {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, "cluster: watching retained messages failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(entry) = watch.next().await {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!(error = %e, "cluster: retained-message watch interrupted");
+                    break;
+                }
+            };
+            from = from.max(entry.revision);
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            match wire::decode_retained(&entry.value, inner.config.max_message) {
+                Ok((node, _, _)) if node == inner.me => {}
+                Ok((_, tenant, message)) => {
+                    let tenant: Tenant = tenant.into();
+                    inner
+                        .router
+                        .lock()
+                        .store_retained(&tenant, &Arc::new(message), Instant::now());
+                }
+                Err(e) => {
+                    inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, key = %entry.key, "cluster: malformed retained message ignored");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Beats, and forgets nodes that stopped beating.
+async fn beat(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(inner.config.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let version = inner.routes.lock().own().0;
+        let _ = inner.tx.send(Command::Control(Control::Beat {
+            node: inner.me,
+            version,
+        }));
+        if !inner.connected.load(Ordering::SeqCst) {
+            continue;
+        }
+        let silent = inner
+            .routes
+            .lock()
+            .silent(Instant::now(), inner.config.peer_timeout);
+        for node in silent {
+            inner.forget(node, "it stopped beating");
+        }
+    }
+}
+
+/// Drains a link into NATS.
+async fn pump(inner: Arc<Inner>, link: Arc<Mailbox>) {
+    loop {
+        let batch = match link.recv(256, 4 << 20).await {
+            Mail::Close(..) => return,
+            Mail::Deliveries(batch) => batch,
+        };
+        for d in batch {
+            let m = Arc::try_unwrap(d.message).unwrap_or_else(|shared| (*shared).clone());
+            match inner
+                .client
+                .publish(m.topic.as_str().to_owned(), m.payload.into())
+                .await
+            {
+                Ok(()) => {
+                    inner.stats.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    inner.count_dropped(1, &e.to_string());
+                }
+            }
+        }
+    }
+}
+
+impl Backplane for Cluster {
+    fn register(
+        &self,
+        r: Registration<'_>,
+        keep: &dyn Fn(&TopicFilter) -> bool,
+        now: Instant,
+    ) -> Result<Admitted, QuotaExceeded> {
+        let (owner, client_id) = (r.owner.to_owned(), r.client_id.to_owned());
+        let admitted = self.inner.with_router(|router| {
+            let registered = router.register(
+                r.conn,
+                r.client_id,
+                r.owner,
+                r.tenant,
+                r.credential,
+                r.handle,
+                r.clean_start,
+                r.persistent,
+                now,
+            )?;
+            let removed_subscriptions = match registered.resume {
+                crate::router::Resume::New => 0,
+                _ => router.retain_subscriptions(registered.id, keep),
+            };
+            Ok(Admitted {
+                registered,
+                removed_subscriptions,
+                new_tenant: router.take_new_tenant(),
+            })
+        })?;
+        // the same client id elsewhere in the cluster ends there
+        let _ = self.inner.tx.send(Command::Control(Control::Takeover {
+            node: self.inner.me,
+            owner,
+            client_id,
+        }));
+        Ok(admitted)
+    }
+
+    fn publish(
+        &self,
+        from: ConnId,
+        tenant: &Tenant,
+        message: Arc<Message>,
+        now: Instant,
+    ) -> Result<Routed, QuotaExceeded> {
+        if from == 0 {
+            // the broker's own `$SYS` figures are this node's
+            return self.inner.router.lock().publish(from, tenant, message, now);
+        }
+        let inner = &self.inner;
+        let mut router = inner.router.lock();
+        router.accept_retained(from, tenant, &message, now)?;
+        let plan = inner.routes.lock().plan(tenant, &message.topic);
+        let scope = Scope::Selected {
+            plain: true,
+            groups: &plan.local_groups,
+        };
+        let mut routed = router.route(from, tenant, message.clone(), &scope);
+        drop(router);
+        for (node, (plain, groups)) in &plan.remote {
+            let groups: Vec<(&str, &TopicFilter)> = groups
+                .iter()
+                .filter_map(|(g, f)| Some((g.as_deref()?, f)))
+                .collect();
+            let frame = wire::encode_frame(tenant, *plain, &groups, &message);
+            let subject = wire::message_subject(&inner.config.name, *node, tenant, &message.topic);
+            let Ok(subject) = TopicName::parse(&subject) else {
+                inner.count_dropped(1, "topic too long for a NATS subject");
+                continue;
+            };
+            let envelope = Message {
+                topic: subject,
+                payload: frame,
+                qos: message.qos,
+                retain: false,
+                expiry: None,
+                forwarded: Default::default(),
+            };
+            let link = inner.link(*node);
+            let sent = link.try_send(Delivery {
+                message: Arc::new(envelope),
+                qos: message.qos,
+                retain: false,
+                subscription_ids: Vec::new(),
+                expiry: None,
+            });
+            match sent {
+                Ok(queued) => {
+                    routed.reached += 1;
+                    inner.count_dropped(queued.evicted, "link full (QoS 0 made room)");
+                    if queued.congested {
+                        routed.congested.push(link);
+                    }
+                }
+                Err(Refused::Full) => inner.count_dropped(1, "link full"),
+                Err(Refused::Closed) => inner.count_dropped(1, "node gone"),
+            }
+        }
+        if message.retain {
+            let _ = inner.tx.send(Command::Retain(tenant.clone(), message));
+        }
+        Ok(routed)
+    }
+
+    fn subscribe(
+        &self,
+        conn: ConnId,
+        filter: SubscriptionFilter,
+        opts: SubscriptionOptions,
+        id: Option<u32>,
+        now: Instant,
+    ) -> Result<Vec<Delivery>, QuotaExceeded> {
+        self.inner
+            .with_router(|r| r.subscribe(conn, filter, opts, id, now))
+    }
+
+    fn unsubscribe(&self, conn: ConnId, filter: SubscriptionFilter) -> bool {
+        self.inner.with_router(|r| r.unsubscribe(conn, filter))
+    }
+
+    fn reauthenticated(
+        &self,
+        conn: ConnId,
+        credential: Arc<Credential>,
+        expires_at: Option<u64>,
+        keep: &dyn Fn(&TopicFilter) -> bool,
+    ) -> usize {
+        self.inner.with_router(|r| {
+            r.set_credential(conn, credential, expires_at);
+            r.retain_subscriptions(conn, keep)
+        })
+    }
+
+    fn count_stalled(&self, tenant: &Tenant) {
+        self.inner.router.lock().count_stalled(tenant);
+    }
+
+    fn detach(
+        &self,
+        conn: ConnId,
+        generation: u64,
+        stored: StoredSession,
+        mailbox: &Mailbox,
+        expiry_secs: u32,
+        delayed_will: Option<Message>,
+        now: Instant,
+    ) -> bool {
+        self.inner.with_router(|r| {
+            r.detach(
+                conn,
+                generation,
+                stored,
+                mailbox,
+                expiry_secs,
+                delayed_will,
+                now,
+            )
+        })
+    }
+
+    fn take_delayed_will(&self, conn: ConnId, generation: u64) -> Option<Message> {
+        self.inner.router.lock().take_delayed_will(conn, generation)
+    }
+
+    fn expire(&self, conn: ConnId, generation: u64) -> Option<Message> {
+        self.inner.with_router(|r| r.expire(conn, generation))
+    }
+
+    fn revoke(&self, entry: &Entry) -> (Vec<String>, usize) {
+        let out = self.inner.with_router(|r| r.revoke(entry));
+        let _ = self.inner.tx.send(Command::Control(Control::Revoke {
+            node: self.inner.me,
+            entry: entry.clone(),
+        }));
+        out
+    }
+
+    fn tenants(&self) -> Vec<TenantFigures> {
+        self.inner.router.lock().tenants()
+    }
+
+    fn connections(&self) -> usize {
+        self.inner.router.lock().connections()
+    }
+
+    fn live_sessions(&self, org: Option<&str>) -> Vec<LiveSession> {
+        self.inner.router.lock().live_sessions(org)
+    }
+
+    fn live_count(&self, org: &str) -> usize {
+        self.inner.router.lock().live_count(org)
+    }
+
+    fn kick(&self, id: ConnId, org: &str) -> bool {
+        self.inner.router.lock().kick(id, org)
+    }
+
+    fn close_all(&self, reason: ReasonCode) {
+        self.inner.router.lock().close_all(reason);
+    }
+}
