@@ -298,7 +298,7 @@ fn chromium() -> Result<PathBuf> {
 }
 
 /// Reference peers used by later suites (independent MQTT clients, the Mosquitto broker, an
-/// OpenLDAP server).
+/// OpenLDAP server, a NATS server).
 fn debian_peers() -> Result<()> {
     if !on_path("mosquitto_pub")
         || !Path::new("/usr/sbin/mosquitto").exists()
@@ -312,6 +312,12 @@ fn debian_peers() -> Result<()> {
         apt_install(&["slapd", "ldap-utils"])?;
     }
     note("slapd + ldap-utils (Debian)");
+    // the cluster suites join three brokers over a real NATS server (JetStream on); the
+    // PostgreSQL store's suites run a throwaway cluster with initdb/pg_ctl
+    if !Path::new("/usr/sbin/nats-server").exists() {
+        apt_install(&["nats-server"])?;
+    }
+    note("nats-server (Debian)");
     Ok(())
 }
 

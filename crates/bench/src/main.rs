@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p cloudsignal-bench            # full run: medians of 3 rounds
 //! cargo run --release -p cloudsignal-bench -- --quick # smaller loads, one round
-//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, pipes, stall, scale, auth, enterprise (comma-separated)
+//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, pipes, stall, scale, auth, enterprise, cluster (comma-separated)
 //! CLOUDSIGNAL_BENCH_BASELINE=/path/to/older/cloudsignal cargo run --release -p cloudsignal-bench -- --only auth
 //! ```
 //!
@@ -19,6 +19,7 @@
 
 mod auth;
 mod client;
+mod cluster;
 mod delivery;
 mod enterprise;
 
@@ -98,7 +99,7 @@ fn start_cloudsignal() -> Result<Broker> {
 }
 
 /// `cloudsignal serve`, anonymous on loopback, with `extra` flags.
-fn start_cloudsignal_with(extra: &[&str]) -> Result<Broker> {
+pub(crate) fn start_cloudsignal_with(extra: &[&str]) -> Result<Broker> {
     let port = free_port();
     let exe = std::env::current_exe()?.with_file_name("cloudsignal");
     let child = Command::new(&exe)
@@ -146,6 +147,19 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
 
 /// Point-to-point: `pairs` publishers each send `per` messages to their own subscriber.
 async fn p2p(addr: SocketAddr, pairs: usize, per: usize, qos: QoS) -> Result<f64> {
+    p2p_across(addr, addr, pairs, per, qos).await
+}
+
+/// [`p2p`] with the subscribers on `subs_at` and the publishers on `pubs_at` (two nodes of a
+/// cluster).
+pub(crate) async fn p2p_across(
+    subs_at: SocketAddr,
+    pubs_at: SocketAddr,
+    pairs: usize,
+    per: usize,
+    qos: QoS,
+) -> Result<f64> {
+    let addr = subs_at;
     let received = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
     for i in 0..pairs {
@@ -165,7 +179,7 @@ async fn p2p(addr: SocketAddr, pairs: usize, per: usize, qos: QoS) -> Result<f64
     let started = Instant::now();
     let mut pubs = Vec::new();
     for i in 0..pairs {
-        let mut c = Client::connect(addr, &format!("p{i}")).await?;
+        let mut c = Client::connect(pubs_at, &format!("p{i}")).await?;
         pubs.push(tokio::spawn(async move {
             c.publish_many(&format!("bench/{i}"), per, qos, 16).await
         }));
@@ -208,12 +222,22 @@ async fn fan_out(addr: SocketAddr, subs: usize, per: usize) -> Result<f64> {
 
 /// Publish→deliver latency at `rate` messages per second over one pair.
 async fn latency(addr: SocketAddr, rate: u64, count: usize) -> Result<Histogram<u64>> {
-    let mut sub = Client::connect(addr, "lat-sub").await?;
+    latency_across(addr, addr, rate, count).await
+}
+
+/// [`latency`] with the subscriber on `sub_at` and the publisher on `pub_at`.
+pub(crate) async fn latency_across(
+    sub_at: SocketAddr,
+    pub_at: SocketAddr,
+    rate: u64,
+    count: usize,
+) -> Result<Histogram<u64>> {
+    let mut sub = Client::connect(sub_at, "lat-sub").await?;
     sub.subscribe("lat", QoS::AtMostOnce).await?;
     let epoch = Instant::now();
     let reader =
         tokio::spawn(async move { sub.latencies(count, epoch, Duration::from_secs(60)).await });
-    let mut p = Client::connect(addr, "lat-pub").await?;
+    let mut p = Client::connect(pub_at, "lat-pub").await?;
     p.publish_timestamped("lat", count, rate, epoch, 16).await?;
     reader.await?
 }
@@ -240,7 +264,7 @@ struct Row {
     samples: [Vec<f64>; 2],
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     match v.len() {
@@ -369,6 +393,9 @@ async fn main() -> Result<()> {
     }
     if wants("pipes") || wants("stall") || wants("scale") {
         delivery_rounds(rounds, quick, &wants, &mut push).await?;
+    }
+    if wants("cluster") {
+        cluster::run(rounds, quick).await?;
     }
     // authentication (issues 4 and 5); CloudSignal-only measures get their own table
     let mut versus: Vec<Row> = Vec::new();

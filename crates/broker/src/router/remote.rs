@@ -118,7 +118,10 @@ impl Router {
         };
         match &s.handle {
             Some(h) => {
-                h.kill(ReasonCode::SESSION_TAKEN_OVER, None);
+                h.kill(
+                    ReasonCode::SESSION_TAKEN_OVER,
+                    Some("session taken over on another node".into()),
+                );
                 // the session moved: it ends with this connection, it is not stored
                 s.revoked = true;
             }
