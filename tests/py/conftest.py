@@ -16,6 +16,33 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("CLOUDSIGNAL_BIN", str(ROOT / "target" / "debug" / "cloudsignal"))
 ISSUER = "https://issuer.test"
+# `postgres`: every control plane these suites start uses a fresh PostgreSQL database (a
+# throwaway cluster, see pg.py) instead of its data directory's SQLite file
+STORE = os.environ.get("CLOUDSIGNAL_TEST_STORE", "sqlite")
+_pg = None
+_databases = {}
+
+
+def database_url(data_dir: Path) -> str:
+    """The PostgreSQL database of `data_dir` (one per data directory, so a restart finds its
+    store again)."""
+    global _pg
+    if _pg is None:
+        from pg import Postgres
+        _pg = Postgres()
+    key = str(data_dir)
+    if key not in _databases:
+        _databases[key] = _pg.create_db()
+    return _databases[key]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _pg is not None:
+        _pg.stop()
+
+
+def pytest_report_header(config):
+    return f"control-plane store: {STORE}"
 ORG = "org_k7xm4pqr2n5t"
 
 
@@ -94,6 +121,8 @@ class ControlBroker:
         self.extra = list(extra)
         self.max_failures = max_failures
         self.data = data_dir or (tmp / "data")
+        if STORE == "postgres":
+            self.extra = ["--database-url", database_url(self.data), *self.extra]
         self.port = free_port()
         self.api_port = free_port()
         self.start()
@@ -122,6 +151,25 @@ class ControlBroker:
                     break
                 time.sleep(0.05)
         raise RuntimeError("broker did not start: " + self.logs())
+
+    def sql(self, statement):
+        """Runs `statement` on this broker's store (SQLite file or PostgreSQL database); its
+        rows as tuples of text."""
+        if STORE == "postgres":
+            out = _pg.sql(database_url(self.data), statement)
+            assert out.returncode == 0, out.stderr
+            return [tuple(line.split("|")) for line in out.stdout.splitlines() if line]
+        import sqlite3
+        with sqlite3.connect(self.data / "cloudsignal.db") as db:
+            return [tuple(str(v) for v in row) for row in db.execute(statement)]
+
+    def offline_env(self):
+        """The environment for offline commands on this broker's store (`cloudsignal admin …
+        --data-dir`): with PostgreSQL, its database URL."""
+        env = dict(os.environ)
+        if STORE == "postgres":
+            env["CLOUDSIGNAL_DATABASE_URL"] = database_url(self.data)
+        return env
 
     def api(self, method, path, body=None, key=None, raw=None):
         """Calls the control plane; returns (status, parsed JSON body, headers)."""

@@ -157,7 +157,7 @@ def test_the_last_admin_key_cannot_be_revoked_and_can_be_recovered_offline(tmp_p
         assert b.api("DELETE", f"/v1/keys/{admin['id']}", key=second["key"])[0] == 200
         assert b.api("DELETE", f"/v1/keys/{second['id']}", key=second["key"])[1]["code"] == "last_admin_key"
         # every admin key lost: the data directory's holder mints a new one, while serve runs
-        out = subprocess.run([BIN, "admin", "recover", "--data-dir", str(b.data)], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([BIN, "admin", "recover", "--data-dir", str(b.data)], capture_output=True, text=True, timeout=60, env=b.offline_env())
         assert out.returncode == 0, out.stderr
         recovered = re.search(r"(sk_[A-Za-z0-9]+)", out.stdout).group(1)
         assert (b.data / "admin.key").read_text().strip() == recovered

@@ -139,16 +139,14 @@ def test_users_and_groups_are_synced(control):
     assert ad["users"] == {"active": 2, "disabled": 1, "removed": 0}, "frank has the ACCOUNTDISABLE bit"
     assert ad["url"].startswith("ldap://127.0.0.1") and "secret" not in json.dumps(ad)
     # the CLI reads the same from the data directory
-    out = subprocess.run([BIN, "directory", "status", "--data-dir", str(control.data)], capture_output=True, text=True)
+    out = subprocess.run([BIN, "directory", "status", "--data-dir", str(control.data)], capture_output=True, text=True, env=control.offline_env())
     assert out.returncode == 0, out.stderr
     assert "corp" in out.stdout and "ad" in out.stdout and "ok" in out.stdout
-    out = subprocess.run([BIN, "directory", "status", "--data-dir", str(control.data), "--json"],
+    out = subprocess.run([BIN, "directory", "status", "--data-dir", str(control.data), "--json"], env=control.offline_env(),
                          capture_output=True, text=True)
     assert {s["source"] for s in json.loads(out.stdout)} == {"corp", "ad"}
     # the stable ids: entryUUID, and AD's objectGUID in its text form
-    import sqlite3
-    db = sqlite3.connect(control.data / "cloudsignal.db")
-    ids = dict(db.execute("SELECT username, id FROM directory_users"))
+    ids = dict(control.sql("SELECT username, id FROM directory_users"))
     assert ids["dave"] == ad_guid("dave")
     assert len(ids["alice"]) == 36 and ids["alice"] != ids["bob"]
 
@@ -267,7 +265,7 @@ def test_the_directory_down_deprovisions_no_one(control, ldap):
         assert bob.quiet(0.2) is True and bob.disconnects.empty(), "bob stays connected"
         code, _, _ = token(control, "bob")
         assert code == 200, "bob still gets tokens"
-        out = subprocess.run([BIN, "directory", "status", "--data-dir", str(control.data)], capture_output=True, text=True)
+        out = subprocess.run([BIN, "directory", "status", "--data-dir", str(control.data)], capture_output=True, text=True, env=control.offline_env())
         assert out.returncode == 1 and "FAILING" in out.stdout, out.stdout
     finally:
         ldap.start()

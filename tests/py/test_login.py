@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import time
 import urllib.parse
@@ -86,7 +85,7 @@ def signed_in(control, email):
 def invite(control, email, role):
     out = subprocess.run([BIN, "admin", "create-user", "--data-dir", str(control.data), "--email", email,
                           "--role", role, "--public-url", f"http://127.0.0.1:{control.api_port}"],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, env=control.offline_env())
     return re.search(r"(http://\S+/setup\?token=\S+)", out.stdout).group(1)
 
 
@@ -113,8 +112,7 @@ def control(tmp_path_factory):
     assert status == 404, "a setup link works once"
     # a link for an address already taken is refused, and stays usable for the right one
     link = invite(b, "second-owner@example.test", "owner")
-    with sqlite3.connect(b.data / "cloudsignal.db") as db:
-        db.execute("UPDATE invitations SET email = 'owner@example.test' WHERE email = 'second-owner@example.test'")
+    b.sql("UPDATE invitations SET email = 'owner@example.test' WHERE email = 'second-owner@example.test'")
     status, _, html = accept(b, link)
     assert status == 400 and "exists already" in html, html
     assert request(b, "GET", link.split(str(b.api_port), 1)[1])[0] == 200, "the link still works"
@@ -204,20 +202,18 @@ def test_a_foreign_redirect_uri_is_never_redirected_to(control):
 
 
 def test_requests_and_codes_older_than_five_minutes_are_refused(control):
-    db = sqlite3.connect(control.data / "cloudsignal.db")
     verifier, challenge = pkce()
     status, _, html = request(control, "GET", authorize_path(challenge))
     req = re.search(r'name="request" value="([^"]+)"', html).group(1)
-    with db:
-        db.execute("UPDATE oauth_requests SET created_at = created_at - 301 WHERE id = ?", (req,))
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", req)
+    control.sql(f"UPDATE oauth_requests SET created_at = created_at - 301 WHERE id = '{req}'")
     status, headers, html = request(control, "POST", "/oauth/authorize",
                                     {"request": req, "email": "admin@example.test", "password": PASSWORD})
     assert status == 400 and "expired" in html and "location" not in headers
     # a code, five minutes after it was issued
     verifier, _, location, _, _ = sign_in(control, "admin@example.test")
     code = code_of(location)
-    with db:
-        db.execute("UPDATE oauth_codes SET created_at = created_at - 300 WHERE used_at IS NULL")
+    control.sql("UPDATE oauth_codes SET created_at = created_at - 300 WHERE used_at IS NULL")
     status, err = exchange(control, code, verifier)
     assert (status, err["error"]) == (400, "invalid_grant") and "5 minutes" in err["error_description"]
     # a request serves one sign-in only

@@ -57,7 +57,7 @@ def tenants(tmp_path_factory):
     control = ControlBroker(tmp, extra=["--issuer", ISSUER, "--issuer-jwks", str(jwks),
                                         "--issuer-revocations", "off", "--issuer-org", WORKER_ORG])
     # a second org, created while the broker serves
-    out = subprocess.run([BIN, "admin", "create-org", "--data-dir", str(control.data), "--name", "beta"],
+    out = subprocess.run([BIN, "admin", "create-org", "--data-dir", str(control.data), "--name", "beta"], env=control.offline_env(),
                          check=True, capture_output=True, text=True).stdout
     key_b = next(line.strip() for line in out.splitlines() if line.strip().startswith("sk_"))
     org_a = Org(control, control.admin)

@@ -29,7 +29,7 @@ use keys::KeyVerifier;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use store::{AccountStore, DirectoryStore, SqliteStore, Store, StoredKey};
+use store::{SqliteStore, Store, StoredKey};
 use tracing::info;
 
 /// The control plane's settings.
@@ -37,6 +37,8 @@ use tracing::info;
 pub struct ControlConfig {
     /// Where the store and key files live.
     pub data_dir: PathBuf,
+    /// A shared PostgreSQL store instead of the data directory's SQLite file.
+    pub database_url: Option<store::sql::DatabaseUrl>,
     /// `iss` of the tokens it issues (its public URL).
     pub issuer: String,
     /// Broker URLs announced in token responses.
@@ -187,8 +189,16 @@ pub(crate) fn new_api_key(kind: KeyKind) -> Result<ApiKey> {
     }
 }
 
-/// The store of an existing data directory (for the offline `cloudsignal admin` commands).
-fn existing_store(data_dir: &Path) -> Result<SqliteStore> {
+/// The store of an existing data directory (for the offline `cloudsignal admin` commands), or
+/// the PostgreSQL database `CLOUDSIGNAL_DATABASE_URL` names (the variable `cloudsignal serve
+/// --database-url` reads).
+fn existing_store(data_dir: &Path) -> Result<Box<dyn Store>> {
+    if let Some(url) = std::env::var("CLOUDSIGNAL_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        return Ok(Box::new(store::PgStore::connect(&url)?));
+    }
     let db = data_dir.join("cloudsignal.db");
     if !db.exists() {
         anyhow::bail!(
@@ -196,13 +206,13 @@ fn existing_store(data_dir: &Path) -> Result<SqliteStore> {
             data_dir.display()
         );
     }
-    SqliteStore::open(&db)
+    Ok(Box::new(SqliteStore::open(&db)?))
 }
 
 /// Mints an `sk_` key named `name` in `org` with the data directory's files, records `action`
 /// in the audit log, and writes the key (0600) to `file` through a temporary file.
 fn mint_local_admin_key(
-    store: &SqliteStore,
+    store: &dyn Store,
     org: &str,
     name: &str,
     action: &str,
@@ -255,7 +265,7 @@ pub fn create_user_link(data_dir: &Path, issuer: &str, email: &str, role: &str) 
     if store.account_by_email(email)?.is_some() {
         anyhow::bail!("an account with the e-mail address {email} exists already");
     }
-    let link = oauth::invite(&store, issuer, &org, Some(email), role)?;
+    let link = oauth::invite(store.as_ref(), issuer, &org, Some(email), role)?;
     store.append_audit(&store::AuditEntry {
         seq: 0,
         at: unix_now(),
@@ -296,7 +306,7 @@ pub fn recover_admin_key(data_dir: &Path) -> Result<(ApiKey, String, PathBuf)> {
     let name = format!("admin-recovered-{}", unix_now().secs());
     let file = data_dir.join("admin.key");
     let detail = format!("new sk_ key {name} minted with the data directory's files");
-    let admin = mint_local_admin_key(&store, &org, &name, "admin.recover", detail, &file)?;
+    let admin = mint_local_admin_key(store.as_ref(), &org, &name, "admin.recover", detail, &file)?;
     Ok((admin, format!("{name}@{org}"), file))
 }
 
@@ -311,7 +321,14 @@ pub fn create_org(data_dir: &Path, name: &str) -> Result<(OrgId, ApiKey, PathBuf
     let file = data_dir.join(format!("admin-{}.key", org.as_str()));
     let detail =
         format!("org {name:?} created with its admin key, with the data directory's files");
-    let admin = mint_local_admin_key(&store, org.as_str(), "admin", "org.create", detail, &file)?;
+    let admin = mint_local_admin_key(
+        store.as_ref(),
+        org.as_str(),
+        "admin",
+        "org.create",
+        detail,
+        &file,
+    )?;
     Ok((org, admin, file))
 }
 
@@ -342,7 +359,14 @@ impl ControlPlane {
             info!(dir = %dir.display(), "created the data directory");
         }
         let lock = lock_data_dir(dir)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("cloudsignal.db"))?);
+        let store: Arc<dyn Store> = match &config.database_url {
+            Some(url) => {
+                let store = store::PgStore::connect(url.expose())?;
+                info!(database = %url, "store: PostgreSQL");
+                Arc::new(store)
+            }
+            None => Arc::new(SqliteStore::open(&dir.join("cloudsignal.db"))?),
+        };
         let now = unix_now();
         let mut first = None;
         let org = match store.default_org()? {

@@ -1,4 +1,6 @@
-//! The embedded store: one SQLite file under the data directory.
+//! The store: one SQLite file under the data directory (the embedded default), or a shared
+//! PostgreSQL database (`--database-url`) for several nodes; one set of queries for both
+//! ([`sql`]).
 //!
 //! WAL mode with `synchronous = FULL`, so a write the API has acknowledged survives a crash
 //! or SIGKILL; migrations are SQL files in `migrations/`, applied in order and recorded in
@@ -9,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use cloudsignal_core::revocation::{Entry, Revocation};
 use cloudsignal_core::UnixTime;
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
+use sql::{params, Db, Postgres, Row, Sqlite};
 use std::path::Path;
 
 /// Schema migrations, in order; entry `i` moves the schema from version `i` to `i + 1`.
@@ -21,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_directory.sql"),
     include_str!("../migrations/0006_accounts.sql"),
     include_str!("../migrations/0007_usage_hourly.sql"),
+    include_str!("../migrations/0008_lower_indexes.sql"),
 ];
 
 /// One audit-log entry: who did what, when, from where, and how it ended.
@@ -117,6 +121,7 @@ impl StoredKey {
 
 mod accounts;
 mod directory;
+pub mod sql;
 pub use accounts::{Account, AccountStore, AuthSession, Code, Invitation, Redeemed};
 pub use directory::{DirectoryRow, DirectoryStore};
 
@@ -177,11 +182,17 @@ pub enum RevokeOutcome {
     LastAdminKey,
 }
 
-/// The SQLite store.
+/// The store: the control plane's queries, written once (see [`sql`]), on an engine.
 #[derive(Debug)]
-pub struct SqliteStore {
-    conn: Mutex<Connection>,
+pub struct SqlStore<D> {
+    pub(crate) db: D,
 }
+
+/// The embedded store: one SQLite file under the data directory.
+pub type SqliteStore = SqlStore<Sqlite>;
+
+/// The shared store: a PostgreSQL database several nodes use.
+pub type PgStore = SqlStore<Postgres>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
@@ -204,54 +215,79 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            db: Sqlite(Mutex::new(conn)),
         })
     }
 
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let conn = self.conn.lock();
+    /// Runs `f` on the SQLite connection itself (tests, `PRAGMA`s).
+    pub(crate) fn raw<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self.db.0.lock();
         Ok(f(&conn)?)
-    }
-
-    /// Upserts usage rows into `table` (`usage` or `usage_hourly`: a constant, never input).
-    fn add_usage_to(&self, table: &str, rows: &[crate::usage::UsageRow]) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        for r in rows {
-            tx.execute(
-                &format!("INSERT INTO {table} (day, subject_kind, subject, connects, auth_failures, published, published_bytes, delivered, delivered_bytes, last_used, last_ip)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (day, subject_kind, subject) DO UPDATE SET
-                   connects = connects + excluded.connects,
-                   auth_failures = auth_failures + excluded.auth_failures,
-                   published = published + excluded.published,
-                   published_bytes = published_bytes + excluded.published_bytes,
-                   delivered = delivered + excluded.delivered,
-                   delivered_bytes = delivered_bytes + excluded.delivered_bytes,
-                   last_used = COALESCE(excluded.last_used, last_used),
-                   last_ip = COALESCE(excluded.last_ip, last_ip)"),
-                params![
-                    r.day,
-                    r.subject_kind,
-                    r.subject,
-                    big(r.counts.connects),
-                    big(r.counts.auth_failures),
-                    big(r.counts.published),
-                    big(r.counts.published_bytes),
-                    big(r.counts.delivered),
-                    big(r.counts.delivered_bytes),
-                    r.last_used.map(big),
-                    r.last_ip
-                ],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     /// `PRAGMA integrity_check` (for tests and `cloudsignal doctor`).
     pub fn integrity_check(&self) -> Result<String> {
-        self.with(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
+        self.raw(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
+    }
+}
+
+impl PgStore {
+    /// Connects to the PostgreSQL database at `url` and migrates it.
+    pub fn connect(url: &str) -> Result<Self> {
+        let db = Postgres::connect(url)?;
+        sql::migrate_postgres(&db)?;
+        Ok(Self { db })
+    }
+}
+
+impl<D: Db> SqlStore<D> {
+    /// Upserts usage rows into `table` (`usage` or `usage_hourly`: a constant, never input).
+    fn add_usage_to(&self, table: &str, rows: &[crate::usage::UsageRow]) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {table} ({USAGE_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (day, subject_kind, subject) DO UPDATE SET
+                   connects = {table}.connects + excluded.connects,
+                   auth_failures = {table}.auth_failures + excluded.auth_failures,
+                   published = {table}.published + excluded.published,
+                   published_bytes = {table}.published_bytes + excluded.published_bytes,
+                   delivered = {table}.delivered + excluded.delivered,
+                   delivered_bytes = {table}.delivered_bytes + excluded.delivered_bytes,
+                   last_used = COALESCE(excluded.last_used, {table}.last_used),
+                   last_ip = COALESCE(excluded.last_ip, {table}.last_ip)"
+        );
+        self.db.tx(|c| {
+            for r in rows {
+                c.execute(
+                    &sql,
+                    params![
+                        r.day.as_str(),
+                        r.subject_kind.as_str(),
+                        r.subject.as_str(),
+                        big(r.counts.connects),
+                        big(r.counts.auth_failures),
+                        big(r.counts.published),
+                        big(r.counts.published_bytes),
+                        big(r.counts.delivered),
+                        big(r.counts.delivered_bytes),
+                        r.last_used.map(big),
+                        r.last_ip.as_deref()
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn usage_where(
+        &self,
+        condition: &str,
+        values: &[sql::Value],
+    ) -> Result<Vec<crate::usage::UsageRow>> {
+        let rows = self
+            .db
+            .with(|c| c.query(&format!("SELECT {USAGE_COLUMNS} FROM {condition}"), values))?;
+        rows.iter().map(usage_from_row).collect()
     }
 }
 
@@ -285,18 +321,18 @@ fn json_list(s: &str) -> Vec<String> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
-fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredKey> {
+fn key_from_row(r: &Row) -> Result<StoredKey> {
     Ok(StoredKey {
-        id: r.get(0)?,
-        org: r.get(1)?,
-        kind: r.get(2)?,
-        name: r.get(3)?,
-        secret_hash: r.get(4)?,
-        scopes: json_list(&r.get::<_, String>(5)?),
-        allow_cidrs: json_list(&r.get::<_, String>(6)?),
-        created_at: time(r.get(7)?).unwrap_or(UnixTime(0)),
-        expires_at: time(r.get(8)?),
-        revoked_at: time(r.get(9)?),
+        id: r.text(0)?,
+        org: r.text(1)?,
+        kind: r.text(2)?,
+        name: r.text(3)?,
+        secret_hash: r.text(4)?,
+        scopes: json_list(&r.text(5)?),
+        allow_cidrs: json_list(&r.text(6)?),
+        created_at: time(r.opt_int(7)?).unwrap_or(UnixTime(0)),
+        expires_at: time(r.opt_int(8)?),
+        revoked_at: time(r.opt_int(9)?),
     })
 }
 
@@ -310,133 +346,137 @@ fn count(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn usage_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<crate::usage::UsageRow> {
+fn usage_from_row(r: &Row) -> Result<crate::usage::UsageRow> {
     Ok(crate::usage::UsageRow {
-        day: r.get(0)?,
-        subject_kind: r.get(1)?,
-        subject: r.get(2)?,
+        day: r.text(0)?,
+        subject_kind: r.text(1)?,
+        subject: r.text(2)?,
         counts: cloudsignal_broker::usage::Counters {
-            connects: count(r.get(3)?),
-            auth_failures: count(r.get(4)?),
-            published: count(r.get(5)?),
-            published_bytes: count(r.get(6)?),
-            delivered: count(r.get(7)?),
-            delivered_bytes: count(r.get(8)?),
+            connects: count(r.int(3)?),
+            auth_failures: count(r.int(4)?),
+            published: count(r.int(5)?),
+            published_bytes: count(r.int(6)?),
+            delivered: count(r.int(7)?),
+            delivered_bytes: count(r.int(8)?),
         },
-        last_used: r.get::<_, Option<i64>>(9)?.map(count),
-        last_ip: r.get(10)?,
+        last_used: r.opt_int(9)?.map(count),
+        last_ip: r.opt_text(10)?,
     })
 }
 
 const KEY_COLUMNS: &str =
     "id, org, kind, name, secret_hash, scopes, allow_cidrs, created_at, expires_at, revoked_at";
 
-impl Store for SqliteStore {
+fn keys(rows: &[Row]) -> Result<Vec<StoredKey>> {
+    rows.iter().map(key_from_row).collect()
+}
+
+impl<D: Db> Store for SqlStore<D> {
     fn default_org(&self) -> Result<Option<String>> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT id FROM orgs ORDER BY created_at, id LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-        })
+        let row = self
+            .db
+            .with(|c| c.query_opt("SELECT id FROM orgs ORDER BY created_at, id LIMIT 1", &[]))?;
+        row.map(|r| r.text(0)).transpose()
     }
 
     fn create_org(&self, id: &str, name: &str, now: UnixTime) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO orgs (id, name, created_at) VALUES (?1, ?2, ?3)",
-                params![id, name, secs(now)],
-            )
+        self.db
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO orgs (id, name, created_at) VALUES (?1, ?2, ?3)",
+                    params![id, name, secs(now)],
+                )
+            })
             .map(drop)
-        })
     }
 
     fn list_orgs(&self) -> Result<Vec<(String, String)>> {
-        self.with(|c| {
-            let mut q = c.prepare("SELECT id, name FROM orgs ORDER BY created_at, id")?;
-            let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        })
+        let rows = self
+            .db
+            .with(|c| c.query("SELECT id, name FROM orgs ORDER BY created_at, id", &[]))?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect()
     }
 
     fn add_signing_key(&self, kid: &str, public_jwk: &str, now: UnixTime) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO signing_keys (kid, public_jwk, created_at) VALUES (?1, ?2, ?3)",
-                params![kid, public_jwk, secs(now)],
-            )
+        self.db
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO signing_keys (kid, public_jwk, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (kid) DO NOTHING",
+                    params![kid, public_jwk, secs(now)],
+                )
+            })
             .map(drop)
-        })
     }
 
     fn retire_signing_key(&self, kid: &str, at: UnixTime) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE signing_keys SET retire_at = ?2 WHERE kid = ?1 AND retire_at IS NULL",
-                params![kid, secs(at)],
-            )
+        self.db
+            .with(|c| {
+                c.execute(
+                    "UPDATE signing_keys SET retire_at = ?2 WHERE kid = ?1 AND retire_at IS NULL",
+                    params![kid, secs(at)],
+                )
+            })
             .map(drop)
-        })
     }
 
     fn published_keys(&self, now: UnixTime) -> Result<Vec<String>> {
-        self.with(|c| {
-            let mut q = c.prepare(
+        let rows = self.db.with(|c| {
+            c.query(
                 "SELECT public_jwk FROM signing_keys WHERE retire_at IS NULL OR retire_at > ?1 ORDER BY created_at DESC",
-            )?;
-            let rows = q.query_map(params![secs(now)], |r| r.get(0))?;
-            rows.collect()
-        })
+                params![secs(now)],
+            )
+        })?;
+        rows.iter().map(|r| r.text(0)).collect()
     }
 
     fn insert_key(&self, k: &StoredKey) -> Result<()> {
         let scopes = serde_json::to_string(&k.scopes)?;
         let cidrs = serde_json::to_string(&k.allow_cidrs)?;
-        self.with(|c| {
-            c.execute(
-                &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-                params![
-                    k.id,
-                    k.org,
-                    k.kind,
-                    k.name,
-                    k.secret_hash,
-                    scopes,
-                    cidrs,
-                    secs(k.created_at),
-                    k.expires_at.map(secs),
-                    k.revoked_at.map(secs)
-                ],
-            )
+        self.db
+            .with(|c| {
+                c.execute(
+                    &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                    params![
+                        k.id.as_str(),
+                        k.org.as_str(),
+                        k.kind.as_str(),
+                        k.name.as_str(),
+                        k.secret_hash.as_str(),
+                        scopes,
+                        cidrs,
+                        secs(k.created_at),
+                        k.expires_at.map(secs),
+                        k.revoked_at.map(secs)
+                    ],
+                )
+            })
             .map(drop)
-        })
     }
 
     fn find_key(&self, id: &str) -> Result<Option<StoredKey>> {
-        self.with(|c| {
-            c.query_row(
+        let row = self.db.with(|c| {
+            c.query_opt(
                 &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
                 params![id],
-                key_from_row,
             )
-            .optional()
-        })
+        })?;
+        row.as_ref().map(key_from_row).transpose()
     }
 
     fn list_keys(&self, org: &str) -> Result<Vec<StoredKey>> {
-        self.with(|c| {
-            let mut q = c.prepare(&format!(
-                "SELECT {KEY_COLUMNS} FROM api_keys WHERE org = ?1 ORDER BY created_at DESC, id"
-            ))?;
-            let rows = q.query_map(params![org], key_from_row)?;
-            rows.collect()
-        })
+        let rows = self.db.with(|c| {
+            c.query(
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE org = ?1 ORDER BY created_at DESC, id"
+                ),
+                params![org],
+            )
+        })?;
+        keys(&rows)
     }
 
     fn revoke_key(&self, id: &str, now: UnixTime) -> Result<bool> {
-        self.with(|c| {
+        self.db.with(|c| {
             c.execute(
                 "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                 params![id, secs(now)],
@@ -446,9 +486,10 @@ impl Store for SqliteStore {
     }
 
     fn expire_key(&self, id: &str, at: UnixTime) -> Result<bool> {
-        self.with(|c| {
+        self.db.with(|c| {
             c.execute(
-                "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?2), ?2) WHERE id = ?1 AND revoked_at IS NULL",
+                "UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > ?2 THEN ?2 ELSE expires_at END
+                 WHERE id = ?1 AND revoked_at IS NULL",
                 params![id, secs(at)],
             )
             .map(|n| n == 1)
@@ -457,15 +498,14 @@ impl Store for SqliteStore {
 
     fn add_revocation(&self, revocation: &Revocation, at: UnixTime) -> Result<Entry> {
         let body = serde_json::to_string(revocation)?;
-        let seq = self.with(|c| {
-            c.execute(
-                "INSERT INTO revocations (at, entry) VALUES (?1, ?2)",
+        let row = self.db.with(|c| {
+            c.query_one(
+                "INSERT INTO revocations (at, entry) VALUES (?1, ?2) RETURNING seq",
                 params![secs(at), body],
-            )?;
-            Ok(c.last_insert_rowid())
+            )
         })?;
         Ok(Entry {
-            seq: u64::try_from(seq).unwrap_or(0),
+            seq: count(row.int(0)?),
             at,
             revocation: revocation.clone(),
         })
@@ -480,35 +520,28 @@ impl Store for SqliteStore {
     }
 
     fn usage_hours(&self, day: &str) -> Result<Vec<crate::usage::UsageRow>> {
-        self.with(|c| {
-            let mut q = c.prepare(&format!(
-                "SELECT {USAGE_COLUMNS} FROM usage_hourly WHERE day >= ?1 || 'T00' AND day <= ?1 || 'T23' ORDER BY day, subject_kind, subject"
-            ))?;
-            let rows = q.query_map(params![day], usage_from_row)?;
-            rows.collect()
-        })
+        self.usage_where(
+            "usage_hourly WHERE day >= ?1 AND day <= ?2 ORDER BY day, subject_kind, subject",
+            params![format!("{day}T00"), format!("{day}T23")],
+        )
     }
 
     fn usage_of(&self, kind: &str, subject: &str) -> Result<Vec<crate::usage::UsageRow>> {
-        self.with(|c| {
-            let mut q = c.prepare(&format!("SELECT {USAGE_COLUMNS} FROM usage WHERE subject_kind = ?1 AND subject = ?2 ORDER BY day DESC"))?;
-            let rows = q.query_map(params![kind, subject], usage_from_row)?;
-            rows.collect()
-        })
+        self.usage_where(
+            "usage WHERE subject_kind = ?1 AND subject = ?2 ORDER BY day DESC",
+            params![kind, subject],
+        )
     }
 
     fn usage_on(&self, day: &str) -> Result<Vec<crate::usage::UsageRow>> {
-        self.with(|c| {
-            let mut q = c.prepare(&format!(
-                "SELECT {USAGE_COLUMNS} FROM usage WHERE day = ?1 ORDER BY subject_kind, subject"
-            ))?;
-            let rows = q.query_map(params![day], usage_from_row)?;
-            rows.collect()
-        })
+        self.usage_where(
+            "usage WHERE day = ?1 ORDER BY subject_kind, subject",
+            params![day],
+        )
     }
 
     fn revoke_key_keeping_admin(&self, id: &str, now: UnixTime) -> Result<RevokeOutcome> {
-        self.with(|c| {
+        self.db.with(|c| {
             // one statement: two concurrent calls can never revoke the last two sk_ keys
             let n = c.execute(
                 "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL
@@ -520,12 +553,13 @@ impl Store for SqliteStore {
             if n == 1 {
                 return Ok(RevokeOutcome::Revoked);
             }
-            let live: bool = c.query_row(
-                "SELECT COUNT(*) > 0 FROM api_keys WHERE id = ?1 AND revoked_at IS NULL",
-                params![id],
-                |r| r.get(0),
-            )?;
-            Ok(if live {
+            let live = c
+                .query_one(
+                    "SELECT COUNT(*) FROM api_keys WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id],
+                )?
+                .int(0)?;
+            Ok(if live > 0 {
                 RevokeOutcome::LastAdminKey
             } else {
                 RevokeOutcome::NotLive
@@ -534,78 +568,73 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&self, e: &AuditEntry) -> Result<u64> {
-        let seq = self.with(|c| {
-            c.execute(
+        let row = self.db.with(|c| {
+            c.query_one(
                 "INSERT INTO audit_log (at, org, actor, actor_kind, action, target, peer, outcome, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING seq",
                 params![
                     secs(e.at),
-                    e.org,
-                    e.actor,
-                    e.actor_kind,
-                    e.action,
-                    e.target,
-                    e.peer,
-                    e.outcome,
-                    e.detail
+                    e.org.as_str(),
+                    e.actor.as_str(),
+                    e.actor_kind.as_str(),
+                    e.action.as_str(),
+                    e.target.as_deref(),
+                    e.peer.as_deref(),
+                    e.outcome.as_str(),
+                    e.detail.as_str()
                 ],
-            )?;
-            Ok(c.last_insert_rowid())
+            )
         })?;
-        Ok(u64::try_from(seq).unwrap_or(0))
+        Ok(count(row.int(0)?))
     }
 
     fn audit_after(&self, org: &str, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
-        self.with(|c| {
-            let mut q = c.prepare(
+        let rows = self.db.with(|c| {
+            c.query(
                 "SELECT seq, at, org, actor, actor_kind, action, target, peer, outcome, detail
                  FROM audit_log WHERE org = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?;
-            let rows = q.query_map(
                 params![
                     org,
                     i64::try_from(after).unwrap_or(i64::MAX),
                     i64::try_from(limit).unwrap_or(i64::MAX)
                 ],
-                |r| {
-                    Ok(AuditEntry {
-                        seq: count(r.get(0)?),
-                        at: UnixTime(count(r.get(1)?)),
-                        org: r.get(2)?,
-                        actor: r.get(3)?,
-                        actor_kind: r.get(4)?,
-                        action: r.get(5)?,
-                        target: r.get(6)?,
-                        peer: r.get(7)?,
-                        outcome: r.get(8)?,
-                        detail: r.get(9)?,
-                    })
-                },
-            )?;
-            rows.collect()
-        })
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    seq: count(r.int(0)?),
+                    at: UnixTime(count(r.int(1)?)),
+                    org: r.text(2)?,
+                    actor: r.text(3)?,
+                    actor_kind: r.text(4)?,
+                    action: r.text(5)?,
+                    target: r.opt_text(6)?,
+                    peer: r.opt_text(7)?,
+                    outcome: r.text(8)?,
+                    detail: r.text(9)?,
+                })
+            })
+            .collect()
     }
 
     fn revocations_after(&self, after: u64, limit: usize) -> Result<Vec<Entry>> {
-        let rows: Vec<(i64, i64, String)> = self.with(|c| {
-            let mut q = c.prepare(
+        let rows = self.db.with(|c| {
+            c.query(
                 "SELECT seq, at, entry FROM revocations WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = q.query_map(
                 params![
                     i64::try_from(after).unwrap_or(i64::MAX),
                     i64::try_from(limit).unwrap_or(i64::MAX)
                 ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            rows.collect()
+            )
         })?;
-        rows.into_iter()
-            .map(|(seq, at, body)| {
+        rows.iter()
+            .map(|r| {
+                let seq = r.int(0)?;
                 Ok(Entry {
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    at: UnixTime(u64::try_from(at).unwrap_or(0)),
-                    revocation: serde_json::from_str(&body)
+                    seq: count(seq),
+                    at: UnixTime(count(r.int(1)?)),
+                    revocation: serde_json::from_str(&r.text(2)?)
                         .with_context(|| format!("revocation {seq} is unreadable"))?,
                 })
             })
@@ -651,7 +680,7 @@ mod tests {
         assert_eq!(s.revocations_after(1, 10).unwrap()[0].seq, 2);
         assert_eq!(s.integrity_check().unwrap(), "ok");
         let version: usize = s
-            .with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .raw(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len());
         s.add_usage(&[crate::usage::UsageRow {
@@ -666,7 +695,7 @@ mod tests {
         }])
         .unwrap();
         let seen: (String, i64) = s
-            .with(|c| {
+            .raw(|c| {
                 c.query_row("SELECT user, connects FROM users_seen", [], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
@@ -690,9 +719,9 @@ mod tests {
         let listed = s.audit_after("org_aaaaaaaaaaaa", 0, 10).unwrap();
         assert_eq!(listed, vec![AuditEntry { seq: 1, ..entry }]);
         assert!(s
-            .with(|c| c.execute("UPDATE audit_log SET outcome = 'forged'", []))
+            .raw(|c| c.execute("UPDATE audit_log SET outcome = 'forged'", []))
             .is_err());
-        assert!(s.with(|c| c.execute("DELETE FROM audit_log", [])).is_err());
+        assert!(s.raw(|c| c.execute("DELETE FROM audit_log", [])).is_err());
         assert!(s.audit_after("org_bbbbbbbbbbbb", 0, 10).unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }

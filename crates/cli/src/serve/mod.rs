@@ -249,6 +249,12 @@ pub(crate) struct ServeArgs {
     /// Default: $XDG_DATA_HOME/cloudsignal, else ~/.local/share/cloudsignal.
     #[arg(long, env = "CLOUDSIGNAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// A shared PostgreSQL store (`postgres://user:pass@host:5432/db`) instead of the data
+    /// directory's SQLite file: several nodes of a cluster share keys, revocations, people and
+    /// usage. Prefer the environment variable or the config file to keep the password out of
+    /// `ps`. See docs/cluster.md.
+    #[arg(long, env = "CLOUDSIGNAL_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Id of the org (tenant) the control plane creates in a new data directory (`org_` and 12
     /// of a-z 0-9; default random). A data directory that holds another org is refused.
     #[arg(long, env = "CLOUDSIGNAL_ORG")]
@@ -440,6 +446,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             let (cp, first) =
                 cloudsignal_control::ControlPlane::open(cloudsignal_control::ControlConfig {
                     data_dir: data_dir.clone(),
+                    database_url: args
+                        .database_url
+                        .as_deref()
+                        .filter(|u| !u.is_empty())
+                        .map(cloudsignal_control::store::sql::DatabaseUrl::parse)
+                        .transpose()
+                        .context("--database-url")?,
                     issuer,
                     broker: cloudsignal_core::exchange::BrokerUrls {
                         wss_url: format!("wss://127.0.0.1:{}", args.wss_addr.port()),

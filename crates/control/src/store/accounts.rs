@@ -2,11 +2,11 @@
 //! Single-use steps (a code, a refresh token, a link) are one conditional UPDATE each, so two
 //! racing redemptions cannot both succeed.
 
-use super::{secs, time, SqliteStore};
+use super::sql::{params, Conn, Db, Row, Value};
+use super::{secs, time, SqlStore};
 use crate::oauth::flow::ValidRequest;
 use anyhow::Result;
 use cloudsignal_core::UnixTime;
-use rusqlite::{params, OptionalExtension};
 
 /// A person who signs in to the CLI and the dashboard.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -154,116 +154,118 @@ pub trait AccountStore {
 
 const ACCOUNT_COLUMNS: &str = "id, org, email, name, role, password_hash, created_at, disabled_at";
 
-fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+fn account_row(r: &Row) -> Result<Account> {
     Ok(Account {
-        id: r.get(0)?,
-        org: r.get(1)?,
-        email: r.get(2)?,
-        name: r.get(3)?,
-        role: r.get(4)?,
-        password_hash: r.get(5)?,
-        created_at: time(r.get(6)?).unwrap_or(UnixTime(0)),
-        disabled_at: time(r.get(7)?),
+        id: r.text(0)?,
+        org: r.text(1)?,
+        email: r.text(2)?,
+        name: r.text(3)?,
+        role: r.text(4)?,
+        password_hash: r.opt_text(5)?,
+        created_at: time(r.opt_int(6)?).unwrap_or(UnixTime(0)),
+        disabled_at: time(r.opt_int(7)?),
     })
 }
 
 const SESSION_COLUMNS: &str = "s.id, s.account_id, a.email, a.role, s.org, s.client_id, s.created_at, s.expires_at, s.last_used_at, s.revoked_at, s.peer";
 
-fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuthSession> {
+fn session_row(r: &Row) -> Result<AuthSession> {
     Ok(AuthSession {
-        id: r.get(0)?,
-        account_id: r.get(1)?,
-        email: r.get(2)?,
-        role: r.get(3)?,
-        org: r.get(4)?,
-        client_id: r.get(5)?,
-        created_at: time(r.get(6)?).unwrap_or(UnixTime(0)),
-        expires_at: time(r.get(7)?).unwrap_or(UnixTime(0)),
-        last_used_at: time(r.get(8)?).unwrap_or(UnixTime(0)),
-        revoked_at: time(r.get(9)?),
-        peer: r.get(10)?,
+        id: r.text(0)?,
+        account_id: r.text(1)?,
+        email: r.text(2)?,
+        role: r.text(3)?,
+        org: r.text(4)?,
+        client_id: r.text(5)?,
+        created_at: time(r.opt_int(6)?).unwrap_or(UnixTime(0)),
+        expires_at: time(r.opt_int(7)?).unwrap_or(UnixTime(0)),
+        last_used_at: time(r.opt_int(8)?).unwrap_or(UnixTime(0)),
+        revoked_at: time(r.opt_int(9)?),
+        peer: r.opt_text(10)?,
     })
 }
 
 /// The account matching `condition` on `?1` (a constant condition, never input).
-fn account_where(
-    c: &rusqlite::Connection,
-    condition: &str,
-    value: &str,
-) -> rusqlite::Result<Option<Account>> {
-    c.query_row(
+fn account_where(c: &mut dyn Conn, condition: &str, value: &str) -> Result<Option<Account>> {
+    c.query_opt(
         &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {condition}"),
-        [value],
-        account_row,
-    )
-    .optional()
+        params![value],
+    )?
+    .as_ref()
+    .map(account_row)
+    .transpose()
 }
 
 /// The invitation matching `condition` (a constant condition, never input).
 fn invitation_where(
-    c: &rusqlite::Connection,
+    c: &mut dyn Conn,
     condition: &str,
-    params: impl rusqlite::Params,
-) -> rusqlite::Result<Option<Invitation>> {
-    c.query_row(
+    values: &[Value],
+) -> Result<Option<Invitation>> {
+    c.query_opt(
         &format!("SELECT org, email, role FROM invitations WHERE {condition}"),
-        params,
-        |r| {
-            Ok(Invitation {
-                org: r.get(0)?,
-                email: r.get(1)?,
-                role: r.get(2)?,
-            })
-        },
-    )
-    .optional()
+        values,
+    )?
+    .map(|r| {
+        Ok(Invitation {
+            org: r.text(0)?,
+            email: r.opt_text(1)?,
+            role: r.text(2)?,
+        })
+    })
+    .transpose()
 }
 
-fn session_by_id(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<AuthSession>> {
-    c.query_row(
+fn session_by_id(c: &mut dyn Conn, id: &str) -> Result<Option<AuthSession>> {
+    c.query_opt(
         &format!("SELECT {SESSION_COLUMNS} FROM auth_sessions s JOIN accounts a ON a.id = s.account_id WHERE s.id = ?1"),
-        [id],
-        session_row,
-    )
-    .optional()
+        params![id],
+    )?
+    .as_ref()
+    .map(session_row)
+    .transpose()
 }
 
-impl AccountStore for SqliteStore {
+impl<D: Db> AccountStore for SqlStore<D> {
     fn create_account(&self, a: &Account) -> Result<bool> {
-        self.with(|c| {
+        self.db.with(|c| {
+            // any unique conflict (the id, or the e-mail address in any letter case) inserts
+            // nothing
             let n = c.execute(
-                "INSERT OR IGNORE INTO accounts (id, org, email, name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![a.id, a.org, a.email, a.name, a.role, a.password_hash, secs(a.created_at)],
+                "INSERT INTO accounts (id, org, email, name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT DO NOTHING",
+                params![a.id.as_str(), a.org.as_str(), a.email.as_str(), a.name.as_str(), a.role.as_str(), a.password_hash.as_deref(), secs(a.created_at)],
             )?;
             Ok(n == 1)
         })
     }
 
     fn account_by_email(&self, email: &str) -> Result<Option<Account>> {
-        self.with(|c| account_where(c, "email = ?1 COLLATE NOCASE", email))
+        self.db
+            .with(|c| account_where(c, "lower(email) = lower(?1)", email))
     }
 
     fn account_by_id(&self, id: &str) -> Result<Option<Account>> {
-        self.with(|c| account_where(c, "id = ?1", id))
+        self.db.with(|c| account_where(c, "id = ?1", id))
     }
 
     fn set_account_role(&self, id: &str, role: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE accounts SET role = ?2 WHERE id = ?1",
-                params![id, role],
-            )
+        self.db
+            .with(|c| {
+                c.execute(
+                    "UPDATE accounts SET role = ?2 WHERE id = ?1",
+                    params![id, role],
+                )
+            })
             .map(drop)
-        })
     }
 
     fn count_accounts(&self, org: &str) -> Result<usize> {
-        self.with(|c| {
-            c.query_row("SELECT COUNT(*) FROM accounts WHERE org = ?1", [org], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|n| usize::try_from(n).unwrap_or(0))
-        })
+        let n = self.db.with(|c| {
+            c.query_one("SELECT COUNT(*) FROM accounts WHERE org = ?1", params![org])?
+                .int(0)
+        })?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     fn add_invitation(
@@ -273,17 +275,18 @@ impl AccountStore for SqliteStore {
         now: UnixTime,
         ttl: u64,
     ) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO invitations (digest, org, email, role, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![digest, inv.org, inv.email, inv.role, secs(now), secs(now.plus(ttl))],
-            )
+        self.db
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO invitations (digest, org, email, role, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![digest, inv.org.as_str(), inv.email.as_deref(), inv.role.as_str(), secs(now), secs(now.plus(ttl))],
+                )
+            })
             .map(drop)
-        })
     }
 
     fn invitation(&self, digest: &str, now: UnixTime) -> Result<Option<Invitation>> {
-        self.with(|c| {
+        self.db.with(|c| {
             invitation_where(
                 c,
                 "digest = ?1 AND used_at IS NULL AND expires_at > ?2",
@@ -293,7 +296,7 @@ impl AccountStore for SqliteStore {
     }
 
     fn take_invitation(&self, digest: &str, now: UnixTime) -> Result<Option<Invitation>> {
-        self.with(|c| {
+        self.db.with(|c| {
             let n = c.execute(
                 "UPDATE invitations SET used_at = ?2 WHERE digest = ?1 AND used_at IS NULL AND expires_at > ?2",
                 params![digest, secs(now)],
@@ -301,45 +304,48 @@ impl AccountStore for SqliteStore {
             if n != 1 {
                 return Ok(None);
             }
-            invitation_where(c, "digest = ?1", [digest])
+            invitation_where(c, "digest = ?1", params![digest])
         })
     }
 
     fn add_auth_request(&self, id: &str, r: &ValidRequest, now: UnixTime) -> Result<()> {
-        self.with(|c| {
+        self.db.with(|c| {
             // requests older than a day are of no use to anyone
-            c.execute("DELETE FROM oauth_requests WHERE created_at < ?1", [secs(now) - 86_400])?;
+            c.execute(
+                "DELETE FROM oauth_requests WHERE created_at < ?1",
+                params![secs(now) - 86_400],
+            )?;
             c.execute(
                 "INSERT INTO oauth_requests (id, client_id, redirect_uri, code_challenge, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id, r.client_id, r.redirect_uri, r.code_challenge, r.state, secs(now)],
+                params![id, r.client_id.as_str(), r.redirect_uri.as_str(), r.code_challenge.as_str(), r.state.as_str(), secs(now)],
             )
             .map(drop)
         })
     }
 
     fn auth_request(&self, id: &str) -> Result<Option<(ValidRequest, UnixTime)>> {
-        self.with(|c| {
-            c.query_row(
+        let row = self.db.with(|c| {
+            c.query_opt(
                 "SELECT client_id, redirect_uri, code_challenge, state, created_at FROM oauth_requests WHERE id = ?1 AND used_at IS NULL",
-                [id],
-                |r| {
-                    Ok((
-                        ValidRequest {
-                            client_id: r.get(0)?,
-                            redirect_uri: r.get(1)?,
-                            code_challenge: r.get(2)?,
-                            state: r.get(3)?,
-                        },
-                        time(r.get(4)?).unwrap_or(UnixTime(0)),
-                    ))
-                },
+                params![id],
             )
-            .optional()
+        })?;
+        row.map(|r| {
+            Ok((
+                ValidRequest {
+                    client_id: r.text(0)?,
+                    redirect_uri: r.text(1)?,
+                    code_challenge: r.text(2)?,
+                    state: r.text(3)?,
+                },
+                time(r.opt_int(4)?).unwrap_or(UnixTime(0)),
+            ))
         })
+        .transpose()
     }
 
     fn use_auth_request(&self, id: &str, now: UnixTime) -> Result<bool> {
-        self.with(|c| {
+        self.db.with(|c| {
             c.execute(
                 "UPDATE oauth_requests SET used_at = ?2 WHERE id = ?1 AND used_at IS NULL",
                 params![id, secs(now)],
@@ -349,58 +355,55 @@ impl AccountStore for SqliteStore {
     }
 
     fn add_code(&self, digest: &str, code: &Code) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO oauth_codes (digest, account_id, client_id, redirect_uri, code_challenge, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![digest, code.account_id, code.client_id, code.redirect_uri, code.code_challenge, secs(code.created_at)],
-            )
+        self.db
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO oauth_codes (digest, account_id, client_id, redirect_uri, code_challenge, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![digest, code.account_id.as_str(), code.client_id.as_str(), code.redirect_uri.as_str(), code.code_challenge.as_str(), secs(code.created_at)],
+                )
+            })
             .map(drop)
-        })
     }
 
     fn redeem_code(&self, digest: &str, now: UnixTime) -> Result<Redeemed<Code>> {
-        self.with(|c| {
+        self.db.with(|c| {
             let n = c.execute(
                 "UPDATE oauth_codes SET used_at = ?2 WHERE digest = ?1 AND used_at IS NULL",
                 params![digest, secs(now)],
             )?;
-            let row = c
-                .query_row(
-                    "SELECT account_id, client_id, redirect_uri, code_challenge, created_at, session_id FROM oauth_codes WHERE digest = ?1",
-                    [digest],
-                    |r| {
-                        Ok((
-                            Code {
-                                account_id: r.get(0)?,
-                                client_id: r.get(1)?,
-                                redirect_uri: r.get(2)?,
-                                code_challenge: r.get(3)?,
-                                created_at: time(r.get(4)?).unwrap_or(UnixTime(0)),
-                            },
-                            r.get::<_, Option<String>>(5)?,
-                        ))
-                    },
-                )
-                .optional()?;
-            Ok(match (row, n) {
-                (None, _) => Redeemed::Unknown,
-                (Some((code, _)), 1) => Redeemed::Fresh(code),
-                (Some((_, session)), _) => Redeemed::Replayed(session),
-            })
+            let row = c.query_opt(
+                "SELECT account_id, client_id, redirect_uri, code_challenge, created_at, session_id FROM oauth_codes WHERE digest = ?1",
+                params![digest],
+            )?;
+            let Some(r) = row else {
+                return Ok(Redeemed::Unknown);
+            };
+            if n == 1 {
+                return Ok(Redeemed::Fresh(Code {
+                    account_id: r.text(0)?,
+                    client_id: r.text(1)?,
+                    redirect_uri: r.text(2)?,
+                    code_challenge: r.text(3)?,
+                    created_at: time(r.opt_int(4)?).unwrap_or(UnixTime(0)),
+                }));
+            }
+            Ok(Redeemed::Replayed(r.opt_text(5)?))
         })
     }
 
     fn create_session(&self, s: &AuthSession, code_digest: Option<&str>) -> Result<()> {
-        self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            tx.execute(
+        self.db.tx(|c| {
+            c.execute(
                 "INSERT INTO auth_sessions (id, account_id, org, client_id, created_at, expires_at, last_used_at, peer) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![s.id, s.account_id, s.org, s.client_id, secs(s.created_at), secs(s.expires_at), secs(s.last_used_at), s.peer],
+                params![s.id.as_str(), s.account_id.as_str(), s.org.as_str(), s.client_id.as_str(), secs(s.created_at), secs(s.expires_at), secs(s.last_used_at), s.peer.as_deref()],
             )?;
             if let Some(d) = code_digest {
-                tx.execute("UPDATE oauth_codes SET session_id = ?2 WHERE digest = ?1", params![d, s.id])?;
+                c.execute(
+                    "UPDATE oauth_codes SET session_id = ?2 WHERE digest = ?1",
+                    params![d, s.id.as_str()],
+                )?;
             }
-            tx.commit()
+            Ok(())
         })
     }
 
@@ -412,13 +415,14 @@ impl AccountStore for SqliteStore {
         now: UnixTime,
         expires: UnixTime,
     ) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO auth_tokens (digest, session_id, kind, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![digest, session, kind, secs(now), secs(expires)],
-            )
+        self.db
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO auth_tokens (digest, session_id, kind, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![digest, session, kind, secs(now), secs(expires)],
+                )
+            })
             .map(drop)
-        })
     }
 
     fn session_by_access(
@@ -426,32 +430,35 @@ impl AccountStore for SqliteStore {
         digest: &str,
         now: UnixTime,
     ) -> Result<Option<(AuthSession, Account)>> {
-        self.with(|c| {
-            let id: Option<String> = c
-                .query_row(
-                    "SELECT t.session_id FROM auth_tokens t JOIN auth_sessions s ON s.id = t.session_id JOIN accounts a ON a.id = s.account_id
-                     WHERE t.digest = ?1 AND t.kind = 'access' AND t.expires_at > ?2 AND s.revoked_at IS NULL AND s.expires_at > ?2 AND a.disabled_at IS NULL",
-                    params![digest, secs(now)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(id) = id else { return Ok(None) };
-            c.execute("UPDATE auth_sessions SET last_used_at = ?2 WHERE id = ?1", params![id, secs(now)])?;
-            let Some(session) = session_by_id(c, &id)? else { return Ok(None) };
+        self.db.with(|c| {
+            let row = c.query_opt(
+                "SELECT t.session_id FROM auth_tokens t JOIN auth_sessions s ON s.id = t.session_id JOIN accounts a ON a.id = s.account_id
+                 WHERE t.digest = ?1 AND t.kind = 'access' AND t.expires_at > ?2 AND s.revoked_at IS NULL AND s.expires_at > ?2 AND a.disabled_at IS NULL",
+                params![digest, secs(now)],
+            )?;
+            let Some(row) = row else { return Ok(None) };
+            let id = row.text(0)?;
+            c.execute(
+                "UPDATE auth_sessions SET last_used_at = ?2 WHERE id = ?1",
+                params![id.as_str(), secs(now)],
+            )?;
+            let Some(session) = session_by_id(c, &id)? else {
+                return Ok(None);
+            };
             Ok(account_where(c, "id = ?1", &session.account_id)?.map(|a| (session, a)))
         })
     }
 
     fn rotate_refresh(&self, digest: &str, now: UnixTime) -> Result<Redeemed<AuthSession>> {
-        self.with(|c| {
-            let row: Option<(String, Option<i64>, i64)> = c
-                .query_row(
-                    "SELECT session_id, rotated_at, expires_at FROM auth_tokens WHERE digest = ?1 AND kind = 'refresh'",
-                    [digest],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let Some((session_id, rotated, expires)) = row else { return Ok(Redeemed::Unknown) };
+        self.db.with(|c| {
+            let row = c.query_opt(
+                "SELECT session_id, rotated_at, expires_at FROM auth_tokens WHERE digest = ?1 AND kind = 'refresh'",
+                params![digest],
+            )?;
+            let Some(row) = row else {
+                return Ok(Redeemed::Unknown);
+            };
+            let (session_id, rotated, expires) = (row.text(0)?, row.opt_int(1)?, row.int(2)?);
             if rotated.is_some() {
                 return Ok(Redeemed::Replayed(Some(session_id)));
             }
@@ -465,7 +472,10 @@ impl AccountStore for SqliteStore {
             if n != 1 {
                 return Ok(Redeemed::Replayed(Some(session_id)));
             }
-            c.execute("UPDATE auth_sessions SET last_used_at = ?2 WHERE id = ?1", params![session_id, secs(now)])?;
+            c.execute(
+                "UPDATE auth_sessions SET last_used_at = ?2 WHERE id = ?1",
+                params![session_id.as_str(), secs(now)],
+            )?;
             Ok(match session_by_id(c, &session_id)? {
                 Some(s) => Redeemed::Fresh(s),
                 None => Redeemed::Unknown,
@@ -474,18 +484,17 @@ impl AccountStore for SqliteStore {
     }
 
     fn session_of_token(&self, digest: &str) -> Result<Option<String>> {
-        self.with(|c| {
-            c.query_row(
+        let row = self.db.with(|c| {
+            c.query_opt(
                 "SELECT session_id FROM auth_tokens WHERE digest = ?1",
-                [digest],
-                |r| r.get(0),
+                params![digest],
             )
-            .optional()
-        })
+        })?;
+        row.map(|r| r.text(0)).transpose()
     }
 
     fn revoke_session(&self, id: &str, now: UnixTime) -> Result<bool> {
-        self.with(|c| {
+        self.db.with(|c| {
             c.execute(
                 "UPDATE auth_sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                 params![id, secs(now)],
@@ -495,17 +504,19 @@ impl AccountStore for SqliteStore {
     }
 
     fn auth_session(&self, id: &str) -> Result<Option<AuthSession>> {
-        self.with(|c| session_by_id(c, id))
+        self.db.with(|c| session_by_id(c, id))
     }
 
     fn auth_sessions(&self, org: &str, now: UnixTime) -> Result<Vec<AuthSession>> {
-        self.with(|c| {
-            let mut q = c.prepare(&format!(
-                "SELECT {SESSION_COLUMNS} FROM auth_sessions s JOIN accounts a ON a.id = s.account_id
-                 WHERE s.org = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2 ORDER BY s.created_at DESC"
-            ))?;
-            let rows = q.query_map(params![org, secs(now)], session_row)?;
-            rows.collect()
-        })
+        let rows = self.db.with(|c| {
+            c.query(
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM auth_sessions s JOIN accounts a ON a.id = s.account_id
+                     WHERE s.org = ?1 AND s.revoked_at IS NULL AND s.expires_at > ?2 ORDER BY s.created_at DESC"
+                ),
+                params![org, secs(now)],
+            )
+        })?;
+        rows.iter().map(session_row).collect()
     }
 }

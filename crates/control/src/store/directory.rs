@@ -1,12 +1,12 @@
 //! The directory sync's tables: users per source with their standing, and each source's status.
 
-use super::{secs, SqliteStore};
+use super::sql::{params, Db, Row};
+use super::{secs, SqlStore};
 use crate::directory::plan::{Standing, Stored};
 use crate::directory::sync::Lookup;
 use crate::directory::DirUser;
 use anyhow::Result;
 use cloudsignal_core::UnixTime;
-use rusqlite::params;
 
 /// A stored directory user with its source and org.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,19 +42,19 @@ pub trait DirectoryStore {
 
 const COLUMNS: &str = "source, org, id, username, dn, email, name, groups, standing";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DirectoryRow> {
-    let standing: String = r.get(8)?;
+fn row(r: &Row) -> Result<DirectoryRow> {
+    let standing = r.text(8)?;
     Ok(DirectoryRow {
-        source: r.get(0)?,
-        org: r.get(1)?,
+        source: r.text(0)?,
+        org: r.text(1)?,
         stored: Stored {
             user: DirUser {
-                id: r.get(2)?,
-                username: r.get(3)?,
-                dn: r.get(4)?,
-                email: r.get(5)?,
-                name: r.get(6)?,
-                groups: super::json_list(&r.get::<_, String>(7)?),
+                id: r.text(2)?,
+                username: r.text(3)?,
+                dn: r.text(4)?,
+                email: r.opt_text(5)?,
+                name: r.opt_text(6)?,
+                groups: super::json_list(&r.text(7)?),
                 disabled: standing == "disabled",
             },
             // the CHECK constraint admits no other value; an unknown one reads as removed
@@ -63,15 +63,46 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DirectoryRow> {
     })
 }
 
-impl DirectoryStore for SqliteStore {
+/// Rows per upsert statement: one round trip per chunk, not per user (a 10,000-user first
+/// sync on PostgreSQL); 10 parameters a row stays far below both engines' limits.
+const CHUNK: usize = 200;
+
+/// The upsert of `n` rows.
+fn upsert(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO directory_users (source, org, id, username, dn, email, name, groups, standing, changed_at) VALUES ",
+    );
+    for i in 0..n {
+        let p = i * 10;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for k in 1..=10 {
+            if k > 1 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", p + k));
+        }
+        sql.push(')');
+    }
+    sql.push_str(
+        " ON CONFLICT (source, id) DO UPDATE SET org = excluded.org, username = excluded.username,
+           dn = excluded.dn, email = excluded.email, name = excluded.name, groups = excluded.groups,
+           standing = excluded.standing, changed_at = excluded.changed_at",
+    );
+    sql
+}
+
+impl<D: Db> DirectoryStore for SqlStore<D> {
     fn directory_users(&self, source: &str) -> Result<Vec<Stored>> {
-        self.with(|c| {
-            let mut q = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM directory_users WHERE source = ?1"
-            ))?;
-            let rows = q.query_map([source], row)?;
-            rows.map(|r| r.map(|r| r.stored)).collect()
-        })
+        let rows = self.db.with(|c| {
+            c.query(
+                &format!("SELECT {COLUMNS} FROM directory_users WHERE source = ?1"),
+                params![source],
+            )
+        })?;
+        rows.iter().map(|r| row(r).map(|r| r.stored)).collect()
     }
 
     fn apply_directory(
@@ -81,33 +112,28 @@ impl DirectoryStore for SqliteStore {
         rows: &[Stored],
         now: UnixTime,
     ) -> Result<()> {
-        self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            {
-                let mut up = tx.prepare(
-                    "INSERT INTO directory_users (source, org, id, username, dn, email, name, groups, standing, changed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                     ON CONFLICT (source, id) DO UPDATE SET org = ?2, username = ?4, dn = ?5, email = ?6,
-                       name = ?7, groups = ?8, standing = ?9, changed_at = ?10",
-                )?;
-                for s in rows {
+        self.db.tx(|c| {
+            for chunk in rows.chunks(CHUNK) {
+                let mut values = Vec::with_capacity(chunk.len() * 10);
+                for s in chunk {
                     let u = &s.user;
                     let groups = serde_json::to_string(&u.groups).unwrap_or_else(|_| "[]".into());
-                    up.execute(params![
+                    values.extend_from_slice(params![
                         source,
                         org,
-                        u.id,
-                        u.username,
-                        u.dn,
-                        u.email,
-                        u.name,
+                        u.id.as_str(),
+                        u.username.as_str(),
+                        u.dn.as_str(),
+                        u.email.as_deref(),
+                        u.name.as_deref(),
                         groups,
                         s.standing.as_str(),
                         secs(now)
-                    ])?;
+                    ]);
                 }
+                c.execute(&upsert(chunk.len()), &values)?;
             }
-            tx.commit()
+            Ok(())
         })
     }
 
@@ -117,31 +143,36 @@ impl DirectoryStore for SqliteStore {
             Lookup::Username(name) => ("username", name),
             Lookup::Email(email) => ("email", email),
         };
-        self.with(|c| {
-            let mut q = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM directory_users WHERE org = ?1 AND {column} = ?2 COLLATE NOCASE ORDER BY source, id"
-            ))?;
-            let rows = q.query_map([org, value], row)?;
-            rows.collect()
-        })
+        let rows = self.db.with(|c| {
+            c.query(
+                &format!(
+                    "SELECT {COLUMNS} FROM directory_users WHERE org = ?1 AND lower({column}) = lower(?2) ORDER BY source, id"
+                ),
+                params![org, value],
+            )
+        })?;
+        rows.iter().map(row).collect()
     }
 
     fn save_directory_status(&self, source: &str, status: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO directory_status (source, status) VALUES (?1, ?2)
-                 ON CONFLICT (source) DO UPDATE SET status = ?2",
-                params![source, status],
-            )
+        self.db
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO directory_status (source, status) VALUES (?1, ?2)
+                     ON CONFLICT (source) DO UPDATE SET status = ?2",
+                    params![source, status],
+                )
+            })
             .map(drop)
-        })
     }
 
     fn directory_status(&self) -> Result<Vec<(String, String)>> {
-        self.with(|c| {
-            let mut q = c.prepare("SELECT source, status FROM directory_status ORDER BY source")?;
-            let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        })
+        let rows = self.db.with(|c| {
+            c.query(
+                "SELECT source, status FROM directory_status ORDER BY source",
+                &[],
+            )
+        })?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect()
     }
 }
