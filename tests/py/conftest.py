@@ -23,13 +23,19 @@ _pg = None
 _databases = {}
 
 
-def database_url(data_dir: Path) -> str:
-    """The PostgreSQL database of `data_dir` (one per data directory, so a restart finds its
-    store again)."""
+def postgres():
+    """The session's throwaway PostgreSQL cluster (started on first use)."""
     global _pg
     if _pg is None:
         from pg import Postgres
         _pg = Postgres()
+    return _pg
+
+
+def database_url(data_dir: Path) -> str:
+    """The PostgreSQL database of `data_dir` (one per data directory, so a restart finds its
+    store again)."""
+    postgres()
     key = str(data_dir)
     if key not in _databases:
         _databases[key] = _pg.create_db()
@@ -115,13 +121,16 @@ def broker(tmp_path_factory):
 class ControlBroker:
     """`cloudsignal serve` with its control plane on loopback and its own data directory."""
 
-    def __init__(self, tmp: Path, data_dir: Path = None, extra=(), max_failures=1000, delay_ms=100):
+    def __init__(self, tmp: Path, data_dir: Path = None, extra=(), max_failures=1000, delay_ms=100,
+                 database=None):
         self.tmp = tmp
         self.delay_ms = delay_ms
         self.extra = list(extra)
         self.max_failures = max_failures
         self.data = data_dir or (tmp / "data")
-        if STORE == "postgres":
+        if database is not None:
+            _databases[str(self.data)] = database
+        if database is not None or STORE == "postgres":
             self.extra = ["--database-url", database_url(self.data), *self.extra]
         self.port = free_port()
         self.api_port = free_port()
@@ -155,7 +164,7 @@ class ControlBroker:
     def sql(self, statement):
         """Runs `statement` on this broker's store (SQLite file or PostgreSQL database); its
         rows as tuples of text."""
-        if STORE == "postgres":
+        if STORE == "postgres" or str(self.data) in _databases:
             out = _pg.sql(database_url(self.data), statement)
             assert out.returncode == 0, out.stderr
             return [tuple(line.split("|")) for line in out.stdout.splitlines() if line]
@@ -167,7 +176,7 @@ class ControlBroker:
         """The environment for offline commands on this broker's store (`cloudsignal admin …
         --data-dir`): with PostgreSQL, its database URL."""
         env = dict(os.environ)
-        if STORE == "postgres":
+        if STORE == "postgres" or str(self.data) in _databases:
             env["CLOUDSIGNAL_DATABASE_URL"] = database_url(self.data)
         return env
 

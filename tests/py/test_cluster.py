@@ -356,3 +356,63 @@ def test_the_cluster_recovers_by_itself_after_nats_restarts(cluster):
     s = Client(b, "nr-ret-sub", V5)
     s.subscribe("nr/kept")
     assert s.expect(1)[0].payload == b"r"
+
+
+def test_two_control_planes_on_one_postgresql_store_act_as_one(cluster, tmp_path):
+    """Nodes P and Q both run a control plane on one PostgreSQL database (and join the NATS
+    cluster): a key created on P works on Q, its revocation on P closes its session on Q and
+    Q's cached verification goes with it, tokens issued on either node verify on the other, and
+    usage from both nodes adds up in the shared store."""
+    import conftest
+    from test_control import key_client, new_key
+    db = conftest.postgres().create_db()
+    public = f"http://127.0.0.1:{free_port()}"
+    common = ["--cluster-nats", cluster["nats"].url, "--cluster-name", "shared",
+              "--public-url", public, "--cluster-peer-timeout", "3"]
+    (tmp_path / "p").mkdir()
+    p = ControlBroker(tmp_path / "p", extra=common, database=db)
+    q_data = tmp_path / "q" / "data"
+    q_data.mkdir(parents=True)
+    # the store has keys already, so Q writes no admin key file of its own: the test uses P's
+    (q_data / "admin.key").write_text((p.data / "admin.key").read_text())
+    os.chmod(q_data / "admin.key", 0o600)
+    q = ControlBroker(tmp_path / "q", data_dir=q_data, extra=common, database=db)
+    try:
+        assert q.org == p.org, "one store, one org"
+        # a key made on P connects on Q (Q reads it from the shared store)
+        rk = new_key(p, "rk", ["mqtt:publish:shared/#", "mqtt:subscribe:shared/#"])
+        on_q = key_client(q, rk)
+        on_q.subscribe("shared/#")
+        # revoked on P: Q closes the session (0x98) and refuses the key from then on
+        status, _, _ = p.api("DELETE", f"/v1/keys/{rk['id']}")
+        assert status == 200
+        assert on_q.disconnects.get(timeout=TIMEOUT).value == 0x98
+        again = key_client(q, rk, connect=False)
+        _, rc = again.connect()
+        again.c.loop_stop()
+        assert rc.value == 0x86, "Q's cached verification of the key was dropped"
+        # tokens from either node verify on both (each node trusts the keys the store publishes)
+        for issuer, other in ((q, p), (p, q)):
+            status, body, _ = issuer.api("POST", "/v1/tokens", {"user": "both", "ttl": 600})
+            creds = body["mqtt_credentials"]
+
+            def connects():
+                c = Client(other, "both", V5, username=creds["username"], token=creds["password"],
+                           connect=False)
+                _, rc = c.connect()
+                if rc.value == 0:
+                    c.disconnect()  # usage is counted when the connection ends
+                else:
+                    c.c.loop_stop()
+                return rc.value == 0
+            assert eventually(connects, 30), "a token from the other node is trusted"
+        # usage from both nodes adds up in the shared store
+        def both_counted():
+            status, doc, _ = p.api("GET", "/v1/usage")
+            users = {u["subject"]: u for u in doc.get("users", [])} if status == 200 else {}
+            u = users.get(f"both@{p.org}")
+            return u if u and u["connects"] >= 2 else None
+        assert eventually(both_counted, 30), ("connects on P and on Q are both counted", p.api("GET", "/v1/usage")[1])
+    finally:
+        q.kill()
+        p.kill()

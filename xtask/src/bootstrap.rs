@@ -318,6 +318,13 @@ fn debian_peers() -> Result<()> {
         apt_install(&["nats-server"])?;
     }
     note("nats-server (Debian)");
+    let initdb = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().any(|v| v.path().join("bin/initdb").exists()))
+        .unwrap_or(false);
+    if !initdb || !on_path("psql") {
+        apt_install(&["postgresql", "postgresql-client"])?;
+    }
+    note("postgresql + postgresql-client (Debian; the suites run their own throwaway cluster)");
     Ok(())
 }
 

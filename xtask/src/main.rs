@@ -39,6 +39,17 @@ const USAGE: &str = "usage: cargo xtask <test|dev|bootstrap|build|doctor> [--fre
   CLOUDSIGNAL_TOOLS=<dir>  install cargo tools into <dir> (cargo install --root) and use only
                  those, instead of $CARGO_HOME/bin";
 
+/// The Python suites that start a control plane: run a second time on PostgreSQL.
+const POSTGRES_SUITES: &[&str] = &[
+    "test_control.py",
+    "test_attacks.py",
+    "test_login.py",
+    "test_tenants.py",
+    "test_openapi.py",
+    "test_directory.py",
+    "test_cluster.py",
+];
+
 fn main() {
     let started = Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -160,6 +171,18 @@ fn test(tool_root: &tools::ToolRoot) -> Result<()> {
             .current_dir(&root)
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/py"])
             .env("CLOUDSIGNAL_BIN", root.join("target/debug/cloudsignal")),
+    )?;
+
+    // every suite that starts a control plane, again with the PostgreSQL store (a throwaway
+    // cluster from Debian's initdb, a fresh database per control plane: tests/py/pg.py)
+    step("the control-plane suites on PostgreSQL (pytest, CLOUDSIGNAL_TEST_STORE=postgres)");
+    run_tests(
+        Command::new(&tools.python)
+            .current_dir(&root)
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            .args(POSTGRES_SUITES.iter().map(|s| format!("tests/py/{s}")))
+            .env("CLOUDSIGNAL_BIN", root.join("target/debug/cloudsignal"))
+            .env("CLOUDSIGNAL_TEST_STORE", "postgres"),
     )?;
 
     step("end-to-end tests (node:test: jose vectors, worker in workerd, pkg in Chromium)");

@@ -346,6 +346,7 @@ pub(crate) fn doctor(tools: &ToolRoot) -> Result<()> {
         &["-VV"],
     ));
     rows.push(command_row("ldapmodify", which("ldapmodify"), &["-VV"]));
+    rows.push(command_row("psql", which("psql"), &["--version"]));
     rows.push(command_row(
         "nats-server",
         Some(PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.exists()),

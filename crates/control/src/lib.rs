@@ -487,6 +487,15 @@ impl ControlPlane {
         Ok(set.keys().to_vec())
     }
 
+    /// Trusts every signing key the store publishes (with a shared store, other nodes' keys:
+    /// called every [`ORG_REFRESH`]).
+    pub fn refresh_trust(&self) -> Result<()> {
+        if let Some(b) = self.broker.get() {
+            b.trust(&self.config.issuer, self.trusted_keys()?);
+        }
+        Ok(())
+    }
+
     /// Signs with the current key.
     pub(crate) fn sign(&self, claims: &cloudsignal_core::token::TokenClaims) -> Result<String> {
         let key = self

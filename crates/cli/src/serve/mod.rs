@@ -671,7 +671,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                     }
                 });
             }
-            // orgs created with `cloudsignal admin create-org` while serving
+            // orgs created with `cloudsignal admin create-org` while serving, and (with a
+            // shared store) the signing keys of nodes started since
             let (cp2, auth2) = (cp.clone(), auth_for_orgs.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(cloudsignal_control::ORG_REFRESH);
@@ -680,6 +681,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                     match cp2.orgs() {
                         Ok(orgs) => auth2.bind_orgs(cp2.issuer(), orgs),
                         Err(e) => warn!(error = %e, "reading the orgs failed"),
+                    }
+                    if let Err(e) = cp2.refresh_trust() {
+                        warn!(error = %e, "reading the published signing keys failed");
                     }
                 }
             });
