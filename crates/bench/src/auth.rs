@@ -94,6 +94,15 @@ pub(crate) fn start_cloudsignal_auth(api_port: u16) -> Result<Broker> {
 
 /// [`start_cloudsignal_auth`] with another `cloudsignal` binary (an earlier build, to compare).
 pub(crate) fn start_auth_binary(exe: &std::path::Path, api_port: u16) -> Result<Broker> {
+    start_auth_binary_with(exe, api_port, &[])
+}
+
+/// [`start_auth_binary`] with `extra` flags (e.g. `--database-url`).
+pub(crate) fn start_auth_binary_with(
+    exe: &std::path::Path,
+    api_port: u16,
+    extra: &[&str],
+) -> Result<Broker> {
     let port = free_port();
     let d = dir()?;
     let jwks = d.join("jwks.json");
@@ -118,6 +127,7 @@ pub(crate) fn start_auth_binary(exe: &std::path::Path, api_port: u16) -> Result<
         .arg(&data)
         // the bench measures the broker, not its per-listener connect-rate limit
         .args(["--connect-rate", "1000000"])
+        .args(extra)
         .env("CLOUDSIGNAL_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

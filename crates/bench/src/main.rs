@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p cloudsignal-bench            # full run: medians of 3 rounds
 //! cargo run --release -p cloudsignal-bench -- --quick # smaller loads, one round
-//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, pipes, stall, scale, auth, enterprise, cluster (comma-separated)
+//! cargo run --release -p cloudsignal-bench -- --rounds 5 --only memory   # or throughput, latency, pipes, stall, scale, auth, enterprise, cluster, store (comma-separated)
 //! CLOUDSIGNAL_BENCH_BASELINE=/path/to/older/cloudsignal cargo run --release -p cloudsignal-bench -- --only auth
 //! ```
 //!
@@ -22,6 +22,8 @@ mod client;
 mod cluster;
 mod delivery;
 mod enterprise;
+mod pg;
+mod store;
 
 use anyhow::{bail, Context, Result};
 use client::Client;
@@ -396,6 +398,9 @@ async fn main() -> Result<()> {
     }
     if wants("cluster") {
         cluster::run(rounds, quick).await?;
+    }
+    if wants("store") {
+        store::run(rounds, quick).await?;
     }
     // authentication (issues 4 and 5); CloudSignal-only measures get their own table
     let mut versus: Vec<Row> = Vec::new();
