@@ -63,8 +63,8 @@ pub(crate) async fn run(rounds: usize, quick: bool) -> Result<()> {
             "== round {}/{rounds}: store, SQLite then PostgreSQL",
             round + 1
         );
-        for engine in 0..2 {
-            let url = if engine == 1 {
+        for (engine, postgres) in [false, true].into_iter().enumerate() {
+            let url = if postgres {
                 Some(pg.create_db(&format!("bench_{}_{round}", std::process::id()))?)
             } else {
                 None
