@@ -273,6 +273,32 @@ def test_shared_subscriptions_are_balanced_across_nodes(cluster):
     assert min(counts) >= n // 4, counts
 
 
+def test_the_cluster_api_shows_the_nodes_and_the_traffic_and_only_to_the_operator(cluster):
+    control, a, b = cluster["control"], cluster["a"], cluster["b"]
+    # traffic both ways between A and B
+    on_a, on_b = Client(a, "api-a", V5), Client(b, "api-b", V5)
+    on_a.subscribe("api/#")
+    on_b.subscribe("api/#")
+    await_route(on_b, on_a, "api/to-b")
+    await_route(on_a, on_b, "api/to-a")
+    status, body, _ = control.api("GET", "/v1/cluster")
+    assert status == 200, body
+    c = body["cluster"]
+    assert c["name"] == "cloudsignal" and c["connected"] is True
+    assert len(c["peers"]) >= 2 and c["node"] not in c["peers"]
+    assert c["sent"] > 0 and c["received"] > 0 and c["dropped"] == 0 and c["malformed"] == 0, c
+    # a key without sessions:read is refused
+    status, rk, _ = control.api("POST", "/v1/keys", {"kind": "rk", "name": "no-sessions", "scopes": ["keys:read"]})
+    assert status == 201, rk
+    assert control.api("GET", "/v1/cluster", key=rk["key"])[0] == 403
+    # another org's admin key: the figures are server-wide, so not theirs to read
+    out = subprocess.run([BIN, "admin", "create-org", "--data-dir", str(control.data), "--name", "tenant"],
+                         env=control.offline_env(), check=True, capture_output=True, text=True).stdout
+    other = next(line.strip() for line in out.splitlines() if line.strip().startswith("sk_"))
+    status, body, _ = control.api("GET", "/v1/cluster", key=other)
+    assert (status, body["code"]) == (403, "operator_only"), body
+
+
 def test_a_client_id_taken_over_on_another_node_is_closed_0x8e(cluster):
     a, b = cluster["a"], cluster["b"]
     first = Client(a, "roamer", V5, client_id="roamer-1")

@@ -123,6 +123,40 @@ pub trait Backplane: Send + Sync + std::fmt::Debug {
     fn kick(&self, id: ConnId, org: &str) -> bool;
     /// Tells every live connection to close with `reason`.
     fn close_all(&self, reason: ReasonCode);
+    /// The cluster this node belongs to, if any.
+    fn cluster(&self) -> Option<crate::cluster::ClusterStatus> {
+        None
+    }
+}
+
+/// Registers `r` with `router`; a resumed session keeps only the subscriptions `keep` allows
+/// (what every backplane's [`Backplane::register`] does on the node that holds the session).
+pub(crate) fn admit(
+    router: &mut Router,
+    r: Registration<'_>,
+    keep: &dyn Fn(&TopicFilter) -> bool,
+    now: Instant,
+) -> Result<Admitted, QuotaExceeded> {
+    let registered = router.register(
+        r.conn,
+        r.client_id,
+        r.owner,
+        r.tenant,
+        r.credential,
+        r.handle,
+        r.clean_start,
+        r.persistent,
+        now,
+    )?;
+    let removed_subscriptions = match registered.resume {
+        crate::router::Resume::New => 0,
+        _ => router.retain_subscriptions(registered.id, keep),
+    };
+    Ok(Admitted {
+        registered,
+        removed_subscriptions,
+        new_tenant: router.take_new_tenant(),
+    })
 }
 
 /// This process's router: a mutex never held across an await.
@@ -143,27 +177,7 @@ impl Backplane for Local {
         keep: &dyn Fn(&TopicFilter) -> bool,
         now: Instant,
     ) -> Result<Admitted, QuotaExceeded> {
-        let mut router = self.0.lock();
-        let registered = router.register(
-            r.conn,
-            r.client_id,
-            r.owner,
-            r.tenant,
-            r.credential,
-            r.handle,
-            r.clean_start,
-            r.persistent,
-            now,
-        )?;
-        let removed_subscriptions = match registered.resume {
-            crate::router::Resume::New => 0,
-            _ => router.retain_subscriptions(registered.id, keep),
-        };
-        Ok(Admitted {
-            registered,
-            removed_subscriptions,
-            new_tenant: router.take_new_tenant(),
-        })
+        admit(&mut self.0.lock(), r, keep, now)
     }
 
     fn publish(

@@ -305,6 +305,11 @@ impl BrokerHandle {
         kicked
     }
 
+    /// The cluster this broker is a node of, if any.
+    pub fn cluster(&self) -> Option<cluster::ClusterStatus> {
+        self.shared.router.cluster()
+    }
+
     /// Refused CONNECTs of `org` by reason, since the broker started.
     pub fn refusals(&self, org: &str) -> Vec<(String, u64)> {
         self.shared

@@ -97,6 +97,34 @@ pub struct ClusterStats {
     pub malformed: AtomicU64,
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A node's view of its cluster (for the control plane's `GET /v1/cluster`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterStatus {
+    /// The cluster's name.
+    pub name: String,
+    /// This node's id (hex).
+    pub node: String,
+    /// Connected to NATS now.
+    pub connected: bool,
+    /// The other nodes it knows (hex ids).
+    pub peers: Vec<String>,
+    /// Messages sent to other nodes.
+    pub sent: u64,
+    /// Messages received from other nodes.
+    pub received: u64,
+    /// Messages for other nodes lost (full link, NATS refused; each logged).
+    pub dropped: u64,
+    /// Malformed messages from NATS, ignored.
+    pub malformed: u64,
+}
+
 /// Where a remote message's publisher is: no connection of this node.
 const REMOTE: ConnId = ConnId::MAX;
 
@@ -444,7 +472,7 @@ async fn drive(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Command>, stor
             }
             Command::Retain(tenant, message) => {
                 let key = wire::retained_key(&tenant, message.topic.as_str());
-                let value = wire::encode_retained(inner.me, &tenant, &message);
+                let value = wire::encode_retained(inner.me, unix_now(), &tenant, &message);
                 if let Err(e) = store.put(key, value.into()).await {
                     warn!(error = %e, topic = %message.topic, "cluster: retained message not shared");
                 }
@@ -583,8 +611,12 @@ async fn watch_retained(inner: Arc<Inner>, store: kv::Store) {
                 continue;
             }
             match wire::decode_retained(&entry.value, inner.config.max_message) {
-                Ok((node, _, _)) if node == inner.me => {}
-                Ok((_, tenant, message)) => {
+                Ok(v) if v.node == inner.me => {}
+                Ok(v) => {
+                    // expired while in the bucket: nothing to keep (a live copy expires here)
+                    let Some((tenant, message)) = v.at(unix_now()) else {
+                        continue;
+                    };
                     let tenant: Tenant = tenant.into();
                     inner
                         .router
@@ -658,28 +690,9 @@ impl Backplane for Cluster {
         now: Instant,
     ) -> Result<Admitted, QuotaExceeded> {
         let (owner, client_id) = (r.owner.to_owned(), r.client_id.to_owned());
-        let admitted = self.inner.with_router(|router| {
-            let registered = router.register(
-                r.conn,
-                r.client_id,
-                r.owner,
-                r.tenant,
-                r.credential,
-                r.handle,
-                r.clean_start,
-                r.persistent,
-                now,
-            )?;
-            let removed_subscriptions = match registered.resume {
-                crate::router::Resume::New => 0,
-                _ => router.retain_subscriptions(registered.id, keep),
-            };
-            Ok(Admitted {
-                registered,
-                removed_subscriptions,
-                new_tenant: router.take_new_tenant(),
-            })
-        })?;
+        let admitted = self
+            .inner
+            .with_router(|router| crate::backplane::admit(router, r, keep, now))?;
         // the same client id elsewhere in the cluster ends there
         let _ = self.inner.tx.send(Command::Control(Control::Takeover {
             node: self.inner.me,
@@ -850,5 +863,25 @@ impl Backplane for Cluster {
 
     fn close_all(&self, reason: ReasonCode) {
         self.inner.router.lock().close_all(reason);
+    }
+
+    fn cluster(&self) -> Option<ClusterStatus> {
+        let i = &self.inner;
+        let mut peers: Vec<String> = self
+            .peers()
+            .into_iter()
+            .map(|n| format!("{n:016x}"))
+            .collect();
+        peers.sort();
+        Some(ClusterStatus {
+            name: i.config.name.clone(),
+            node: format!("{:016x}", i.me),
+            connected: i.connected.load(Ordering::SeqCst),
+            peers,
+            sent: i.stats.sent.load(Ordering::Relaxed),
+            received: i.stats.received.load(Ordering::Relaxed),
+            dropped: i.stats.dropped.load(Ordering::Relaxed),
+            malformed: i.stats.malformed.load(Ordering::Relaxed),
+        })
     }
 }

@@ -265,23 +265,60 @@ pub fn retained_key(tenant: &str, topic: &str) -> String {
     s
 }
 
-/// A retained message's value in the bucket: the node that stored it, the tenant, the PUBLISH
-/// (an empty payload clears the topic).
-pub fn encode_retained(node: NodeId, tenant: &str, message: &Message) -> Vec<u8> {
+/// A retained message as the bucket keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainedValue {
+    /// The node that stored it.
+    pub node: NodeId,
+    /// When (Unix seconds): a node that reads it later counts its Message Expiry from here.
+    pub at: u64,
+    /// The tenant.
+    pub tenant: String,
+    /// The message (an empty payload clears the topic).
+    pub message: Message,
+}
+
+impl RetainedValue {
+    /// The message as a node reading it at `now` (Unix seconds) should keep it: its Message
+    /// Expiry Interval reduced by the time it spent in the bucket; `None` once expired
+    /// [MQTT-3.3.2-5].
+    pub fn at(self, now: u64) -> Option<(String, Message)> {
+        let mut message = self.message;
+        if let Some(e) = message.expiry {
+            let spent = u32::try_from(now.saturating_sub(self.at)).unwrap_or(u32::MAX);
+            message.expiry = Some(e.checked_sub(spent).filter(|left| *left > 0)?);
+        }
+        Some((self.tenant, message))
+    }
+}
+
+/// A retained message's value in the bucket: node, time, tenant, then the PUBLISH.
+pub fn encode_retained(node: NodeId, at: u64, tenant: &str, message: &Message) -> Vec<u8> {
     let mut out = node.to_be_bytes().to_vec();
+    out.extend_from_slice(&at.to_be_bytes());
     put_str(tenant, &mut out);
     encode_message(message, &mut out);
     out
 }
 
+fn u64_at(r: &mut Reader<'_>) -> Result<u64, FrameError> {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(r.take(8)?);
+    Ok(u64::from_be_bytes(b))
+}
+
 /// Decodes [`encode_retained`].
-pub fn decode_retained(buf: &[u8], max: usize) -> Result<(NodeId, String, Message), FrameError> {
+pub fn decode_retained(buf: &[u8], max: usize) -> Result<RetainedValue, FrameError> {
     let mut r = Reader(buf);
-    let node = r.take(8)?;
-    let mut id = [0u8; 8];
-    id.copy_from_slice(node);
+    let node = u64_at(&mut r)?;
+    let at = u64_at(&mut r)?;
     let tenant = r.str()?;
-    Ok((u64::from_be_bytes(id), tenant, decode_message(r.0, max)?))
+    Ok(RetainedValue {
+        node,
+        at,
+        tenant,
+        message: decode_message(r.0, max)?,
+    })
 }
 
 #[cfg(test)]
@@ -339,10 +376,31 @@ mod tests {
     }
 
     #[test]
-    fn retained_values_round_trip() {
-        let v = encode_retained(7, "org_x", &message("a"));
-        let (node, tenant, m) = decode_retained(&v, 1 << 20).unwrap();
-        assert_eq!((node, tenant.as_str(), m), (7, "org_x", message("a")));
+    fn retained_values_round_trip_and_age() {
+        let v = encode_retained(7, 100, "org_x", &message("a"));
+        let r = decode_retained(&v, 1 << 20).unwrap();
+        assert_eq!((r.node, r.at, r.tenant.as_str()), (7, 100, "org_x"));
+        assert_eq!(r.clone().at(5_000), Some(("org_x".into(), message("a"))));
+        let expiring = Message {
+            expiry: Some(60),
+            ..message("a")
+        };
+        let r = decode_retained(&encode_retained(7, 100, "t", &expiring), 1 << 20).unwrap();
+        assert_eq!(
+            r.clone().at(130).unwrap().1.expiry,
+            Some(30),
+            "30 s spent in the bucket"
+        );
+        assert_eq!(
+            r.clone().at(160),
+            None,
+            "expired while stored [MQTT-3.3.2-5]"
+        );
+        assert_eq!(
+            r.at(90).unwrap().1.expiry,
+            Some(60),
+            "a clock behind counts nothing"
+        );
         assert_ne!(retained_key("a", "b/c"), retained_key("a/b", "c"));
         assert_eq!(retained_key("", "x").len(), 64);
     }

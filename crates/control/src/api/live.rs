@@ -162,3 +162,25 @@ pub(super) async fn identity(
         "sso": cp.config.sso.as_ref().map(|s| format!("{} ({} rules)", s.issuer, s.rules.len())),
     })))
 }
+
+/// `GET /v1/cluster`: this node's view of its cluster (`null` for a single broker). Server-wide
+/// figures, so only the operator's org (the control plane's first) may read them.
+pub(super) async fn cluster(
+    State(cp): State<Arc<ControlPlane>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let by = authorize(&cp, &headers, peer.ip(), "sessions:read").await?;
+    if by.key.org != cp.org().as_str() {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "operator_only",
+            "the cluster's figures are the operator's (the control plane's first org)",
+        ));
+    }
+    let status = cp
+        .broker
+        .get()
+        .and_then(cloudsignal_broker::BrokerHandle::cluster);
+    Ok(Json(json!({ "cluster": status })))
+}

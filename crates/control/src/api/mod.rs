@@ -15,6 +15,8 @@
 //! | `POST /v1/signing-keys/rotate` | an `sk_` key |
 //! | `GET /v1/directory/status` | `directory:read` |
 //! | `POST /v1/directory/sync` | `directory:sync` |
+//! | `GET /v1/sessions`, `GET /v1/stats/stream` (and kick: `sessions:write`) | `sessions:read` |
+//! | `GET /v1/cluster` (this node's view of its cluster) | `sessions:read`, the operator's org |
 //!
 //! Requests authenticate with `Authorization: Bearer <sk_… or rk_…>`; `sk_` keys hold every
 //! scope in their org, `rk_` keys only the scopes they were created with. Key management is
@@ -142,6 +144,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/v1/sessions/{id}/kick", post(live::kick))
         .route("/v1/stats/stream", get(live::stats_stream))
         .route("/v1/identity", get(live::identity))
+        .route("/v1/cluster", get(live::cluster))
         .route("/v1/auth/sessions", get(people::sessions))
         .route("/v1/auth/sessions/{id}", delete(people::end_session))
         .merge(crate::oauth::routes())

@@ -138,6 +138,25 @@ pub struct Message {
     pub forwarded: ForwardedProperties,
 }
 
+/// The v5 PUBLISH properties of `f` with `expiry` (the Message Expiry Interval left): what a
+/// subscriber, or another broker, is sent. Per-connection properties (topic alias,
+/// subscription identifiers) are the caller's.
+pub(crate) fn forwarded_properties(f: &ForwardedProperties, expiry: Option<u32>) -> Properties<'_> {
+    Properties {
+        payload_format_indicator: f.payload_format_indicator,
+        message_expiry_interval: expiry,
+        content_type: f.content_type.as_deref(),
+        response_topic: f.response_topic.as_deref(),
+        correlation_data: f.correlation_data.as_deref(),
+        user_properties: f
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        ..Properties::default()
+    }
+}
+
 /// The PUBLISH properties that travel with a message to its subscribers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ForwardedProperties {

@@ -263,18 +263,8 @@ impl Outbound {
         let properties = if protocol == Protocol::V5 {
             Properties {
                 topic_alias,
-                payload_format_indicator: f.payload_format_indicator,
-                message_expiry_interval: d.expiry,
-                content_type: f.content_type.as_deref(),
-                response_topic: f.response_topic.as_deref(),
-                correlation_data: f.correlation_data.as_deref(),
                 subscription_identifiers: d.subscription_ids.clone(),
-                user_properties: f
-                    .user_properties
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect(),
-                ..Properties::default()
+                ..super::forwarded_properties(f, d.expiry)
             }
         } else {
             Properties::default()

@@ -8,7 +8,7 @@
 //! identifiers (the receiving broker adds its own subscribers').
 
 use super::{forwarded, Message};
-use crate::mqtt::{decode, DecodeError, Packet, PacketId, Properties, Protocol, Publish, QoS};
+use crate::mqtt::{decode, DecodeError, Packet, PacketId, Protocol, Publish, QoS};
 use crate::topic::{TopicError, TopicName};
 
 /// Why bytes are not a message.
@@ -30,20 +30,7 @@ pub enum WireError {
 
 /// Appends `m` to `out` as an MQTT 5 PUBLISH.
 pub fn encode_message(m: &Message, out: &mut Vec<u8>) {
-    let f = &m.forwarded;
-    let properties = Properties {
-        payload_format_indicator: f.payload_format_indicator,
-        message_expiry_interval: m.expiry,
-        content_type: f.content_type.as_deref(),
-        response_topic: f.response_topic.as_deref(),
-        correlation_data: f.correlation_data.as_deref(),
-        user_properties: f
-            .user_properties
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect(),
-        ..Properties::default()
-    };
+    let properties = super::forwarded_properties(&m.forwarded, m.expiry);
     Packet::Publish(Publish {
         dup: false,
         qos: m.qos,
