@@ -39,7 +39,8 @@ const USAGE: &str = "usage: cargo xtask <test|dev|bootstrap|build|doctor> [--fre
   CLOUDSIGNAL_TOOLS=<dir>  install cargo tools into <dir> (cargo install --root) and use only
                  those, instead of $CARGO_HOME/bin";
 
-/// The Python suites that start a control plane: run a second time on PostgreSQL.
+/// The Python suites that start a control plane: run a second time on PostgreSQL
+/// (`test_cluster.py` runs two control planes on one PostgreSQL database in the first pass).
 const POSTGRES_SUITES: &[&str] = &[
     "test_control.py",
     "test_attacks.py",
@@ -47,7 +48,6 @@ const POSTGRES_SUITES: &[&str] = &[
     "test_tenants.py",
     "test_openapi.py",
     "test_directory.py",
-    "test_cluster.py",
 ];
 
 fn main() {
