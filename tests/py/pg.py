@@ -27,7 +27,9 @@ def available():
 
 
 class Postgres:
-    def __init__(self):
+    def __init__(self, ssl=False):
+        """With `ssl`, the server offers TLS with a certificate for 127.0.0.1 signed by a CA
+        of its own (`self.ca`, a PEM file)."""
         from conftest import free_port
         self.dir = Path(tempfile.mkdtemp(prefix="cs-pg-"))
         self.port = free_port()
@@ -41,9 +43,30 @@ class Postgres:
             shutil.chown(pwfile, "postgres", "postgres")
         self.run([pg_bin("initdb"), "-D", str(self.dir / "data"), "-U", "cloudsignal",
                   "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"])
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        if ssl:
+            options += " " + self.certificates()
         self.run([pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w",
-                  "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
-                  "start"])
+                  "-o", options, "start"])
+
+    def certificates(self):
+        """A CA and a server certificate for 127.0.0.1 (openssl); the server's options."""
+        d = self.dir
+        def ssl(*args):
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+        ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=cloudsignal test CA")
+        ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+        os.chmod(d / "server.key", 0o600)
+        if self.as_root:
+            for f in ("server.key", "server.pem"):
+                shutil.chown(d / f, "postgres", "postgres")
+        self.ca = d / "ca.pem"
+        return f"-c ssl=on -c ssl_cert_file={d}/server.pem -c ssl_key_file={d}/server.key"
 
     def run(self, args):
         if self.as_root:

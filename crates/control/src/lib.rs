@@ -15,6 +15,7 @@ pub mod keys;
 pub mod mqtt_keys;
 pub mod oauth;
 pub mod store;
+mod tls_client;
 pub mod usage;
 
 use anyhow::{Context, Result};
@@ -190,13 +191,10 @@ pub(crate) fn new_api_key(kind: KeyKind) -> Result<ApiKey> {
 }
 
 /// The store of an existing data directory (for the offline `cloudsignal admin` commands), or
-/// the PostgreSQL database `CLOUDSIGNAL_DATABASE_URL` names (the variable `cloudsignal serve
-/// --database-url` reads).
+/// the PostgreSQL database `CLOUDSIGNAL_DATABASE_URL` names (the variables `cloudsignal serve
+/// --database-url` and `--database-ca-file` read).
 fn existing_store(data_dir: &Path) -> Result<Box<dyn Store>> {
-    if let Some(url) = std::env::var("CLOUDSIGNAL_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    {
+    if let Some(url) = store::sql::DatabaseUrl::from_env()? {
         return Ok(Box::new(store::PgStore::connect(&url)?));
     }
     let db = data_dir.join("cloudsignal.db");
@@ -361,7 +359,7 @@ impl ControlPlane {
         let lock = lock_data_dir(dir)?;
         let store: Arc<dyn Store> = match &config.database_url {
             Some(url) => {
-                let store = store::PgStore::connect(url.expose())?;
+                let store = store::PgStore::connect(url)?;
                 info!(database = %url, "store: PostgreSQL");
                 Arc::new(store)
             }

@@ -233,7 +233,7 @@ impl SqliteStore {
 
 impl PgStore {
     /// Connects to the PostgreSQL database at `url` and migrates it.
-    pub fn connect(url: &str) -> Result<Self> {
+    pub fn connect(url: &sql::DatabaseUrl) -> Result<Self> {
         let db = Postgres::connect(url)?;
         sql::migrate_postgres(&db)?;
         Ok(Self { db })

@@ -255,6 +255,11 @@ pub(crate) struct ServeArgs {
     /// `ps`. See docs/cluster.md.
     #[arg(long, env = "CLOUDSIGNAL_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// PEM file of the CA(s) that signed the PostgreSQL server's certificate (default: the
+    /// public web roots). TLS is used whenever the server offers it and required with
+    /// `?sslmode=require` in the URL; the certificate is always verified.
+    #[arg(long, env = "CLOUDSIGNAL_DATABASE_CA_FILE")]
+    database_ca_file: Option<PathBuf>,
     /// Id of the org (tenant) the control plane creates in a new data directory (`org_` and 12
     /// of a-z 0-9; default random). A data directory that holds another org is refused.
     #[arg(long, env = "CLOUDSIGNAL_ORG")]
@@ -450,7 +455,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                         .database_url
                         .as_deref()
                         .filter(|u| !u.is_empty())
-                        .map(cloudsignal_control::store::sql::DatabaseUrl::parse)
+                        .map(|u| {
+                            cloudsignal_control::store::sql::DatabaseUrl::parse(u)
+                                .map(|u| u.with_ca_file(args.database_ca_file.clone()))
+                        })
                         .transpose()
                         .context("--database-url")?,
                     issuer,

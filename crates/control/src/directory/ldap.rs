@@ -37,22 +37,7 @@ fn settings(source: &SourceConfig) -> Result<LdapConnSettings> {
         .set_conn_timeout(Duration::from_secs(10))
         .set_starttls(source.starttls);
     if let Some(ca) = &source.ca_file {
-        use rustls_pki_types::pem::PemObject;
-        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca)
-            .with_context(|| format!("reading ca_file {}", ca.display()))?;
-        for cert in certs {
-            roots
-                .add(cert.with_context(|| format!("parsing ca_file {}", ca.display()))?)
-                .with_context(|| format!("ca_file {}", ca.display()))?;
-        }
-        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
-            tokio_rustls::rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = crate::tls_client::client_config(Some(ca))?;
         s = s.set_config(Arc::new(config));
     }
     Ok(s)

@@ -201,6 +201,9 @@ impl Db for Sqlite {
 /// A shared PostgreSQL database (several nodes of a cluster use one).
 pub struct Postgres {
     url: String,
+    /// TLS when the server offers it (`sslmode=prefer`, the default) or must (`require`): the
+    /// certificate is always verified.
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     client: Mutex<Option<PgClient>>,
 }
 
@@ -219,12 +222,17 @@ impl std::fmt::Debug for Postgres {
     }
 }
 
-/// A PostgreSQL URL: printed without its password.
+/// A PostgreSQL database to use: its URL (printed without the password) and the CA file its
+/// TLS certificate is checked against.
 #[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
+pub struct DatabaseUrl {
+    url: String,
+    ca_file: Option<std::path::PathBuf>,
+}
 
 impl DatabaseUrl {
-    /// Wraps `url` (`postgres://user:pass@host:5432/db`), checking its scheme.
+    /// Wraps `url` (`postgres://user:pass@host:5432/db`, `?sslmode=require` for TLS), checking
+    /// its scheme.
     pub fn parse(url: &str) -> Result<Self> {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             bail!(
@@ -232,24 +240,48 @@ impl DatabaseUrl {
                 redact(url)
             );
         }
-        Ok(Self(url.to_owned()))
+        Ok(Self {
+            url: url.to_owned(),
+            ca_file: None,
+        })
+    }
+
+    /// Checks the server's certificate against the CAs of the PEM file `ca` (default: the
+    /// public web roots).
+    pub fn with_ca_file(mut self, ca: Option<std::path::PathBuf>) -> Self {
+        self.ca_file = ca;
+        self
     }
 
     /// The whole URL, password included.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.url
+    }
+
+    /// From `CLOUDSIGNAL_DATABASE_URL` and `CLOUDSIGNAL_DATABASE_CA_FILE`, if the first is set.
+    pub fn from_env() -> Result<Option<Self>> {
+        let Some(url) = std::env::var("CLOUDSIGNAL_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            return Ok(None);
+        };
+        let ca = std::env::var_os("CLOUDSIGNAL_DATABASE_CA_FILE")
+            .filter(|c| !c.is_empty())
+            .map(std::path::PathBuf::from);
+        Ok(Some(Self::parse(&url)?.with_ca_file(ca)))
     }
 }
 
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&redact(&self.0))
+        f.write_str(&redact(&self.url))
     }
 }
 
 impl std::fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&redact(&self.0))
+        f.write_str(&redact(&self.url))
     }
 }
 
@@ -372,10 +404,12 @@ impl<C: postgres::GenericClient> Conn for PgConn<'_, C> {
 }
 
 impl Postgres {
-    /// Connects to `url` (`postgres://user:pass@host:5432/db`).
-    pub fn connect(url: &str) -> Result<Self> {
+    /// Connects to `url`.
+    pub fn connect(url: &DatabaseUrl) -> Result<Self> {
+        let tls = crate::tls_client::client_config(url.ca_file.as_deref())?;
         let db = Self {
-            url: url.to_owned(),
+            url: url.url.clone(),
+            tls: tokio_postgres_rustls::MakeRustlsConnect::new(tls),
             client: Mutex::new(None),
         };
         db.with(|_| Ok(()))?;
@@ -384,12 +418,12 @@ impl Postgres {
 
     /// Runs `f` on a live client, off the caller's runtime.
     fn run<T: Send>(&self, f: impl FnOnce(&mut PgClient) -> Result<T> + Send) -> Result<T> {
-        let (client, url) = (&self.client, self.url.as_str());
+        let (client, url, tls) = (&self.client, self.url.as_str(), &self.tls);
         let work = move || -> Result<T> {
             // locked on the thread that uses it (a guard cannot move between threads)
             let mut slot = client.lock();
             if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
-                let client = postgres::Client::connect(url, postgres::NoTls)
+                let client = postgres::Client::connect(url, tls.clone())
                     .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
                 *slot = Some(PgClient {
                     client,
