@@ -47,6 +47,14 @@ use tracing::{info, warn};
 
 /// A client id for a client that sent none [MQTT-3.1.3-6]: `cs-` and 128 random bits, so it
 /// can be neither guessed nor taken ahead of its client.
+/// Seconds since the Unix epoch, by the system clock.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 pub(crate) fn assigned_client_id() -> String {
     let mut bytes = [0u8; 16];
     if getrandom::getrandom(&mut bytes).is_err() {
@@ -543,12 +551,7 @@ async fn sys_stats(shared: Arc<Shared>) {
         ticks += 1;
         if ticks.is_multiple_of(6) {
             // once a minute: forget revocations no token that could still verify can match
-            let now = cloudsignal_core::UnixTime(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            );
+            let now = cloudsignal_core::UnixTime(unix_now());
             let pruned = shared.revocations.write().prune(now);
             if pruned > 0 {
                 info!(pruned, "expired revocations forgotten");

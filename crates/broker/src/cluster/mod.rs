@@ -25,26 +25,26 @@
 //!   says hello again and the tables are rebuilt; async-nats reconnects and resubscribes.
 
 pub mod routes;
+mod tasks;
 pub mod wire;
 
 use crate::backplane::{Admitted, Backplane, Registration};
-use crate::mailbox::{Mail, Mailbox, Refused};
+use crate::mailbox::{Mailbox, Refused};
 use crate::router::{
     ConnId, InterestChange, LiveSession, QuotaExceeded, Routed, Router, Scope, Tenant,
     TenantFigures,
 };
-use async_nats::jetstream::kv;
 use cloudsignal_core::mqtt::{ReasonCode, SubscriptionOptions};
 use cloudsignal_core::revocation::{Credential, Entry, RevocationList};
 use cloudsignal_core::session::{Delivery, Message, StoredSession};
 use cloudsignal_core::topic::{SubscriptionFilter, TopicFilter, TopicName};
-use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
-use routes::{Applied, Routes};
+use routes::Routes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tasks::{beat, drive, on_control, on_inbox, pump, watch_retained};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use wire::{Control, NodeId};
@@ -97,13 +97,6 @@ pub struct ClusterStats {
     pub malformed: AtomicU64,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// A node's view of its cluster (for the control plane's `GET /v1/cluster`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClusterStatus {
@@ -131,6 +124,8 @@ const REMOTE: ConnId = ConnId::MAX;
 /// What the driver sends, in order.
 #[derive(Debug)]
 enum Command {
+    /// NATS is back: peers' silence meanwhile is not their death; say hello again.
+    Rejoin,
     Control(Control),
     /// This node's whole route set, to everyone.
     Full,
@@ -163,7 +158,8 @@ struct Inner {
     tx: mpsc::UnboundedSender<Command>,
     revocations: Arc<RwLock<RevocationList>>,
     hooks: Mutex<Vec<RevocationHook>>,
-    connected: AtomicBool,
+    /// Connected to NATS (shared with the client's event callback, which lowers it at once).
+    connected: Arc<AtomicBool>,
     stats: ClusterStats,
 }
 
@@ -189,15 +185,19 @@ pub enum JoinError {
     Subscribe(String),
 }
 
-/// `url` without user information, for logs.
-fn redact(url: &str) -> String {
-    url.split(',')
-        .map(|u| match (u.find("://"), u.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}://…@{}", &u[..s], &u[at + 1..]),
-            _ => u.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+/// `url` (or a comma-separated list of URLs) without user information, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let one = |u: &str| match (u.find("://"), u.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &u[..s], &u[at + 1..]),
+        _ => u.to_owned(),
+    };
+    let parts: Vec<&str> = url.split(',').collect();
+    // a list only if every part is a URL: a comma may also sit in a password
+    if parts.len() > 1 && parts.iter().all(|p| p.contains("://")) {
+        parts.into_iter().map(one).collect::<Vec<_>>().join(",")
+    } else {
+        one(url)
+    }
 }
 
 impl Cluster {
@@ -232,9 +232,8 @@ impl Cluster {
                     match event {
                         async_nats::Event::Connected => {
                             info!("cluster: connected to NATS");
-                            flag.store(true, Ordering::SeqCst);
-                            let _ = events.send(Command::Control(Control::Hello { node: me }));
-                            let _ = events.send(Command::Full);
+                            // the flag goes up once the node has caught up (see `drive`)
+                            let _ = events.send(Command::Rejoin);
                         }
                         async_nats::Event::Disconnected => {
                             warn!("cluster: NATS connection lost; reconnecting");
@@ -291,12 +290,10 @@ impl Cluster {
             tx,
             revocations,
             hooks: Mutex::new(Vec::new()),
-            connected: AtomicBool::new(true),
+            connected,
             stats: ClusterStats::default(),
             config,
         });
-        // the event callback's flag, mirrored into the node (the callback cannot hold the node)
-        tokio::spawn(mirror(connected, Arc::downgrade(&inner)));
         tokio::spawn(drive(inner.clone(), rx, store.clone()));
         tokio::spawn(on_control(inner.clone(), control));
         tokio::spawn(on_inbox(inner.clone(), inbox));
@@ -416,6 +413,18 @@ impl Inner {
         }
     }
 
+    /// Sends this node's whole route set.
+    async fn send_routes(&self) {
+        let (version, changes) = self.routes.lock().own();
+        let c = Control::Routes {
+            node: self.me,
+            version,
+            reset: true,
+            changes,
+        };
+        self.send_control(&c).await;
+    }
+
     /// Forgets a node: its routes and its link.
     fn forget(&self, node: NodeId, why: &str) {
         if self.routes.lock().forget(node) {
@@ -431,253 +440,6 @@ impl Inner {
         info!(revocation = ?entry.revocation, closed = closed.len(), stored_sessions_ended = stored, "cluster: revocation from another node applied");
         for hook in self.hooks.lock().iter() {
             hook(entry);
-        }
-    }
-}
-
-/// Keeps the node's NATS flag in step with the connection (checked by the beat).
-async fn mirror(flag: Arc<AtomicBool>, node: std::sync::Weak<Inner>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tick.tick().await;
-        let Some(inner) = node.upgrade() else { return };
-        let now = flag.load(Ordering::SeqCst);
-        if now && !inner.connected.swap(now, Ordering::SeqCst) {
-            // back: silence while NATS was away is not a node's death
-            let t = Instant::now();
-            let mut routes = inner.routes.lock();
-            for p in routes.peers() {
-                routes.seen(p, t);
-            }
-        } else {
-            inner.connected.store(now, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Sends what the node's synchronous side queued, in order.
-async fn drive(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Command>, store: kv::Store) {
-    while let Some(cmd) = rx.recv().await {
-        match cmd {
-            Command::Control(c) => inner.send_control(&c).await,
-            Command::Full => {
-                let (version, changes) = inner.routes.lock().own();
-                let c = Control::Routes {
-                    node: inner.me,
-                    version,
-                    reset: true,
-                    changes,
-                };
-                inner.send_control(&c).await;
-            }
-            Command::Retain(tenant, message) => {
-                let key = wire::retained_key(&tenant, message.topic.as_str());
-                let value = wire::encode_retained(inner.me, unix_now(), &tenant, &message);
-                if let Err(e) = store.put(key, value.into()).await {
-                    warn!(error = %e, topic = %message.topic, "cluster: retained message not shared");
-                }
-            }
-        }
-    }
-}
-
-/// Handles what other nodes say.
-async fn on_control(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
-    while let Some(msg) = sub.next().await {
-        let c: Control = match serde_json::from_slice(&msg.payload) {
-            Ok(c) => c,
-            Err(e) => {
-                inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, "cluster: malformed control message ignored");
-                continue;
-            }
-        };
-        let node = c.node();
-        if node == inner.me {
-            continue;
-        }
-        let now = Instant::now();
-        let new = inner.routes.lock().seen(node, now);
-        if new {
-            info!(node = %format_args!("{node:016x}"), "cluster: node joined");
-        }
-        let resync = Command::Control(Control::Resync {
-            node: inner.me,
-            to: node,
-        });
-        match c {
-            Control::Hello { .. } => {
-                let _ = inner.tx.send(Command::Full);
-            }
-            Control::Beat { version, .. } => {
-                if !inner.routes.lock().current(node, version) {
-                    let _ = inner.tx.send(resync);
-                }
-            }
-            Control::Bye { .. } => inner.forget(node, "it left"),
-            Control::Routes {
-                version,
-                reset,
-                changes,
-                ..
-            } => {
-                let applied = inner
-                    .routes
-                    .lock()
-                    .apply(node, version, reset, &changes, now);
-                if applied == Applied::Gap {
-                    let _ = inner.tx.send(resync);
-                }
-            }
-            Control::Resync { to, .. } => {
-                if to == inner.me {
-                    let _ = inner.tx.send(Command::Full);
-                }
-            }
-            Control::Revoke { entry, .. } => inner.revoked(&entry),
-            Control::Takeover {
-                owner, client_id, ..
-            } => {
-                if inner.with_router(|r| r.evict(&owner, &client_id)) {
-                    info!(%client_id, "cluster: session taken over on another node (0x8E)");
-                }
-            }
-        }
-    }
-}
-
-/// Delivers what other nodes routed here, waiting (briefly) for congested subscribers like a
-/// publisher's connection does.
-async fn on_inbox(inner: Arc<Inner>, mut sub: async_nats::Subscriber) {
-    while let Some(msg) = sub.next().await {
-        let frame = match wire::decode_frame(&msg.payload, inner.config.max_message) {
-            Ok(f) => f,
-            Err(e) => {
-                inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, subject = %msg.subject, "cluster: malformed message ignored");
-                continue;
-            }
-        };
-        inner.stats.received.fetch_add(1, Ordering::Relaxed);
-        let groups: Vec<crate::router::Key> = frame
-            .groups
-            .iter()
-            .filter_map(|(g, f)| Some((Some(g.as_str().into()), TopicFilter::parse(f).ok()?)))
-            .collect();
-        let tenant: Tenant = frame.tenant.into();
-        let scope = Scope::Selected {
-            plain: frame.plain,
-            groups: &groups,
-        };
-        let routed = inner
-            .router
-            .lock()
-            .route(REMOTE, &tenant, Arc::new(frame.message), &scope);
-        for m in routed.congested {
-            m.wait_space(Duration::from_secs(2), Duration::from_millis(500))
-                .await;
-        }
-    }
-}
-
-/// Keeps this node's retained messages in step with the bucket.
-async fn watch_retained(inner: Arc<Inner>, store: kv::Store) {
-    let mut from = 0u64;
-    loop {
-        let watch = if from == 0 {
-            // every stored value first, then changes
-            store.watch_with_history(">").await
-        } else {
-            store.watch_all_from_revision(from + 1).await
-        };
-        let mut watch = match watch {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(error = %e, "cluster: watching retained messages failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        while let Some(entry) = watch.next().await {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!(error = %e, "cluster: retained-message watch interrupted");
-                    break;
-                }
-            };
-            from = from.max(entry.revision);
-            if entry.operation != kv::Operation::Put {
-                continue;
-            }
-            match wire::decode_retained(&entry.value, inner.config.max_message) {
-                Ok(v) if v.node == inner.me => {}
-                Ok(v) => {
-                    // expired while in the bucket: nothing to keep (a live copy expires here)
-                    let Some((tenant, message)) = v.at(unix_now()) else {
-                        continue;
-                    };
-                    let tenant: Tenant = tenant.into();
-                    inner
-                        .router
-                        .lock()
-                        .store_retained(&tenant, &Arc::new(message), Instant::now());
-                }
-                Err(e) => {
-                    inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    warn!(error = %e, key = %entry.key, "cluster: malformed retained message ignored");
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Beats, and forgets nodes that stopped beating.
-async fn beat(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(inner.config.heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let version = inner.routes.lock().own().0;
-        let _ = inner.tx.send(Command::Control(Control::Beat {
-            node: inner.me,
-            version,
-        }));
-        if !inner.connected.load(Ordering::SeqCst) {
-            continue;
-        }
-        let silent = inner
-            .routes
-            .lock()
-            .silent(Instant::now(), inner.config.peer_timeout);
-        for node in silent {
-            inner.forget(node, "it stopped beating");
-        }
-    }
-}
-
-/// Drains a link into NATS.
-async fn pump(inner: Arc<Inner>, link: Arc<Mailbox>) {
-    loop {
-        let batch = match link.recv(256, 4 << 20).await {
-            Mail::Close(..) => return,
-            Mail::Deliveries(batch) => batch,
-        };
-        for d in batch {
-            let m = Arc::try_unwrap(d.message).unwrap_or_else(|shared| (*shared).clone());
-            match inner
-                .client
-                .publish(m.topic.as_str().to_owned(), m.payload.into())
-                .await
-            {
-                Ok(()) => {
-                    inner.stats.sent.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    inner.count_dropped(1, &e.to_string());
-                }
-            }
         }
     }
 }
@@ -883,5 +645,20 @@ impl Backplane for Cluster {
             dropped: i.stats.dropped.load(Ordering::Relaxed),
             malformed: i.stats.malformed.load(Ordering::Relaxed),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn urls_are_printed_without_credentials() {
+        assert_eq!(
+            redact("nats://u:p@a:4222,tls://b:4222"),
+            "nats://…@a:4222,tls://b:4222"
+        );
+        assert_eq!(redact("postgres://u:a,b@h/db"), "postgres://…@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
     }
 }

@@ -285,13 +285,8 @@ impl std::fmt::Display for DatabaseUrl {
     }
 }
 
-/// `url` without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
+/// `url` without its password, for messages (the broker's rule for every URL it prints).
+pub(crate) use cloudsignal_broker::cluster::redact;
 
 /// `?1` → `$1` (outside string literals, which these queries never put a `?` in).
 fn dollar(sql: &str) -> String {
@@ -381,25 +376,29 @@ impl<C: postgres::GenericClient> PgConn<'_, C> {
     }
 }
 
+/// `params` as the client takes them.
+fn pg_params(params: &[Value]) -> Vec<PgValue<'_>> {
+    params.iter().map(PgValue).collect()
+}
+
+fn pg_refs<'a>(values: &'a [PgValue<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
 impl<C: postgres::GenericClient> Conn for PgConn<'_, C> {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         let statement = self.statement(sql)?;
-        let values: Vec<PgValue<'_>> = params.iter().map(PgValue).collect();
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
-            .iter()
-            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        Ok(self.client.execute(&statement, &refs)?)
+        let values = pg_params(params);
+        Ok(self.client.execute(&statement, &pg_refs(&values))?)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         let statement = self.statement(sql)?;
-        let values: Vec<PgValue<'_>> = params.iter().map(PgValue).collect();
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
-            .iter()
-            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        pg_rows(self.client.query(&statement, &refs)?)
+        let values = pg_params(params);
+        pg_rows(self.client.query(&statement, &pg_refs(&values))?)
     }
 }
 
