@@ -73,6 +73,7 @@ class Client:
         self.c.connect("127.0.0.1", self.port, keepalive=30, bind_address=self.bind, **kwargs)
         self.c.loop_start()
         flags, rc = self.connacks.get(timeout=TIMEOUT)
+        self.session_present = bool(flags.session_present)
         return flags, rc
 
     def subscribe(self, topic, qos=1):

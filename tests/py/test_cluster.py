@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -449,3 +450,137 @@ def test_two_control_planes_on_one_postgresql_store_act_as_one(cluster, tmp_path
     finally:
         q.kill()
         p.kill()
+
+
+def cluster_status(control):
+    status, body, _ = control.api("GET", "/v1/cluster")
+    assert status == 200, body
+    return body["cluster"]
+
+
+def await_logged(control, pub, sub, topic):
+    """A persistent session's subscription reaches the session registry within a few hundred
+    ms of its SUBACK; until then a publisher's node does not know to log what it wants. Probes
+    `topic` from `pub` (on node A, whose API counts logged messages) until a probe is logged,
+    then drains the probes from `sub`."""
+    def logged():
+        before = cluster_status(control)["logged"]
+        pub.publish(topic, b"__probe__", qos=1)
+        return cluster_status(control)["logged"] > before
+    assert eventually(logged, 20), f"{topic} is never logged"
+    while True:
+        try:
+            m = sub.messages.get(timeout=0.5)
+        except Exception:
+            return
+        assert m.payload == b"__probe__", m.payload
+
+
+def received(sub, into, quiet=1.0):
+    """Moves what `sub` received into `into` (payloads as ints, probes skipped) until it has
+    been quiet for `quiet` seconds."""
+    while True:
+        try:
+            m = sub.messages.get(timeout=quiet)
+        except Exception:
+            return into
+        if m.payload != b"__probe__":
+            into.append(int(m.payload))
+
+
+def test_persistent_sessions_survive_kill_9_of_their_node_with_nothing_acknowledged_lost(cluster):
+    tmp, control, nats, a, b = (cluster[k] for k in ("tmp", "control", "nats", "a", "b"))
+    e = Node(tmp, "e-durable", control, nats)
+    assert eventually(lambda: e.logs().count("cluster: node joined") >= 3), e.logs()
+    # a v5 session at QoS 1 and a v3.1.1 one (Clean Session 0) at QoS 2, held by node E
+    kinds = {"v5": (V5, 1), "v311": (V311, 2)}
+    subs = {}
+    for name, (proto, qos) in kinds.items():
+        s = Client(e, f"dur-{name}", proto, client_id=f"dur-{name}", clean=False,
+                   session_expiry=600 if proto == V5 else None)
+        assert s.subscribe(f"dur/{name}/#", qos=qos)[0].value == qos
+        subs[name] = s
+    pub = Client(a, "dur-pub", V5)
+    for name, s in subs.items():
+        await_logged(control, pub, s, f"dur/{name}/probe")
+    n, acked, got = 300, {k: [] for k in kinds}, {k: [] for k in kinds}
+    killed, resumed = threading.Event(), threading.Event()
+
+    def publish_all():
+        for i in range(n):
+            for name, (_, qos) in kinds.items():
+                if pub.publish(f"dur/{name}/m", str(i).encode(), qos=qos) == 0:
+                    acked[name].append(i)
+            if i == 100:
+                killed.wait(30)
+            if i == 180:
+                resumed.wait(30)
+            time.sleep(0.002)
+    t = threading.Thread(target=publish_all)
+    t.start()
+    assert eventually(lambda: len(acked["v311"]) > 100, 30)
+    e.kill(signal.SIGKILL)
+    for name, s in subs.items():
+        s.c.loop_stop()
+        received(s, got[name], quiet=0.2)
+    killed.set()
+    # the clients come back on another node, publishing goes on meanwhile
+    back = {}
+    for name, (proto, qos) in kinds.items():
+        c = Client(b, f"dur-{name}", proto, client_id=f"dur-{name}", clean=False,
+                   session_expiry=600 if proto == V5 else None)
+        assert c.session_present, f"{name}: the session is resumed (Session Present 1)"
+        back[name] = c
+    resumed.set()
+    t.join(60)
+    assert not t.is_alive()
+    for name, c in back.items():
+        received(c, got[name], quiet=2.0)
+        lost = sorted(set(acked[name]) - set(got[name]))
+        duplicates = len(got[name]) - len(set(got[name]))
+        print(f"{name}: {len(acked[name])} acknowledged to the publisher, {len(got[name])} "
+              f"received ({duplicates} again after the node loss), lost {lost}")
+        assert len(acked[name]) == n, "every publish was acknowledged"
+        assert lost == [], f"{name}: acknowledged messages lost: {lost}"
+    assert "resuming a session another node held" in b.logs()
+
+
+def test_a_persistent_session_moves_to_another_live_node_and_keeps_its_messages(cluster):
+    a, b, c, control = cluster["a"], cluster["b"], cluster["c"], cluster["control"]
+    first = Client(b, "mover", V5, client_id="mover-1", clean=False, session_expiry=600)
+    first.subscribe("mv/#")
+    pub = Client(a, "mv-pub", V5)
+    await_logged(control, pub, first, "mv/probe")
+    got = []
+    for i in range(50):
+        assert pub.publish("mv/x", str(i).encode()) == 0
+    received(first, got, quiet=0.5)
+    first.disconnect()
+    # published while the client is away: kept for it in the log
+    for i in range(50, 100):
+        assert pub.publish("mv/x", str(i).encode()) == 0
+    time.sleep(0.5)  # the session's cursor reaches the registry (every 200 ms)
+    second = Client(c, "mover", V5, client_id="mover-1", clean=False, session_expiry=600)
+    received(second, got, quiet=2.0)
+    assert sorted(set(got)) == list(range(100)), sorted(set(range(100)) - set(got))
+    # taken over while live (0x8E on the old node), the session goes on on the new one
+    third = Client(a, "mover", V5, client_id="mover-1", clean=False, session_expiry=600)
+    assert second.disconnects.get(timeout=TIMEOUT).value == 0x8E
+    assert pub.publish("mv/x", b"100") == 0
+    assert [int(m.payload) for m in third.expect(1)] == [100]
+    # another identity using the same client id resumes nothing of it
+    mallory = Client(c, "mallory", V5, client_id="mover-1", clean=False, session_expiry=600)
+    assert pub.publish("mv/x", b"101") == 0
+    assert mallory.quiet(1) is True
+    assert [int(m.payload) for m in third.expect(1)] == [101]
+    third.disconnect()
+    # Clean Start on another node ends the session: its record goes
+    recorded = cluster_status(control)["recorded_sessions"]
+    fresh = Client(b, "mover", V5, client_id="mover-1", clean=True)
+    assert fresh.session_present is False
+    fresh.disconnect()
+    assert eventually(lambda: cluster_status(control)["recorded_sessions"] == recorded - 1, 10)
+    again = Client(c, "mover", V5, client_id="mover-1", clean=False)
+    assert again.session_present is False
+    assert pub.publish("mv/x", b"102") == 0
+    assert again.quiet(0.5) is True

@@ -116,6 +116,11 @@ async fn act<W: AsyncWrite + Unpin>(
             .await;
             conn.subscribers_waited(stalled, patience);
         }
+        Action::AwaitLogged { stored, ack } => {
+            // bounded by the log writer's own timeout
+            let stored = stored.await.unwrap_or(false);
+            conn.logged(ack, stored);
+        }
     }
 }
 

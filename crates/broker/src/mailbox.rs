@@ -178,6 +178,16 @@ impl Mailbox {
         !std::mem::replace(&mut self.state.lock().lagging, true)
     }
 
+    /// Deliveries waiting in it.
+    pub fn len(&self) -> usize {
+        self.state.lock().queue.len()
+    }
+
+    /// Whether no delivery waits in it.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether the consumer's client has read nothing lately.
     pub fn is_lagging(&self) -> bool {
         self.state.lock().lagging

@@ -20,10 +20,15 @@
 //! - **Revocations** and **takeovers** are broadcast: a revocation applied on one node closes the
 //!   credential's sessions on every node (one NATS hop); a client id that connects on one node
 //!   ends its session on the others (0x8E).
+//! - **Persistent sessions** outlive their node: QoS 1/2 messages they want go through a
+//!   message log in JetStream, and a registry of sessions lets another node resume them
+//!   ([`durable`]).
 //! - **Liveness.** Nodes beat every `heartbeat`; a node not heard from for `peer_timeout`
 //!   (while this node is connected to NATS) is forgotten. After NATS comes back every node
 //!   says hello again and the tables are rebuilt; async-nats reconnects and resubscribes.
 
+pub mod durable;
+mod log;
 pub mod routes;
 mod tasks;
 pub mod wire;
@@ -31,10 +36,10 @@ pub mod wire;
 use crate::backplane::{Admitted, Backplane, Registration};
 use crate::mailbox::{Mailbox, Refused};
 use crate::router::{
-    ConnId, InterestChange, LiveSession, QuotaExceeded, Routed, Router, Scope, Tenant,
+    ConnId, InterestChange, LiveSession, QuotaExceeded, Resume, Routed, Router, Scope, Tenant,
     TenantFigures,
 };
-use cloudsignal_core::mqtt::{ReasonCode, SubscriptionOptions};
+use cloudsignal_core::mqtt::{QoS, ReasonCode, SubscriptionOptions};
 use cloudsignal_core::revocation::{Credential, Entry, RevocationList};
 use cloudsignal_core::session::{Delivery, Message, StoredSession};
 use cloudsignal_core::topic::{SubscriptionFilter, TopicFilter, TopicName};
@@ -67,6 +72,10 @@ pub struct ClusterConfig {
     pub link_capacity: usize,
     /// Bytes waiting for one other node before publishers are slowed down.
     pub link_bytes: usize,
+    /// How long the message log keeps a message for persistent sessions whose client is away.
+    pub log_max_age: Duration,
+    /// The message log's size at most, in bytes (the oldest messages go first).
+    pub log_max_bytes: i64,
 }
 
 impl ClusterConfig {
@@ -80,6 +89,8 @@ impl ClusterConfig {
             max_message: 1 << 20,
             link_capacity: 10_000,
             link_bytes: 64 << 20,
+            log_max_age: Duration::from_secs(24 * 3600),
+            log_max_bytes: 1 << 30,
         }
     }
 }
@@ -95,6 +106,10 @@ pub struct ClusterStats {
     pub dropped: AtomicU64,
     /// Malformed messages from NATS (logged, ignored).
     pub malformed: AtomicU64,
+    /// QoS 1/2 messages written to the message log (persistent sessions wanted them).
+    pub logged: AtomicU64,
+    /// Sessions resumed here from the registry (another node held them).
+    pub resumed: AtomicU64,
 }
 
 /// A node's view of its cluster (for the control plane's `GET /v1/cluster`).
@@ -116,6 +131,12 @@ pub struct ClusterStatus {
     pub dropped: u64,
     /// Malformed messages from NATS, ignored.
     pub malformed: u64,
+    /// QoS 1/2 messages written to the message log.
+    pub logged: u64,
+    /// Persistent sessions in the registry (every node's).
+    pub recorded_sessions: usize,
+    /// Sessions resumed here from the registry.
+    pub resumed: u64,
 }
 
 /// Where a remote message's publisher is: no connection of this node.
@@ -161,6 +182,12 @@ struct Inner {
     /// Connected to NATS (shared with the client's event callback, which lowers it at once).
     connected: Arc<AtomicBool>,
     stats: ClusterStats,
+    /// Every node's persistent sessions, as the registry holds them.
+    mirror: Mutex<durable::Mirror>,
+    /// Messages for the log, in order.
+    log_tx: mpsc::UnboundedSender<log::LogWrite>,
+    /// The message log (replays read it).
+    log: async_nats::jetstream::stream::Stream,
 }
 
 /// Why a node could not join.
@@ -271,6 +298,15 @@ impl Cluster {
             .get_key_value(bucket)
             .await
             .map_err(|e| JoinError::JetStream(e.to_string()))?;
+        let (log, registry) = log::open(
+            &js,
+            &config.name,
+            config.max_message,
+            config.log_max_age,
+            config.log_max_bytes,
+        )
+        .await
+        .map_err(JoinError::JetStream)?;
         let control = client
             .subscribe(wire::control_subject(&config.name))
             .await
@@ -281,6 +317,9 @@ impl Cluster {
             .map_err(|e| JoinError::Subscribe(e.to_string()))?;
         let mut router = router;
         router.track_interest();
+        // the log reader starts after what the log holds now
+        router.start_log(log.cached_info().state.last_sequence);
+        let (log_tx, log_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             me,
             routes: Mutex::new(Routes::new(me, Instant::now())),
@@ -292,8 +331,15 @@ impl Cluster {
             hooks: Mutex::new(Vec::new()),
             connected,
             stats: ClusterStats::default(),
+            mirror: Mutex::new(durable::Mirror::default()),
+            log_tx,
+            log: log.clone(),
             config,
         });
+        tokio::spawn(log::write_log(js.clone(), log_rx));
+        tokio::spawn(log::read_log(inner.clone(), log));
+        tokio::spawn(log::watch_registry(inner.clone(), registry.clone()));
+        tokio::spawn(log::write_registry(inner.clone(), registry));
         tokio::spawn(drive(inner.clone(), rx, store.clone()));
         tokio::spawn(on_control(inner.clone(), control));
         tokio::spawn(on_inbox(inner.clone(), inbox));
@@ -452,9 +498,44 @@ impl Backplane for Cluster {
         now: Instant,
     ) -> Result<Admitted, QuotaExceeded> {
         let (owner, client_id) = (r.owner.to_owned(), r.client_id.to_owned());
-        let admitted = self
-            .inner
-            .with_router(|router| crate::backplane::admit(router, r, keep, now))?;
+        let key: Arc<str> = wire::session_key(&owner, &client_id).into();
+        let me = format!("{:016x}", self.inner.me);
+        // a session another node held (and maybe lost): resumable from the registry
+        let recorded = self.inner.mirror.lock().get(&key).cloned();
+        let (persistent, clean_start) = (r.persistent, r.clean_start);
+        let (admitted, replay) = self.inner.with_router(|router| {
+            let mut admitted = crate::backplane::admit(router, r, keep, now)?;
+            let id = admitted.registered.id;
+            let mut replay = None;
+            if let Some((revision, record)) = &recorded {
+                if clean_start || !matches!(admitted.registered.resume, Resume::New) {
+                    // ended by this CONNECT, or held here: the record is not what resumes
+                    if clean_start && record.node != me {
+                        router.forget_record(key.clone(), *revision);
+                    }
+                } else {
+                    router.restore_subscriptions(id, &record.subscriptions, keep, now);
+                    admitted.registered.resume = Resume::Stored(StoredSession::new());
+                    replay = Some((record.cursor, *revision));
+                }
+            }
+            if persistent || replay.is_some() {
+                router.make_durable(id, key.clone(), replay);
+            }
+            Ok::<_, QuotaExceeded>((admitted, replay))
+        })?;
+        if let Some((cursor, _)) = replay {
+            let id = admitted.registered.id;
+            info!(%client_id, cursor, "cluster: resuming a session another node held");
+            self.inner.stats.resumed.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(log::replay(
+                self.inner.clone(),
+                self.inner.log.clone(),
+                id,
+                key,
+                cursor,
+            ));
+        }
         // the same client id elsewhere in the cluster ends there
         let _ = self.inner.tx.send(Command::Control(Control::Takeover {
             node: self.inner.me,
@@ -479,18 +560,32 @@ impl Backplane for Cluster {
         let mut router = inner.router.lock();
         router.accept_retained(from, tenant, &message, now)?;
         let plan = inner.routes.lock().plan(tenant, &message.topic);
+        // a QoS 1/2 message a persistent session wants goes through the log
+        let logged =
+            message.qos != QoS::AtMostOnce && inner.mirror.lock().wants(tenant, &message.topic);
         let scope = Scope::Selected {
             plain: true,
             groups: &plan.local_groups,
+            logged,
         };
         let mut routed = router.route(from, tenant, message.clone(), &scope);
         drop(router);
+        if logged {
+            let (done, stored) = tokio::sync::oneshot::channel();
+            let _ = inner.log_tx.send(log::LogWrite {
+                subject: wire::log_subject(&inner.config.name, tenant, &message.topic),
+                payload: wire::encode_frame(tenant, (true, true), &[], &message),
+                done,
+            });
+            routed.logged = Some(stored);
+            inner.stats.logged.fetch_add(1, Ordering::Relaxed);
+        }
         for (node, (plain, groups)) in &plan.remote {
             let groups: Vec<(&str, &TopicFilter)> = groups
                 .iter()
                 .filter_map(|(g, f)| Some((g.as_deref()?, f)))
                 .collect();
-            let frame = wire::encode_frame(tenant, *plain, &groups, &message);
+            let frame = wire::encode_frame(tenant, (*plain, logged), &groups, &message);
             let subject = wire::message_subject(&inner.config.name, *node, tenant, &message.topic);
             let Ok(subject) = TopicName::parse(&subject) else {
                 inner.count_dropped(1, "topic too long for a NATS subject");
@@ -644,6 +739,9 @@ impl Backplane for Cluster {
             received: i.stats.received.load(Ordering::Relaxed),
             dropped: i.stats.dropped.load(Ordering::Relaxed),
             malformed: i.stats.malformed.load(Ordering::Relaxed),
+            logged: i.stats.logged.load(Ordering::Relaxed),
+            recorded_sessions: i.mirror.lock().len(),
+            resumed: i.stats.resumed.load(Ordering::Relaxed),
         })
     }
 }

@@ -137,6 +137,7 @@ pub(super) async fn on_inbox(inner: Arc<Inner>, mut sub: async_nats::Subscriber)
         let scope = Scope::Selected {
             plain: frame.plain,
             groups: &groups,
+            logged: frame.logged,
         };
         let routed = inner
             .router

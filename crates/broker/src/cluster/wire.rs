@@ -39,9 +39,23 @@ pub fn token(s: &str, out: &mut String) {
 
 /// The subject of a message for `node`: `{cluster}.n.{node}.{tenant}.{level}.{level}…`.
 pub fn message_subject(cluster: &str, node: NodeId, tenant: &str, topic: &TopicName) -> String {
-    let mut s = String::with_capacity(cluster.len() + 24 + tenant.len() + topic.as_str().len());
-    s.push_str(cluster);
-    let _ = write!(s, ".n.{node:016x}.");
+    subject(&format!("{cluster}.n.{node:016x}"), tenant, topic)
+}
+
+/// The subject of a message in the cluster's message log: `{cluster}.log.{tenant}.{level}…`.
+pub fn log_subject(cluster: &str, tenant: &str, topic: &TopicName) -> String {
+    subject(&format!("{cluster}.log"), tenant, topic)
+}
+
+/// What the message log's stream holds.
+pub fn log_subjects(cluster: &str) -> String {
+    format!("{cluster}.log.>")
+}
+
+fn subject(prefix: &str, tenant: &str, topic: &TopicName) -> String {
+    let mut s = String::with_capacity(prefix.len() + 2 + tenant.len() + topic.as_str().len());
+    s.push_str(prefix);
+    s.push('.');
     token(tenant, &mut s);
     for level in topic.levels() {
         s.push('.');
@@ -69,6 +83,9 @@ pub struct Frame {
     pub tenant: String,
     /// Deliver to the node's matching plain subscriptions.
     pub plain: bool,
+    /// The message is in the cluster's message log: persistent sessions get it from there
+    /// (see [`super::durable`]), not from this frame.
+    pub logged: bool,
     /// Shared groups (name, filter) the node was picked for.
     pub groups: Vec<(String, String)>,
     /// The message.
@@ -95,16 +112,17 @@ fn put_str(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
 }
 
-/// Encodes a frame: version, flags (bit 0: plain), tenant, groups, then the PUBLISH.
+/// Encodes a frame: version, flags (bit 0: plain, bit 1: logged), tenant, groups, then the
+/// PUBLISH.
 pub fn encode_frame(
     tenant: &str,
-    plain: bool,
+    (plain, logged): (bool, bool),
     groups: &[(&str, &TopicFilter)],
     message: &Message,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + tenant.len() + message.payload.len() + 64);
     out.push(VERSION);
-    out.push(u8::from(plain));
+    out.push(u8::from(plain) | (u8::from(logged) << 1));
     put_str(tenant, &mut out);
     let n = u16::try_from(groups.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&n.to_be_bytes());
@@ -146,6 +164,7 @@ pub fn decode_frame(buf: &[u8], max: usize) -> Result<Frame, FrameError> {
         return Err(FrameError::Malformed);
     }
     let plain = head[1] & 1 == 1;
+    let logged = head[1] & 2 == 2;
     let tenant = r.str()?;
     let n = r.u16()?;
     let mut groups = Vec::with_capacity(n.min(64));
@@ -159,6 +178,7 @@ pub fn decode_frame(buf: &[u8], max: usize) -> Result<Frame, FrameError> {
     Ok(Frame {
         tenant,
         plain,
+        logged,
         groups,
         message,
     })
@@ -253,11 +273,21 @@ impl Control {
 /// The key of a retained message in the cluster's key-value bucket: a digest of tenant and
 /// topic (key names are restricted; the value carries both).
 pub fn retained_key(tenant: &str, topic: &str) -> String {
+    digest(tenant, topic)
+}
+
+/// The session registry's key of the session of `client_id` of `owner` (hex SHA-256).
+pub fn session_key(owner: &str, client_id: &str) -> String {
+    digest(owner, client_id)
+}
+
+/// Hex SHA-256 of `a`, a zero byte, then `b`.
+fn digest(a: &str, b: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    h.update(tenant.as_bytes());
+    h.update(a.as_bytes());
     h.update([0]);
-    h.update(topic.as_bytes());
+    h.update(b.as_bytes());
     let mut s = String::with_capacity(64);
     for b in h.finalize() {
         let _ = write!(s, "{b:02x}");
@@ -356,15 +386,19 @@ mod tests {
         );
         assert!(valid_subject(&s));
         assert_eq!(inbox_subject("cs", 1), "cs.n.0000000000000001.>");
+        assert_eq!(log_subject("cs", "o", &t)[..10], *"cs.log.o.a");
     }
 
     #[test]
     fn frames_round_trip_and_refuse_garbage() {
         let f = TopicFilter::parse("a/+").unwrap();
-        let bytes = encode_frame("org_x", true, &[("g", &f)], &message("a/b"));
+        let bytes = encode_frame("org_x", (true, false), &[("g", &f)], &message("a/b"));
         let frame = decode_frame(&bytes, 1 << 20).unwrap();
         assert_eq!(frame.tenant, "org_x");
-        assert!(frame.plain);
+        assert!(frame.plain && !frame.logged);
+        let logged = encode_frame("", (false, true), &[], &message("a/b"));
+        let logged = decode_frame(&logged, 1 << 20).unwrap();
+        assert!(!logged.plain && logged.logged);
         assert_eq!(frame.groups, vec![("g".to_owned(), "a/+".to_owned())]);
         assert_eq!(frame.message, message("a/b"));
         for cut in 0..bytes.len() {

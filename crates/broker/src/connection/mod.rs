@@ -29,7 +29,7 @@ use crate::chain::PeerInfo;
 use crate::mailbox::{Mail, Mailbox};
 use crate::router::{ConnHandle, ConnId, Tenant};
 use crate::Shared;
-use cloudsignal_core::mqtt::{ReasonCode, SubscriptionOptions};
+use cloudsignal_core::mqtt::{QoS, ReasonCode, SubscriptionOptions};
 use cloudsignal_core::session::{
     ConnectRequest, Delivery, Event, Message, ServerSession, StoredSession,
 };
@@ -74,6 +74,14 @@ pub(crate) enum Action {
         mailboxes: Vec<Arc<Mailbox>>,
         /// How long a subscriber may take nothing before it counts as stalled.
         patience: Duration,
+    },
+    /// A cluster is writing the last QoS 1/2 publish to its message log: wait for it (read
+    /// nothing more meanwhile) and report with [`Connection::logged`].
+    AwaitLogged {
+        /// Whether the log stored it.
+        stored: oneshot::Receiver<bool>,
+        /// The PUBLISH's packet id and QoS, to acknowledge once stored.
+        ack: (cloudsignal_core::mqtt::PacketId, QoS),
     },
 }
 
@@ -456,9 +464,16 @@ impl Connection {
             Event::Connect(_) => {}
             Event::Publish { message, packet_id } => {
                 let qos = message.qos;
-                let reason = self.on_publish(&principal, message, now);
-                if let Some(id) = packet_id {
-                    self.session.ack_publish(id, qos, reason);
+                let (reason, logged) = self.on_publish(&principal, message, now);
+                match (packet_id, logged) {
+                    (Some(id), Some(stored)) => {
+                        return Some(Action::AwaitLogged {
+                            stored,
+                            ack: (id, qos),
+                        })
+                    }
+                    (Some(id), None) => self.session.ack_publish(id, qos, reason),
+                    (None, _) => {}
                 }
             }
             Event::Subscribe {
@@ -506,11 +521,17 @@ impl Connection {
         None
     }
 
-    /// Routes a PUBLISH the ACL allows; the reason code for its acknowledgement.
-    fn on_publish(&mut self, principal: &Principal, message: Message, now: Instant) -> ReasonCode {
+    /// Routes a PUBLISH the ACL allows; the reason code for its acknowledgement, and, when a
+    /// cluster logs it, what says it is stored (acknowledge only then).
+    fn on_publish(
+        &mut self,
+        principal: &Principal,
+        message: Message,
+        now: Instant,
+    ) -> (ReasonCode, Option<oneshot::Receiver<bool>>) {
         if !principal.acl.may_publish(&message.topic) {
             tracing::warn!(client_id = %self.client_id, username = %principal.username, topic = %message.topic, "publish denied by ACL");
-            return ReasonCode::NOT_AUTHORIZED;
+            return (ReasonCode::NOT_AUTHORIZED, None);
         }
         let size = message.payload.len() as u64;
         let topic = message.topic.clone();
@@ -537,11 +558,11 @@ impl Connection {
                 }
                 self.meter.counters.published += 1;
                 self.meter.counters.published_bytes += size;
-                ReasonCode::SUCCESS
+                (ReasonCode::SUCCESS, routed.logged)
             }
             Err(quota) => {
                 tracing::warn!(client_id = %self.client_id, username = %principal.username, %topic, %quota, "publish refused: quota exceeded");
-                ReasonCode::QUOTA_EXCEEDED
+                (ReasonCode::QUOTA_EXCEEDED, None)
             }
         }
     }

@@ -203,6 +203,26 @@ impl Connection {
         }
     }
 
+    /// The cluster's message log stored (`true`) the publish `ack` names, or did not: then the
+    /// PUBLISH is acknowledged; else the client is disconnected (0x89 Server busy) without an
+    /// acknowledgement, so it sends the message again when it reconnects [MQTT-4.4.0-1].
+    pub(crate) fn logged(
+        &mut self,
+        (packet_id, qos): (cloudsignal_core::mqtt::PacketId, QoS),
+        stored: bool,
+    ) {
+        if stored {
+            self.session
+                .ack_publish(packet_id, qos, ReasonCode::SUCCESS);
+        } else {
+            warn!(client_id = %self.client_id, "the message log did not store a publish: disconnecting the publisher (0x89) so it sends it again");
+            self.session.close(
+                ReasonCode::SERVER_BUSY,
+                Some("message log unavailable; send again"),
+            );
+        }
+    }
+
     /// The driver's write to this client made no progress for `limit`: the client reads
     /// nothing for now, so its mailbox is marked lagging (a fan-out's publisher does not wait
     /// for it) until it takes deliveries again.

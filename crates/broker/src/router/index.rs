@@ -191,6 +191,27 @@ impl<S> Index<S> {
         walk_groups(&mut self.root, &levels, topic.is_dollar(), &mut visit);
     }
 
+    /// The subscription of `conn` to `key`, if it has one.
+    pub(crate) fn get(&self, key: &SubKey, conn: ConnId) -> Option<&S> {
+        let mut node = &self.root;
+        let mut multi = false;
+        for level in key.1.levels() {
+            node = match level {
+                FilterLevel::Literal(l) => node.literal.get(l)?,
+                FilterLevel::Single => node.plus.as_deref()?,
+                FilterLevel::Multi => {
+                    multi = true;
+                    break;
+                }
+            };
+        }
+        let subs = if multi { &node.multi } else { &node.here };
+        match key.0.as_deref() {
+            None => subs.plain.get(&conn),
+            Some(g) => subs.shared.get(g)?.members.get(&conn),
+        }
+    }
+
     /// The next member (in turn) of the shared group `key` names, if it has any.
     pub(crate) fn pick(&mut self, key: &SubKey) -> Option<(ConnId, &S)> {
         let group = key.0.as_deref()?;

@@ -14,12 +14,14 @@
 //! client are dropped. Sessions live in memory: they survive reconnects and takeovers, not a
 //! broker restart.
 
+mod durable;
 pub(crate) mod index;
 mod quota;
 mod tenant;
 
 mod live;
 mod remote;
+pub use durable::{RecordSub, RecordWrite, ReplayStep, Replayed, SessionRecord};
 pub(crate) use index::SubKey as Key;
 pub use live::{LiveInfo, LiveSession};
 pub use quota::{QuotaExceeded, Quotas};
@@ -34,7 +36,7 @@ use cloudsignal_core::session::{Delivery, Message, StoredSession};
 use cloudsignal_core::topic::{FilterLevel, SubscriptionFilter, TopicFilter};
 use index::{Sub, SubKey};
 use remote::Interest;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -75,6 +77,9 @@ pub struct Routed {
     pub reached: usize,
     /// Congested subscribers' mailboxes.
     pub congested: Vec<Arc<Mailbox>>,
+    /// The message is being written to a cluster's message log: acknowledge it to its
+    /// publisher once this says it is there (`true`), not before.
+    pub logged: Option<oneshot::Receiver<bool>>,
 }
 
 /// What one identity holds, for its quotas.
@@ -108,6 +113,8 @@ struct Session {
     credential: Arc<Credential>,
     /// Its credential was revoked: the session ends with its connection, never stored.
     revoked: bool,
+    /// A cluster's persistent session: its place in the message log.
+    durable: Option<Box<durable::Durable>>,
 }
 
 /// What a new connection gets from [`Router::register`].
@@ -157,6 +164,12 @@ pub struct Router {
     new_tenant: bool,
     /// Filters gained and lost, kept for a cluster (`None`: not asked for).
     interest: Option<Interest>,
+    /// The last message-log entry handed out (cluster mode).
+    log_position: u64,
+    /// Sessions with a place in the message log.
+    durable_ids: HashSet<ConnId>,
+    /// Registry records (key, revision) of durable sessions that ended here.
+    durable_gone: Vec<(Arc<str>, u64)>,
 }
 
 impl Default for Router {
@@ -206,6 +219,9 @@ impl Router {
             stats: Stats::default(),
             new_tenant: false,
             interest: None,
+            log_position: 0,
+            durable_ids: HashSet::new(),
+            durable_gone: Vec::new(),
         }
     }
 
@@ -304,6 +320,7 @@ impl Router {
                 persistent,
                 credential: credential.clone(),
                 revoked: false,
+                durable: None,
             }),
         );
         Ok(Registered {
@@ -348,7 +365,8 @@ impl Router {
 
     /// Ends a session: its subscriptions go; returns its pending delayed will.
     fn end(&mut self, id: ConnId) -> Option<Message> {
-        let s = *self.sessions.remove(&id)?;
+        let mut s = *self.sessions.remove(&id)?;
+        self.durable_ended(id, s.durable.take());
         if let Some(usage) = self.owners.get_mut(&*s.owner) {
             usage.sessions.remove(&id);
             if usage.sessions.is_empty() && usage.retained == 0 {
@@ -567,6 +585,46 @@ impl Router {
     }
 }
 
+/// Gives `delivery` to session `s`: its live connection's mailbox, or its stored queue while the
+/// client is away (within `limits`: messages, bytes); counts what happened.
+fn hand(
+    s: &mut Session,
+    delivery: Delivery,
+    (max, max_bytes): (usize, usize),
+    stats: &mut Stats,
+    congested: &mut Vec<Arc<Mailbox>>,
+) {
+    let qos = delivery.qos;
+    let Some(handle) = &s.handle else {
+        let kept = s
+            .stored
+            .as_mut()
+            .is_some_and(|b| b.0.enqueue(delivery, max, max_bytes));
+        if kept {
+            stats.stored += 1;
+        } else {
+            stats.dropped_offline += 1;
+        }
+        return;
+    };
+    match handle.mailbox.try_send(delivery) {
+        Ok(queued) => {
+            stats.delivered += 1;
+            stats.dropped_qos0 += queued.evicted;
+            if queued.congested {
+                congested.push(handle.mailbox.clone());
+            }
+        }
+        Err(Refused::Full) if qos == QoS::AtMostOnce => stats.dropped_qos0 += 1,
+        Err(Refused::Full) => {
+            // slow consumer: it cannot take a message it must not lose; close it
+            stats.slow_consumers += 1;
+            handle.kill(ReasonCode::QUOTA_EXCEEDED, Some("slow consumer".into()));
+        }
+        Err(Refused::Closed) => {}
+    }
+}
+
 /// Retained messages matching `filter`, scanning only the range of its literal prefix.
 fn retained_matching<'a>(
     retained: &'a BTreeMap<String, Retained>,
@@ -662,36 +720,56 @@ impl Router {
         let mut congested = Vec::new();
         let mut stats = Stats::default();
         // one delivery per session: highest QoS, all subscription ids [MQTT-3.3.4-2]
-        let mut targets: BTreeMap<ConnId, (QoS, bool, Vec<u32>)> = BTreeMap::new();
-        let mut add = |conn: ConnId, sub: &Sub| {
+        // one delivery per session: highest QoS, all subscription ids [MQTT-3.3.4-2]; and
+        // whether only plain subscriptions reached it
+        let mut targets: BTreeMap<ConnId, (QoS, bool, Vec<u32>, bool)> = BTreeMap::new();
+        let mut add = |conn: ConnId, sub: &Sub, plain: bool| {
             if sub.opts.no_local && conn == from {
                 return;
             }
             let qos = message.qos.min(sub.opts.qos);
             let retain = sub.opts.retain_as_published && message.retain;
-            let t = targets.entry(conn).or_insert((qos, retain, Vec::new()));
+            let t = targets
+                .entry(conn)
+                .or_insert((qos, retain, Vec::new(), true));
             t.0 = t.0.max(qos);
             t.1 |= retain;
             t.2.extend(sub.id);
+            t.3 &= plain;
         };
+        let mut logged = false;
         match scope {
-            Scope::All => space.subs.for_each_match(&message.topic, add),
-            Scope::Selected { plain, groups } => {
+            Scope::All => space
+                .subs
+                .for_each_match(&message.topic, |c, s| add(c, s, false)),
+            Scope::Selected {
+                plain,
+                groups,
+                logged: l,
+            } => {
+                logged = *l;
                 if *plain {
-                    space.subs.for_each_plain_match(&message.topic, &mut add);
+                    space
+                        .subs
+                        .for_each_plain_match(&message.topic, |c, s| add(c, s, true));
                 }
                 for key in *groups {
                     if let Some((conn, sub)) = space.subs.pick(key) {
-                        add(conn, sub);
+                        add(conn, sub, false);
                     }
                 }
             }
         }
-        let reached = targets.len();
-        for (conn, (qos, retain, subscription_ids)) in targets {
+        let mut reached = 0;
+        for (conn, (qos, retain, subscription_ids, plain)) in targets {
             let Some(s) = self.sessions.get_mut(&conn) else {
                 continue;
             };
+            reached += 1;
+            if logged && plain && Self::takes_from_log(s) {
+                // a persistent session takes a logged message from the log, in log order
+                continue;
+            }
             let delivery = Delivery {
                 message: message.clone(),
                 qos,
@@ -699,37 +777,16 @@ impl Router {
                 subscription_ids,
                 expiry: message.expiry,
             };
-            let Some(handle) = &s.handle else {
-                let kept = s.stored.as_mut().is_some_and(|b| {
-                    b.0.enqueue(delivery, self.max_stored, self.max_stored_bytes)
-                });
-                if kept {
-                    stats.stored += 1;
-                } else {
-                    stats.dropped_offline += 1;
-                }
-                continue;
-            };
-            match handle.mailbox.try_send(delivery) {
-                Ok(queued) => {
-                    stats.delivered += 1;
-                    stats.dropped_qos0 += queued.evicted;
-                    if queued.congested {
-                        congested.push(handle.mailbox.clone());
-                    }
-                }
-                Err(Refused::Full) if qos == QoS::AtMostOnce => stats.dropped_qos0 += 1,
-                Err(Refused::Full) => {
-                    // slow consumer: it cannot take a message it must not lose; close it
-                    stats.slow_consumers += 1;
-                    handle.kill(ReasonCode::QUOTA_EXCEEDED, Some("slow consumer".into()));
-                }
-                Err(Refused::Closed) => {}
-            }
+            let limits = (self.max_stored, self.max_stored_bytes);
+            hand(s, delivery, limits, &mut stats, &mut congested);
         }
         space.stats.add(&stats);
         self.stats.add(&stats);
-        Routed { reached, congested }
+        Routed {
+            reached,
+            congested,
+            logged: None,
+        }
     }
 
     /// Whether a tenant got its first session since the last call (then its `$SYS` figures

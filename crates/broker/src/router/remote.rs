@@ -20,6 +20,9 @@ pub enum Scope<'a> {
         plain: bool,
         /// Shared groups (group, filter) to deliver to.
         groups: &'a [SubKey],
+        /// The message is in the cluster's message log: plain subscriptions of persistent
+        /// sessions get it from there (see [`Router::route_logged`]), not here.
+        logged: bool,
     },
 }
 
@@ -116,18 +119,18 @@ impl Router {
         let Some(s) = self.sessions.get_mut(&id) else {
             return false;
         };
-        match &s.handle {
-            Some(h) => {
-                h.kill(
-                    ReasonCode::SESSION_TAKEN_OVER,
-                    Some("session taken over on another node".into()),
-                );
-                // the session moved: it ends with this connection, it is not stored
-                s.revoked = true;
-            }
-            None => {
-                let _ = self.end(id);
-            }
+        let live = s.handle.is_some();
+        if let Some(h) = &s.handle {
+            h.kill(
+                ReasonCode::SESSION_TAKEN_OVER,
+                Some("session taken over on another node".into()),
+            );
+            // the session moved: it ends with this connection, it is not stored
+            s.revoked = true;
+        }
+        self.durable_moved(id);
+        if !live {
+            let _ = self.end(id);
         }
         true
     }

@@ -1,0 +1,327 @@
+//! The tasks behind persistent sessions that outlive their node (see [`super::durable`]): the
+//! log writer, the node's log reader, replays, the registry writer and the registry mirror.
+
+use super::{wire, Inner};
+use crate::router::{ConnId, RecordWrite, ReplayStep, Replayed, Routed, SessionRecord, Tenant};
+use async_nats::jetstream::{self, consumer, kv, stream};
+use futures_util::StreamExt;
+use std::future::IntoFuture;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// How long a publisher waits for JetStream to store its message before it is told to retry.
+const LOG_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often changed registry records are written.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// A replay with nothing to read for this long checks whether it has caught up.
+const REPLAY_IDLE: Duration = Duration::from_millis(200);
+/// A replay waiting this long for entries the log no longer has gives up and attaches.
+const REPLAY_GIVE_UP: Duration = Duration::from_secs(5);
+
+/// A message to write to the log; `done` hears whether JetStream stored it.
+#[derive(Debug)]
+pub(super) struct LogWrite {
+    pub(super) subject: String,
+    pub(super) payload: Vec<u8>,
+    pub(super) done: oneshot::Sender<bool>,
+}
+
+/// The message log and the session registry, opened (created if need be).
+pub(super) async fn open(
+    js: &jetstream::Context,
+    name: &str,
+    max_message: usize,
+    max_age: Duration,
+    max_bytes: i64,
+) -> Result<(stream::Stream, kv::Store), String> {
+    let log = js
+        .get_or_create_stream(stream::Config {
+            name: format!("{name}_log"),
+            subjects: vec![wire::log_subjects(name)],
+            description: Some("CloudSignal message log (persistent sessions)".into()),
+            max_age,
+            max_bytes,
+            max_message_size: i32::try_from(max_message + 1024).unwrap_or(i32::MAX),
+            discard: stream::DiscardPolicy::Old,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let bucket = format!("{name}_sessions");
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        description: Some("CloudSignal session registry".into()),
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let registry = js.get_key_value(bucket).await.map_err(|e| e.to_string())?;
+    Ok((log, registry))
+}
+
+/// Writes messages to the log in the order publishers' nodes routed them, and tells each
+/// publisher when its message is stored.
+pub(super) async fn write_log(js: jetstream::Context, mut rx: mpsc::UnboundedReceiver<LogWrite>) {
+    while let Some(w) = rx.recv().await {
+        match js.publish(w.subject, w.payload.into()).await {
+            Ok(ack) => {
+                tokio::spawn(async move {
+                    let stored = tokio::time::timeout(LOG_TIMEOUT, ack.into_future()).await;
+                    let ok = matches!(stored, Ok(Ok(_)));
+                    if !ok {
+                        warn!("cluster: a message was not stored in the message log; its publisher is told to send it again");
+                    }
+                    let _ = w.done.send(ok);
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "cluster: message log unavailable; the publisher is told to send again");
+                let _ = w.done.send(false);
+            }
+        }
+    }
+}
+
+/// An ordered reader of the whole log from `start`.
+async fn reader(
+    inner: &Inner,
+    log: &stream::Stream,
+    start: u64,
+) -> Result<consumer::push::Ordered, String> {
+    let consumer = log
+        .create_consumer(consumer::push::OrderedConfig {
+            deliver_subject: inner.client.new_inbox(),
+            description: Some("cloudsignal log reader".into()),
+            filter_subject: wire::log_subjects(&inner.config.name),
+            replay_policy: consumer::ReplayPolicy::Instant,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    consumer.messages().await.map_err(|e| e.to_string())
+}
+
+/// One log entry: its position, tenant and message (`None`: malformed, counted and logged).
+fn entry(
+    inner: &Inner,
+    m: &jetstream::Message,
+) -> Option<(u64, Tenant, Arc<cloudsignal_core::session::Message>)> {
+    let seq = m.info().ok()?.stream_sequence;
+    match wire::decode_frame(&m.payload, inner.config.max_message) {
+        Ok(f) => Some((seq, f.tenant.into(), Arc::new(f.message))),
+        Err(e) => {
+            inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, seq, "cluster: malformed log entry ignored");
+            None
+        }
+    }
+}
+
+async fn wait_congested(routed: Routed) {
+    for m in routed.congested {
+        m.wait_space(Duration::from_secs(2), Duration::from_millis(500))
+            .await;
+    }
+}
+
+/// Hands every new log entry, in order, to this node's persistent sessions.
+pub(super) async fn read_log(inner: Arc<Inner>, log: stream::Stream) {
+    loop {
+        let start = inner.router.lock().log_position() + 1;
+        let mut entries = match reader(&inner, &log, start).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cluster: reading the message log failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(m) = entries.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "cluster: message log reader interrupted");
+                    break;
+                }
+            };
+            let Some((seq, tenant, message)) = entry(&inner, &m) else {
+                continue;
+            };
+            let routed = inner.router.lock().route_logged(&tenant, &message, seq);
+            wait_congested(routed).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Replays the log after `cursor` to session `id` (registry `key`), then attaches it to the
+/// node's log reader.
+pub(super) async fn replay(
+    inner: Arc<Inner>,
+    log: stream::Stream,
+    id: ConnId,
+    key: Arc<str>,
+    cursor: u64,
+) {
+    let step = |s: ReplayStep<'_>| inner.router.lock().replay(id, &key, s);
+    if step(ReplayStep::Idle).0 != Replayed::More {
+        return;
+    }
+    let mut entries = match reader(&inner, &log, cursor + 1).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "cluster: replaying the message log failed; the session attaches without it");
+            step(ReplayStep::GiveUp);
+            return;
+        }
+    };
+    let (mut replayed, mut idle) = (0u64, Duration::ZERO);
+    loop {
+        let next = tokio::time::timeout(REPLAY_IDLE, entries.next()).await;
+        let (done, routed) = match next {
+            Ok(Some(Ok(m))) => {
+                idle = Duration::ZERO;
+                let Some((seq, tenant, message)) = entry(&inner, &m) else {
+                    continue;
+                };
+                let (done, routed) = step(ReplayStep::Entry(&tenant, &message, seq));
+                replayed += routed.reached as u64;
+                (done, routed)
+            }
+            Ok(_) => step(ReplayStep::GiveUp),
+            Err(_) => {
+                idle += REPLAY_IDLE;
+                if idle >= REPLAY_GIVE_UP {
+                    warn!(session = %key, "cluster: the message log lacks entries a replay waited for (expired?); the session goes on without them");
+                    step(ReplayStep::GiveUp)
+                } else {
+                    step(ReplayStep::Idle)
+                }
+            }
+        };
+        wait_congested(routed).await;
+        match done {
+            Replayed::More => {}
+            Replayed::Attached => {
+                info!(session = %key, from = cursor + 1, replayed, "cluster: session resumed from the registry; log replayed");
+                return;
+            }
+            Replayed::Gone => return,
+        }
+    }
+}
+
+/// Writes changed registry records and removes those of sessions that ended here.
+pub(super) async fn write_registry(inner: Arc<Inner>, registry: kv::Store) {
+    let me = format!("{:016x}", inner.me);
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (writes, gone) = inner.router.lock().durable_changes(&me);
+        for (key, revision) in gone {
+            if let Err(e) = registry.delete_expect_revision(&*key, Some(revision)).await {
+                debug!(error = %e, "cluster: session record not removed (another node holds it)");
+            }
+        }
+        for w in writes {
+            write_record(&inner, &registry, w).await;
+        }
+    }
+}
+
+async fn write_record(inner: &Inner, registry: &kv::Store, w: RecordWrite) {
+    let Ok(value) = serde_json::to_vec(&w.record) else {
+        return;
+    };
+    let written = match w.revision {
+        // the first write here claims the record, whoever held it
+        None => registry
+            .put(&*w.key, value.into())
+            .await
+            .map_err(|e| (false, e.to_string())),
+        Some(rev) => registry
+            .update(&*w.key, value.into(), rev)
+            .await
+            .map_err(|e| {
+                (
+                    e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                    e.to_string(),
+                )
+            }),
+    };
+    match written {
+        Ok(revision) => inner.router.lock().durable_written(w, revision),
+        Err((true, _)) => {
+            // another node claimed the session: it moved there
+            let SessionRecord {
+                owner, client_id, ..
+            } = &w.record;
+            if inner.with_router(|r| r.evict(owner, client_id)) {
+                info!(%client_id, "cluster: session claimed by another node; ended here");
+            }
+        }
+        Err((false, e)) => {
+            warn!(error = %e, "cluster: session record not written; retrying");
+        }
+    }
+}
+
+/// Keeps this node's mirror of the registry in step with the bucket.
+pub(super) async fn watch_registry(inner: Arc<Inner>, registry: kv::Store) {
+    let mut from = 0u64;
+    loop {
+        let watch = if from == 0 {
+            registry.watch_with_history(">").await
+        } else {
+            registry.watch_all_from_revision(from + 1).await
+        };
+        let mut watch = match watch {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, "cluster: watching the session registry failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(entry) = watch.next().await {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!(error = %e, "cluster: session registry watch interrupted");
+                    break;
+                }
+            };
+            from = from.max(entry.revision);
+            let record = match entry.operation {
+                kv::Operation::Put => match serde_json::from_slice::<SessionRecord>(&entry.value) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        warn!(error = %e, key = %entry.key, "cluster: malformed session record ignored");
+                        None
+                    }
+                },
+                kv::Operation::Delete | kv::Operation::Purge => None,
+            };
+            inner
+                .mirror
+                .lock()
+                .apply(&entry.key, entry.revision, record);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
