@@ -30,6 +30,16 @@ fn id(n: u16) -> NonZeroU16 {
 
 impl Client {
     pub(crate) async fn connect(addr: SocketAddr, client_id: &str) -> Result<Self> {
+        Self::connect_with(addr, client_id, None).await
+    }
+
+    /// [`Self::connect`] asking for a session that outlives the connection (`session_expiry`
+    /// seconds).
+    pub(crate) async fn connect_with(
+        addr: SocketAddr,
+        client_id: &str,
+        session_expiry: Option<u32>,
+    ) -> Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut c = Client {
@@ -39,9 +49,13 @@ impl Client {
         };
         c.queue(&Packet::Connect(Connect {
             protocol: P,
-            clean_start: true,
+            // v3.1.1: Clean Session 0 asks for a session that outlives the connection
+            clean_start: session_expiry.is_none(),
             keep_alive: 0,
-            properties: Properties::default(),
+            properties: Properties {
+                session_expiry_interval: session_expiry,
+                ..Properties::default()
+            },
             client_id,
             will: None,
             username: None,

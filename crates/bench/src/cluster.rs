@@ -21,17 +21,42 @@ impl Drop for Nats {
     }
 }
 
-fn start_nats(dir: &std::path::Path) -> Result<(Nats, u16)> {
-    let port = free_port();
+/// nats-server with JetStream on `dir`; its client port and its monitoring port.
+fn start_nats(dir: &std::path::Path) -> Result<(Nats, u16, u16)> {
+    let (port, monitor) = (free_port(), free_port());
     let child = Command::new("/usr/sbin/nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            &monitor.to_string(),
+        ])
+        .args(["-js", "-sd"])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting nats-server (apt-get install nats-server)")?;
     wait_listening(SocketAddr::from(([127, 0, 0, 1], port)))?;
-    Ok((Nats(child), port))
+    Ok((Nats(child), port, monitor))
+}
+
+/// Messages JetStream holds in the cluster's message log, as nats-server's monitoring says.
+fn logged(monitor: u16) -> Result<u64> {
+    let url = format!("http://127.0.0.1:{monitor}/jsz?streams=true");
+    let mut resp = ureq::get(&url).call()?;
+    let jsz: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
+    let streams = jsz["account_details"][0]["stream_detail"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Ok(streams
+        .iter()
+        .filter(|s| s["name"] == "bench_log")
+        .filter_map(|s| s["state"]["messages"].as_u64())
+        .sum())
 }
 
 /// Runs `rounds` rounds and prints single node vs cross-node with ratios.
@@ -53,10 +78,11 @@ pub(crate) async fn run(rounds: usize, quick: bool) -> Result<()> {
     ];
     // [measure][single, cross] → samples
     let mut samples = vec![[Vec::new(), Vec::new()]; names.len()];
+    let mut durable = Vec::new();
     for round in 0..rounds {
         let dir =
             std::env::temp_dir().join(format!("cs-bench-nats-{}-{round}", std::process::id()));
-        let (_nats, port) = start_nats(&dir)?;
+        let (_nats, port, monitor) = start_nats(&dir)?;
         let url = format!("nats://127.0.0.1:{port}");
         let flags = ["--cluster-nats", url.as_str(), "--cluster-name", "bench"];
         let one = start_cloudsignal_with(&flags)?;
@@ -68,14 +94,25 @@ pub(crate) async fn run(rounds: usize, quick: bool) -> Result<()> {
             round + 1
         );
         for (i, pubs_at) in [one.addr, two.addr].into_iter().enumerate() {
-            let q0 = p2p_across(one.addr, pubs_at, pairs, per, QoS::AtMostOnce).await?;
+            let q0 = p2p_across(one.addr, pubs_at, pairs, per, QoS::AtMostOnce, None).await?;
             samples[0][i].push(q0);
-            let q1 = p2p_across(one.addr, pubs_at, pairs, per, QoS::AtLeastOnce).await?;
+            let q1 = p2p_across(one.addr, pubs_at, pairs, per, QoS::AtLeastOnce, None).await?;
             samples[1][i].push(q1);
             let h = latency_across(one.addr, pubs_at, rate, lat_msgs).await?;
             samples[2][i].push(h.value_at_quantile(0.5) as f64);
             samples[3][i].push(h.value_at_quantile(0.99) as f64);
         }
+        // persistent subscribers (sessions that outlive their node): QoS 1 goes through the
+        // message log, acknowledged to the publisher once JetStream stored it
+        let before = logged(monitor)?;
+        let q1 = p2p_across(one.addr, two.addr, pairs, per, QoS::AtLeastOnce, Some(3600)).await?;
+        let through_log = logged(monitor)? - before;
+        anyhow::ensure!(
+            through_log >= (pairs * per) as u64,
+            "only {through_log} of {} messages went through the message log",
+            pairs * per
+        );
+        durable.push(q1);
         drop((one, two));
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -92,5 +129,11 @@ pub(crate) async fn run(rounds: usize, quick: bool) -> Result<()> {
             cross / single
         );
     }
+    let (clean, logged) = (median(&samples[1][1]), median(&durable));
+    println!(
+        "{:<52} {clean:>14.0} {logged:>14.0} {:>7.2}×",
+        "QoS 1 cross-node: clean vs persistent subscribers",
+        logged / clean
+    );
     Ok(())
 }

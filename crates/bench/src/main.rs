@@ -149,7 +149,7 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
 
 /// Point-to-point: `pairs` publishers each send `per` messages to their own subscriber.
 async fn p2p(addr: SocketAddr, pairs: usize, per: usize, qos: QoS) -> Result<f64> {
-    p2p_across(addr, addr, pairs, per, qos).await
+    p2p_across(addr, addr, pairs, per, qos, None).await
 }
 
 /// [`p2p`] with the subscribers on `subs_at` and the publishers on `pubs_at` (two nodes of a
@@ -160,14 +160,19 @@ pub(crate) async fn p2p_across(
     pairs: usize,
     per: usize,
     qos: QoS,
+    session_expiry: Option<u32>,
 ) -> Result<f64> {
     let addr = subs_at;
     let received = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
     for i in 0..pairs {
-        let mut c = Client::connect(addr, &format!("s{i}")).await?;
+        let mut c = Client::connect_with(addr, &format!("s{i}"), session_expiry).await?;
         c.subscribe(&format!("bench/{i}"), qos).await?;
         subs.push(c);
+    }
+    if session_expiry.is_some() {
+        // a cluster's session registry learns the subscriptions within a few hundred ms
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let total = (pairs * per) as u64;
     let mut readers = Vec::new();

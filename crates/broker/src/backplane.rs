@@ -38,6 +38,8 @@ pub struct Registration<'a> {
     pub clean_start: bool,
     /// The session outlives the connection.
     pub persistent: bool,
+    /// Its Session Expiry Interval, in seconds (as granted).
+    pub session_expiry: u32,
 }
 
 /// A registration the backplane accepted.

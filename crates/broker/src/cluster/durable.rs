@@ -16,6 +16,9 @@
 //!   1, claims the record, and replays the log from the cursor before the log reader feeds the
 //!   session; nothing acknowledged to a publisher is lost, and what the client had not
 //!   acknowledged before the loss comes again.
+//! - **Records of lost nodes** go once their session would have expired (Session Expiry
+//!   Interval, at most the log's age limit: past it the log holds nothing for the session)
+//!   counted from when this node noticed the node gone ([`Mirror::expired`]).
 //! - **Which messages are logged.** The mirror knows every persistent session's plain filters
 //!   ([`Mirror::wants`]), so a message nobody durable wants costs no JetStream round trip.
 
@@ -23,6 +26,7 @@ use crate::router::index::Index;
 use crate::router::{SessionRecord, Tenant};
 use cloudsignal_core::topic::{TopicFilter, TopicName};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// Every node's persistent sessions, as the registry holds them.
 #[derive(Debug, Default)]
@@ -30,6 +34,8 @@ pub struct Mirror {
     records: HashMap<String, (u64, SessionRecord)>,
     /// Plain filters of every record, by tenant (the value: nothing).
     wanted: HashMap<Tenant, Index<()>>,
+    /// Records whose node is gone, since when this node has known it.
+    orphaned: HashMap<String, Instant>,
 }
 
 /// A record's number in the filter index (the key is hex; its first 16 digits).
@@ -63,7 +69,10 @@ impl Mirror {
                 }
             }
         }
-        let Some(record) = record else { return };
+        let Some(record) = record else {
+            self.orphaned.remove(key);
+            return;
+        };
         let index = self
             .wanted
             .entry(Tenant::from(record.tenant.as_str()))
@@ -82,6 +91,29 @@ impl Mirror {
         let mut any = false;
         index.for_each_plain_match(topic, |_, ()| any = true);
         any
+    }
+
+    /// Records (key, revision) whose node has been gone (`alive` says no) for longer than
+    /// their Session Expiry Interval, at most `max`: to remove.
+    pub fn expired(
+        &mut self,
+        alive: &dyn Fn(&str) -> bool,
+        now: Instant,
+        max: Duration,
+    ) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for (key, (revision, record)) in &self.records {
+            if alive(&record.node) {
+                self.orphaned.remove(key);
+                continue;
+            }
+            let since = *self.orphaned.entry(key.clone()).or_insert(now);
+            let expiry = Duration::from_secs(u64::from(record.expiry)).min(max);
+            if now.duration_since(since) >= expiry {
+                out.push((key.clone(), *revision));
+            }
+        }
+        out
     }
 
     /// The record at `key` and its revision.
@@ -112,6 +144,7 @@ mod tests {
             client_id: "c".into(),
             tenant: tenant.into(),
             node: "0000000000000001".into(),
+            expiry: 60,
             cursor: 7,
             subscriptions: filters
                 .iter()
@@ -149,6 +182,37 @@ mod tests {
         assert!(!m.wants(&"t1".into(), &topic("s/1")), "a replaced record");
         assert_eq!(m.get(&b).map(|(r, _)| *r), Some(4));
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn records_of_a_lost_node_expire_with_their_session() {
+        let mut m = Mirror::default();
+        let key = "cc".repeat(32);
+        m.apply(&key, 5, Some(record("t", &["a"])));
+        let t0 = Instant::now();
+        let max = Duration::from_secs(3600);
+        let alive = |n: &str| n == "0000000000000001";
+        let gone = |_: &str| false;
+        assert!(m.expired(&alive, t0, max).is_empty());
+        assert!(m.expired(&gone, t0, max).is_empty(), "the clock starts now");
+        let later = t0 + Duration::from_secs(59);
+        assert!(m.expired(&gone, later, max).is_empty(), "60 s expiry");
+        let after = t0 + Duration::from_secs(60);
+        assert_eq!(m.expired(&gone, after, max), vec![(key.clone(), 5)]);
+        assert!(m.expired(&alive, after, max).is_empty(), "the node is back");
+        assert!(
+            m.expired(&gone, after, max).is_empty(),
+            "its clock starts again"
+        );
+        assert_eq!(
+            m.expired(
+                &gone,
+                after + Duration::from_secs(10),
+                Duration::from_secs(10)
+            ),
+            vec![(key, 5)],
+            "never longer than the log keeps messages"
+        );
     }
 
     #[test]

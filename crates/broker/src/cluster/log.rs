@@ -229,8 +229,11 @@ pub(super) async fn write_registry(inner: Arc<Inner>, registry: kv::Store) {
     let me = format!("{:016x}", inner.me);
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for round in 0u64.. {
         tick.tick().await;
+        if round % 25 == 0 && inner.connected.load(Ordering::SeqCst) {
+            remove_expired(&inner, &registry, &me).await;
+        }
         let (writes, gone) = inner.router.lock().durable_changes(&me);
         for (key, revision) in gone {
             if let Err(e) = registry.delete_expect_revision(&*key, Some(revision)).await {
@@ -239,6 +242,32 @@ pub(super) async fn write_registry(inner: Arc<Inner>, registry: kv::Store) {
         }
         for w in writes {
             write_record(&inner, &registry, w).await;
+        }
+    }
+}
+
+/// Removes the records of sessions whose node was lost and whose expiry has passed.
+async fn remove_expired(inner: &Inner, registry: &kv::Store, me: &str) {
+    let peers: Vec<String> = inner
+        .routes
+        .lock()
+        .peers()
+        .into_iter()
+        .map(|n| format!("{n:016x}"))
+        .collect();
+    let alive = |node: &str| node == me || peers.iter().any(|p| p == node);
+    let expired =
+        inner
+            .mirror
+            .lock()
+            .expired(&alive, std::time::Instant::now(), inner.config.log_max_age);
+    for (key, revision) in expired {
+        if registry
+            .delete_expect_revision(&key, Some(revision))
+            .await
+            .is_ok()
+        {
+            info!(session = %key, "cluster: the session of a lost node expired; its record removed");
         }
     }
 }

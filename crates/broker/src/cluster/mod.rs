@@ -502,7 +502,7 @@ impl Backplane for Cluster {
         let me = format!("{:016x}", self.inner.me);
         // a session another node held (and maybe lost): resumable from the registry
         let recorded = self.inner.mirror.lock().get(&key).cloned();
-        let (persistent, clean_start) = (r.persistent, r.clean_start);
+        let (persistent, clean_start, expiry) = (r.persistent, r.clean_start, r.session_expiry);
         let (admitted, replay) = self.inner.with_router(|router| {
             let mut admitted = crate::backplane::admit(router, r, keep, now)?;
             let id = admitted.registered.id;
@@ -520,7 +520,7 @@ impl Backplane for Cluster {
                 }
             }
             if persistent || replay.is_some() {
-                router.make_durable(id, key.clone(), replay);
+                router.make_durable(id, key.clone(), expiry, replay);
             }
             Ok::<_, QuotaExceeded>((admitted, replay))
         })?;

@@ -128,6 +128,7 @@ impl Connection {
                 handle: self.handle.clone(),
                 clean_start: req.clean_start,
                 persistent: req.session_expiry > 0,
+                session_expiry: req.session_expiry,
             },
             // a resumed session keeps only what this login's ACL allows
             &|f| principal.acl.may_subscribe(f),

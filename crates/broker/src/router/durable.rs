@@ -36,6 +36,9 @@ pub struct SessionRecord {
     pub tenant: String,
     /// The node holding it (hex id).
     pub node: String,
+    /// Its Session Expiry Interval (seconds): how long the record outlives a lost node.
+    #[serde(default)]
+    pub expiry: u32,
     /// Every logged message up to here that the session wants was acknowledged by its client.
     pub cursor: u64,
     /// Its subscriptions.
@@ -89,6 +92,8 @@ pub(super) struct Durable {
     pending: VecDeque<(u64, Weak<Message>)>,
     /// Registry revision of the record this node last wrote.
     revision: u64,
+    /// Session Expiry Interval (seconds).
+    expiry: u32,
     /// The record last written (only changes are written).
     written: Option<SessionRecord>,
     /// The session moved to another node: the record is no longer this node's.
@@ -173,11 +178,18 @@ impl Router {
     /// Makes session `id` durable under registry `key`: attached to the log reader now, or
     /// (with `resumed`: the record's cursor and revision) fed by a replay of the log after
     /// that cursor first. A session already durable here keeps its state.
-    pub fn make_durable(&mut self, id: ConnId, key: Arc<str>, resumed: Option<(u64, u64)>) {
+    pub fn make_durable(
+        &mut self,
+        id: ConnId,
+        key: Arc<str>,
+        expiry: u32,
+        resumed: Option<(u64, u64)>,
+    ) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        if s.durable.as_ref().is_some_and(|d| d.key == key && !d.moved) {
+        if let Some(d) = s.durable.as_mut().filter(|d| d.key == key && !d.moved) {
+            d.expiry = expiry;
             return;
         }
         s.durable = Some(Box::new(Durable {
@@ -186,6 +198,7 @@ impl Router {
             replayed: resumed.map_or(0, |r| r.0),
             pending: VecDeque::new(),
             revision: resumed.map_or(0, |r| r.1),
+            expiry,
             written: None,
             moved: false,
         }));
@@ -319,6 +332,7 @@ impl Router {
                 client_id: s.client_id.to_string(),
                 tenant: s.tenant.to_string(),
                 node: node.to_owned(),
+                expiry: d.expiry,
                 cursor,
                 subscriptions,
             };
@@ -495,7 +509,7 @@ mod tests {
             let opts = options(QoS::AtLeastOnce);
             r.subscribe(id, f, opts, None, now).unwrap();
         }
-        r.make_durable(1, "k1".into(), None);
+        r.make_durable(1, "k1".into(), 60, None);
         let [a, b] = boxes;
         (r, a, b, t)
     }
@@ -595,7 +609,7 @@ mod tests {
     fn a_replay_delivers_up_to_the_reader_then_attaches() {
         let (mut r, _, resumed, t) = setup();
         r.start_log(10);
-        r.make_durable(2, "k2".into(), Some((4, 1)));
+        r.make_durable(2, "k2".into(), 60, Some((4, 1)));
         let m = Arc::new(message("d/r", QoS::AtLeastOnce));
         let other = Tenant::from("u");
         let step = |r: &mut Router, s| {
@@ -646,7 +660,7 @@ mod tests {
     fn an_idle_replay_attaches_once_caught_up() {
         let (mut r, _, _, t) = setup();
         r.start_log(3);
-        r.make_durable(2, "k2".into(), Some((1, 1)));
+        r.make_durable(2, "k2".into(), 60, Some((1, 1)));
         let m = Arc::new(message("d/r", QoS::AtLeastOnce));
         assert_eq!(r.replay(2, "k2", ReplayStep::Idle).0, Replayed::More);
         assert_eq!(
@@ -654,7 +668,7 @@ mod tests {
             Replayed::More
         );
         assert_eq!(r.replay(2, "k2", ReplayStep::Idle).0, Replayed::Attached);
-        r.make_durable(1, "k1".into(), Some((0, 1)));
+        r.make_durable(1, "k1".into(), 60, Some((0, 1)));
         assert_eq!(
             r.replay(1, "k1", ReplayStep::GiveUp).0,
             Replayed::Gone,

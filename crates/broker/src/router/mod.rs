@@ -12,9 +12,12 @@
 //! Interval > 0, or Clean Session 0 in v3.1.1). While the client is away the session keeps
 //! its subscriptions and a bounded queue of QoS 1/2 messages; QoS 0 messages for an absent
 //! client are dropped. Sessions live in memory: they survive reconnects and takeovers, not a
-//! broker restart.
+//! broker restart; in a cluster, persistent sessions also survive the loss of their node
+//! ([`durable`]).
 
 mod durable;
+mod retained;
+use retained::retained_matching;
 pub(crate) mod index;
 mod quota;
 mod tenant;
@@ -33,7 +36,7 @@ use crate::mailbox::{Mailbox, Refused};
 use cloudsignal_core::mqtt::{QoS, ReasonCode, SubscriptionOptions};
 use cloudsignal_core::revocation::{Credential, Entry};
 use cloudsignal_core::session::{Delivery, Message, StoredSession};
-use cloudsignal_core::topic::{FilterLevel, SubscriptionFilter, TopicFilter};
+use cloudsignal_core::topic::{SubscriptionFilter, TopicFilter};
 use index::{Sub, SubKey};
 use remote::Interest;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -499,90 +502,6 @@ impl Router {
             })
             .collect())
     }
-
-    /// Stores (or, with an empty payload, clears) the retained message of `message`'s topic in
-    /// `tenant` for the session `from`; refused when its owner would exceed the retained quota.
-    fn retain(
-        &mut self,
-        from: ConnId,
-        tenant: &Tenant,
-        message: &Arc<Message>,
-        now: Instant,
-    ) -> Result<(), QuotaExceeded> {
-        let topic = message.topic.as_str();
-        let owner: Option<Arc<str>> = self
-            .sessions
-            .get(&from)
-            .filter(|s| !unlimited(&s.owner))
-            .map(|s| s.owner.clone());
-        let size = message.payload.len() as u64;
-        if let (Some(owner), false) = (&owner, message.payload.is_empty()) {
-            let (count, bytes) = self
-                .owners
-                .get(owner)
-                .map_or((0, 0), |u| (u.retained, u.retained_bytes));
-            let replaced = self
-                .spaces
-                .get(tenant)
-                .and_then(|s| s.retained.get(topic))
-                .filter(|r| r.owner.as_ref() == Some(owner))
-                .map(|r| r.message.payload.len() as u64);
-            let count = count + usize::from(replaced.is_none());
-            if count > self.quotas.retained_per_identity {
-                return Err(QuotaExceeded::RetainedMessages(
-                    self.quotas.retained_per_identity,
-                ));
-            }
-            if bytes.saturating_sub(replaced.unwrap_or(0)) + size
-                > self.quotas.retained_bytes_per_identity
-            {
-                return Err(QuotaExceeded::RetainedBytes(
-                    self.quotas.retained_bytes_per_identity,
-                ));
-            }
-        }
-        let old = self
-            .spaces
-            .get_mut(tenant)
-            .and_then(|s| s.retained.remove(topic));
-        if let Some(old) = old {
-            self.release_retained(&old);
-        }
-        if !message.payload.is_empty() {
-            if let Some(o) = &owner {
-                let usage = self.owners.entry(o.clone()).or_default();
-                usage.retained += 1;
-                usage.retained_bytes += size;
-            }
-            self.spaces
-                .entry(tenant.clone())
-                .or_default()
-                .retained
-                .insert(
-                    topic.to_owned(),
-                    Retained {
-                        message: message.clone(),
-                        at: now,
-                        owner,
-                    },
-                );
-        }
-        Ok(())
-    }
-
-    /// Gives a removed retained message's quota back to its owner.
-    fn release_retained(&mut self, old: &Retained) {
-        let Some(o) = &old.owner else { return };
-        if let Some(usage) = self.owners.get_mut(o) {
-            usage.retained = usage.retained.saturating_sub(1);
-            usage.retained_bytes = usage
-                .retained_bytes
-                .saturating_sub(old.message.payload.len() as u64);
-            if usage.sessions.is_empty() && usage.retained == 0 {
-                self.owners.remove(o);
-            }
-        }
-    }
 }
 
 /// Gives `delivery` to session `s`: its live connection's mailbox, or its stored queue while the
@@ -623,31 +542,6 @@ fn hand(
         }
         Err(Refused::Closed) => {}
     }
-}
-
-/// Retained messages matching `filter`, scanning only the range of its literal prefix.
-fn retained_matching<'a>(
-    retained: &'a BTreeMap<String, Retained>,
-    filter: &'a TopicFilter,
-) -> impl Iterator<Item = &'a Retained> + 'a {
-    let mut prefix = String::new();
-    for level in filter.levels() {
-        match level {
-            FilterLevel::Literal(l) => {
-                prefix.push_str(l);
-                prefix.push('/');
-            }
-            _ => break,
-        }
-    }
-    // "a/b/" covers "a/b/…"; the topic "a/b" itself (matched by "a/b" or "a/b/#") sorts
-    // just before it
-    let start = prefix.strip_suffix('/').unwrap_or("").to_owned();
-    retained
-        .range(start..)
-        .take_while(move |(t, _)| t.starts_with(prefix.trim_end_matches('/')))
-        .filter(move |(_, r)| filter.matches(&r.message.topic))
-        .map(|(_, r)| r)
 }
 
 impl Router {
