@@ -116,11 +116,6 @@ async fn act<W: AsyncWrite + Unpin>(
             .await;
             conn.subscribers_waited(stalled, patience);
         }
-        Action::AwaitLogged { stored, ack } => {
-            // bounded by the log writer's own timeout
-            let stored = stored.await.unwrap_or(false);
-            conn.logged(ack, stored);
-        }
     }
 }
 
@@ -139,6 +134,8 @@ where
     let mut handoff = None;
     let mut buf = vec![0u8; MIN_READ];
     let mut quiet = false;
+    // the message log's answer for the oldest publish waiting on it (cluster mode)
+    let mut log_wait: Option<tokio::sync::oneshot::Receiver<bool>> = None;
     loop {
         while let Some(action) = conn.poll_action(Instant::now()) {
             // boxed: a connection waits here rarely (CONNECT, re-authentication, congestion), and
@@ -159,6 +156,9 @@ where
         }
         let deadline = conn.poll_timeout();
         let (room, room_bytes) = conn.room();
+        if log_wait.is_none() {
+            log_wait = conn.take_log_wait();
+        }
         tokio::select! {
             // while a CONNECT awaits its decision nothing is read: the socket's own window
             // holds what the client pipelines, not this process's memory
@@ -177,6 +177,8 @@ where
                 }
             },
             stored = wait_handoff(&mut handoff) => conn.handed_over(stored, Instant::now()),
+            // bounded by the log writer's own timeout
+            stored = wait_logged(&mut log_wait) => conn.logged(stored),
             mail = mailbox.recv(room, room_bytes), if room > 0 => conn.handle_mail(mail),
             // one timer for the whole table: each pending `Sleep` would cost its own space in
             // this connection's future
@@ -242,6 +244,18 @@ async fn wait_handoff(pending: &mut Option<Handoff>) -> Option<StoredSession> {
     match pending.as_mut() {
         Some(wait) => {
             let stored = wait.await;
+            *pending = None;
+            stored
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the message log stored the publish `pending` waits for (a dropped answer: no).
+async fn wait_logged(pending: &mut Option<tokio::sync::oneshot::Receiver<bool>>) -> bool {
+    match pending.as_mut() {
+        Some(rx) => {
+            let stored = rx.await.unwrap_or(false);
             *pending = None;
             stored
         }

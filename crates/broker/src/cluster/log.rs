@@ -20,6 +20,10 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const REPLAY_IDLE: Duration = Duration::from_millis(200);
 /// A replay waiting this long for entries the log no longer has gives up and attaches.
 const REPLAY_GIVE_UP: Duration = Duration::from_secs(5);
+/// Messages waiting for the log go in one entry, up to this many…
+const BATCH_MESSAGES: usize = 512;
+/// …and this many bytes.
+const BATCH_BYTES: usize = 512 << 10;
 
 /// A message to write to the log; `done` hears whether JetStream stored it.
 #[derive(Debug)]
@@ -29,66 +33,150 @@ pub(super) struct LogWrite {
     pub(super) done: oneshot::Sender<bool>,
 }
 
-/// The message log and the session registry, opened (created if need be).
+/// What a cluster keeps in JetStream, opened (created if need be).
+pub(super) struct Stores {
+    /// Retained messages (key-value).
+    pub(super) retained: kv::Store,
+    /// The message log.
+    pub(super) log: stream::Stream,
+    /// The session registry (key-value).
+    pub(super) registry: kv::Store,
+}
+
+/// Opens (creates if need be) the cluster `name`'s retained-message bucket, message log and
+/// session registry.
 pub(super) async fn open(
     js: &jetstream::Context,
     name: &str,
     max_message: usize,
     max_age: Duration,
     max_bytes: i64,
-) -> Result<(stream::Stream, kv::Store), String> {
-    let log = js
-        .get_or_create_stream(stream::Config {
+) -> Result<Stores, String> {
+    let retained = bucket(
+        js,
+        &format!("{name}_retained"),
+        "retained messages",
+        max_message,
+    )
+    .await?;
+    let log = stream(
+        js,
+        stream::Config {
             name: format!("{name}_log"),
             subjects: vec![wire::log_subjects(name)],
             description: Some("CloudSignal message log (persistent sessions)".into()),
             max_age,
             max_bytes,
-            max_message_size: i32::try_from(max_message + 1024).unwrap_or(i32::MAX),
+            max_message_size: i32::try_from(BATCH_BYTES + max_message + 1024).unwrap_or(i32::MAX),
             discard: stream::DiscardPolicy::Old,
             storage: stream::StorageType::File,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let bucket = format!("{name}_sessions");
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        description: Some("CloudSignal session registry".into()),
-        max_messages_per_subject: 1,
-        discard: stream::DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        ..Default::default()
+        },
+    )
+    .await?;
+    let registry = bucket(js, &format!("{name}_sessions"), "session registry", 1 << 20).await?;
+    Ok(Stores {
+        retained,
+        log,
+        registry,
     })
-    .await
-    .map_err(|e| e.to_string())?;
-    let registry = js.get_key_value(bucket).await.map_err(|e| e.to_string())?;
-    Ok((log, registry))
 }
 
-/// Writes messages to the log in the order publishers' nodes routed them, and tells each
-/// publisher when its message is stored.
-pub(super) async fn write_log(js: jetstream::Context, mut rx: mpsc::UnboundedReceiver<LogWrite>) {
-    while let Some(w) = rx.recv().await {
-        match js.publish(w.subject, w.payload.into()).await {
+/// A key-value bucket whose values are at most `max_value` bytes. Its stream is made as
+/// async-nats's `create_key_value` would, without the account-info request whose answer
+/// nats-server 2.9 words differently.
+async fn bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    what: &str,
+    max_value: usize,
+) -> Result<kv::Store, String> {
+    stream(
+        js,
+        stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            description: Some(format!("CloudSignal {what}")),
+            max_messages_per_subject: 1,
+            max_message_size: i32::try_from(max_value + 1024).unwrap_or(i32::MAX),
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    js.get_key_value(bucket).await.map_err(|e| e.to_string())
+}
+
+/// Gets or creates a stream. Nodes starting together race to create it, and the loser's
+/// answer is an error (in 2.9: subjects overlap): it finds the stream on a later try.
+async fn stream(js: &jetstream::Context, config: stream::Config) -> Result<stream::Stream, String> {
+    let mut tries = 0;
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(s) => return Ok(s),
+            Err(e) if tries < 10 => {
+                tries += 1;
+                debug!(error = %e, stream = %config.name, "cluster: stream not opened yet; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Writes messages to the log in the order this node routed them, and tells each publisher
+/// when its message is stored. Messages that wait together go in one entry (a batch: one
+/// JetStream write and acknowledgement for all), so a busy node pays one round trip per batch,
+/// and an idle one none.
+pub(super) async fn write_log(
+    js: jetstream::Context,
+    name: String,
+    mut rx: mpsc::UnboundedReceiver<LogWrite>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut bytes = first.payload.len();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MESSAGES && bytes < BATCH_BYTES {
+            let Ok(w) = rx.try_recv() else { break };
+            bytes += w.payload.len();
+            batch.push(w);
+        }
+        let subject = match &batch[..] {
+            [one] => one.subject.clone(),
+            _ => wire::log_batch_subject(&name),
+        };
+        let mut frames = Vec::with_capacity(batch.len());
+        let mut done = Vec::with_capacity(batch.len());
+        for w in batch {
+            frames.push(w.payload);
+            done.push(w.done);
+        }
+        let entry = wire::encode_log_entry(&frames);
+        match js.publish(subject, entry.into()).await {
             Ok(ack) => {
                 tokio::spawn(async move {
                     let stored = tokio::time::timeout(LOG_TIMEOUT, ack.into_future()).await;
                     let ok = matches!(stored, Ok(Ok(_)));
                     if !ok {
-                        warn!("cluster: a message was not stored in the message log; its publisher is told to send it again");
+                        warn!(messages = done.len(), "cluster: messages not stored in the message log; their publishers are told to send them again");
                     }
-                    let _ = w.done.send(ok);
+                    answer(ok, done);
                 });
             }
             Err(e) => {
-                warn!(error = %e, "cluster: message log unavailable; the publisher is told to send again");
-                let _ = w.done.send(false);
+                warn!(error = %e, "cluster: message log unavailable; publishers are told to send again");
+                answer(false, done);
             }
         }
+    }
+}
+
+fn answer(stored: bool, done: Vec<oneshot::Sender<bool>>) {
+    for d in done {
+        let _ = d.send(stored);
     }
 }
 
@@ -114,14 +202,20 @@ async fn reader(
     consumer.messages().await.map_err(|e| e.to_string())
 }
 
-/// One log entry: its position, tenant and message (`None`: malformed, counted and logged).
-fn entry(
-    inner: &Inner,
-    m: &jetstream::Message,
-) -> Option<(u64, Tenant, Arc<cloudsignal_core::session::Message>)> {
+/// A log entry's messages, each with its tenant.
+type Messages = Vec<(Tenant, Arc<cloudsignal_core::session::Message>)>;
+
+/// One log entry: its position and messages (`None`: malformed, counted and logged).
+fn entry(inner: &Inner, m: &jetstream::Message) -> Option<(u64, Messages)> {
     let seq = m.info().ok()?.stream_sequence;
-    match wire::decode_frame(&m.payload, inner.config.max_message) {
-        Ok(f) => Some((seq, f.tenant.into(), Arc::new(f.message))),
+    match wire::decode_log_entry(&m.payload, inner.config.max_message) {
+        Ok(frames) => Some((
+            seq,
+            frames
+                .into_iter()
+                .map(|f| (f.tenant.into(), Arc::new(f.message)))
+                .collect(),
+        )),
         Err(e) => {
             inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
             warn!(error = %e, seq, "cluster: malformed log entry ignored");
@@ -157,11 +251,13 @@ pub(super) async fn read_log(inner: Arc<Inner>, log: stream::Stream) {
                     break;
                 }
             };
-            let Some((seq, tenant, message)) = entry(&inner, &m) else {
+            let Some((seq, messages)) = entry(&inner, &m) else {
                 continue;
             };
-            let routed = inner.router.lock().route_logged(&tenant, &message, seq);
-            wait_congested(routed).await;
+            for (tenant, message) in &messages {
+                let routed = inner.router.lock().route_logged(tenant, message, seq);
+                wait_congested(routed).await;
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -194,10 +290,10 @@ pub(super) async fn replay(
         let (done, routed) = match next {
             Ok(Some(Ok(m))) => {
                 idle = Duration::ZERO;
-                let Some((seq, tenant, message)) = entry(&inner, &m) else {
+                let Some((seq, messages)) = entry(&inner, &m) else {
                     continue;
                 };
-                let (done, routed) = step(ReplayStep::Entry(&tenant, &message, seq));
+                let (done, routed) = step(ReplayStep::Entry(seq, &messages));
                 replayed += routed.reached as u64;
                 (done, routed)
             }

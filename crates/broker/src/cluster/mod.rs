@@ -277,28 +277,7 @@ impl Cluster {
                 why: e.to_string(),
             })?;
         let js = async_nats::jetstream::new(client.clone());
-        let bucket = format!("{}_retained", config.name);
-        // the bucket's stream is made as async-nats's `create_key_value` would, without the
-        // account-info request whose answer nats-server 2.9 words differently
-        js.get_or_create_stream(async_nats::jetstream::stream::Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            description: Some("CloudSignal retained messages".into()),
-            max_messages_per_subject: 1,
-            max_message_size: i32::try_from(config.max_message + 1024).unwrap_or(i32::MAX),
-            discard: async_nats::jetstream::stream::DiscardPolicy::New,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| JoinError::JetStream(e.to_string()))?;
-        let store = js
-            .get_key_value(bucket)
-            .await
-            .map_err(|e| JoinError::JetStream(e.to_string()))?;
-        let (log, registry) = log::open(
+        let stores = log::open(
             &js,
             &config.name,
             config.max_message,
@@ -307,6 +286,7 @@ impl Cluster {
         )
         .await
         .map_err(JoinError::JetStream)?;
+        let (store, log, registry) = (stores.retained, stores.log, stores.registry);
         let control = client
             .subscribe(wire::control_subject(&config.name))
             .await
@@ -336,7 +316,11 @@ impl Cluster {
             log: log.clone(),
             config,
         });
-        tokio::spawn(log::write_log(js.clone(), log_rx));
+        tokio::spawn(log::write_log(
+            js.clone(),
+            inner.config.name.clone(),
+            log_rx,
+        ));
         tokio::spawn(log::read_log(inner.clone(), log));
         tokio::spawn(log::watch_registry(inner.clone(), registry.clone()));
         tokio::spawn(log::write_registry(inner.clone(), registry));

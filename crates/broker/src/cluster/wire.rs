@@ -47,6 +47,12 @@ pub fn log_subject(cluster: &str, tenant: &str, topic: &TopicName) -> String {
     subject(&format!("{cluster}.log"), tenant, topic)
 }
 
+/// The subject of a log entry holding several messages (`!` is never in an escaped token, so
+/// no tenant's subject is this one).
+pub fn log_batch_subject(cluster: &str) -> String {
+    format!("{cluster}.log.!batch")
+}
+
 /// What the message log's stream holds.
 pub fn log_subjects(cluster: &str) -> String {
     format!("{cluster}.log.>")
@@ -149,6 +155,11 @@ impl<'a> Reader<'a> {
         let b = self.take(2)?;
         Ok(usize::from(u16::from_be_bytes([b[0], b[1]])))
     }
+    fn u32(&mut self) -> Result<usize, FrameError> {
+        let b = self.take(4)?;
+        usize::try_from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .map_err(|_| FrameError::Malformed)
+    }
     fn str(&mut self) -> Result<String, FrameError> {
         let n = self.u16()?;
         let b = self.take(n)?;
@@ -182,6 +193,45 @@ pub fn decode_frame(buf: &[u8], max: usize) -> Result<Frame, FrameError> {
         groups,
         message,
     })
+}
+
+/// The first byte of a log entry holding several frames (a frame's is [`VERSION`]).
+const BATCH: u8 = 0xB1;
+
+/// Encodes log entry holding `frames` (encoded with [`encode_frame`]): the frame itself when
+/// there is one; else a batch: [`BATCH`], a count (u32), then each frame's length (u32) and
+/// bytes.
+pub fn encode_log_entry(frames: &[Vec<u8>]) -> Vec<u8> {
+    if let [one] = frames {
+        return one.clone();
+    }
+    let len: usize = frames.iter().map(|f| f.len() + 4).sum();
+    let mut out = Vec::with_capacity(5 + len);
+    out.push(BATCH);
+    out.extend_from_slice(&(frames.len() as u32).to_be_bytes());
+    for f in frames {
+        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+/// Decodes a log entry (one frame, or a batch) whose messages are at most `max` bytes each.
+pub fn decode_log_entry(buf: &[u8], max: usize) -> Result<Vec<Frame>, FrameError> {
+    if buf.first() != Some(&BATCH) {
+        return Ok(vec![decode_frame(buf, max)?]);
+    }
+    let mut r = Reader(&buf[1..]);
+    let count = r.u32()?;
+    let mut frames = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let n = r.u32()?;
+        frames.push(decode_frame(r.take(n)?, max)?);
+    }
+    if !r.0.is_empty() {
+        return Err(FrameError::Malformed);
+    }
+    Ok(frames)
 }
 
 /// One filter gained or lost by a node.
@@ -410,6 +460,28 @@ mod tests {
     }
 
     #[test]
+    fn log_entries_hold_one_frame_or_a_batch() {
+        let one = encode_frame("t", (true, true), &[], &message("a"));
+        assert_eq!(encode_log_entry(std::slice::from_ref(&one)), one);
+        let got = decode_log_entry(&one, 1 << 20).unwrap();
+        assert_eq!(got.len(), 1);
+        let two = encode_frame("u", (true, true), &[], &message("b"));
+        let batch = encode_log_entry(&[one, two]);
+        let got = decode_log_entry(&batch, 1 << 20).unwrap();
+        let topics: Vec<(&str, &str)> = got
+            .iter()
+            .map(|f| (f.tenant.as_str(), f.message.topic.as_str()))
+            .collect();
+        assert_eq!(topics, [("t", "a"), ("u", "b")]);
+        for cut in 0..batch.len() {
+            assert!(decode_log_entry(&batch[..cut], 1 << 20).is_err(), "{cut}");
+        }
+        let mut long = batch.clone();
+        long.push(0);
+        assert!(decode_log_entry(&long, 1 << 20).is_err(), "trailing bytes");
+    }
+
+    #[test]
     fn retained_values_round_trip_and_age() {
         let v = encode_retained(7, 100, "org_x", &message("a"));
         let r = decode_retained(&v, 1 << 20).unwrap();
@@ -471,6 +543,7 @@ mod tests {
         fn frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = decode_frame(&bytes, 1 << 20);
             let _ = decode_retained(&bytes, 1 << 20);
+            let _ = decode_log_entry(&bytes, 1 << 20);
         }
     }
 }

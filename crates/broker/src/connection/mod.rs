@@ -75,14 +75,22 @@ pub(crate) enum Action {
         /// How long a subscriber may take nothing before it counts as stalled.
         patience: Duration,
     },
-    /// A cluster is writing the last QoS 1/2 publish to its message log: wait for it (read
-    /// nothing more meanwhile) and report with [`Connection::logged`].
-    AwaitLogged {
-        /// Whether the log stored it.
-        stored: oneshot::Receiver<bool>,
-        /// The PUBLISH's packet id and QoS, to acknowledge once stored.
-        ack: (cloudsignal_core::mqtt::PacketId, QoS),
-    },
+}
+
+/// Publishes a cluster's message log has not confirmed yet, and the acknowledgements queued
+/// behind them: PUBACKs go out in the order the PUBLISHes came [MQTT-4.6.0-3]. At most this
+/// many wait before the connection stops reading.
+const LOG_WINDOW: usize = 256;
+
+/// An acknowledgement waiting its turn.
+#[derive(Debug)]
+enum Awaited {
+    /// The log will say whether it stored the message.
+    Log(oneshot::Receiver<bool>),
+    /// The driver waits for the log's answer (see [`Connection::take_log_wait`]).
+    Taken,
+    /// Decided: the reason code to acknowledge with.
+    Ready(ReasonCode),
 }
 
 /// A session kept for an absent client: its delayed will and its expiry run on timers.
@@ -199,6 +207,8 @@ pub(crate) struct Connection {
     fan_out: bool,
     /// The session's `Closed` event was handled: nothing more to do but [`Self::finish`].
     ended: bool,
+    /// Acknowledgements waiting for the message log, in order (empty unless in a cluster).
+    logging: std::collections::VecDeque<(cloudsignal_core::mqtt::PacketId, QoS, Awaited)>,
 }
 
 impl Connection {
@@ -238,6 +248,7 @@ impl Connection {
             congested: Vec::new(),
             fan_out: false,
             ended: false,
+            logging: std::collections::VecDeque::new(),
         }
     }
 
@@ -264,7 +275,7 @@ impl Connection {
 
     /// Whether the driver should read from the client.
     pub(crate) fn wants_input(&self) -> bool {
-        self.session.wants_input()
+        self.session.wants_input() && self.logging.len() < LOG_WINDOW
     }
 
     /// Bytes to write to the client, in order.
@@ -467,12 +478,12 @@ impl Connection {
                 let (reason, logged) = self.on_publish(&principal, message, now);
                 match (packet_id, logged) {
                     (Some(id), Some(stored)) => {
-                        return Some(Action::AwaitLogged {
-                            stored,
-                            ack: (id, qos),
-                        })
+                        self.logging.push_back((id, qos, Awaited::Log(stored)));
                     }
-                    (Some(id), None) => self.session.ack_publish(id, qos, reason),
+                    (Some(id), None) if self.logging.is_empty() => {
+                        self.session.ack_publish(id, qos, reason);
+                    }
+                    (Some(id), None) => self.logging.push_back((id, qos, Awaited::Ready(reason))),
                     (None, _) => {}
                 }
             }

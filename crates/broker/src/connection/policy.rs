@@ -204,23 +204,41 @@ impl Connection {
         }
     }
 
-    /// The cluster's message log stored (`true`) the publish `ack` names, or did not: then the
-    /// PUBLISH is acknowledged; else the client is disconnected (0x89 Server busy) without an
-    /// acknowledgement, so it sends the message again when it reconnects [MQTT-4.4.0-1].
-    pub(crate) fn logged(
-        &mut self,
-        (packet_id, qos): (cloudsignal_core::mqtt::PacketId, QoS),
-        stored: bool,
-    ) {
-        if stored {
-            self.session
-                .ack_publish(packet_id, qos, ReasonCode::SUCCESS);
-        } else {
+    /// What the driver should wait for next: the message log's answer for the oldest
+    /// publish waiting on it (report with [`Self::logged`]), if that is the next
+    /// acknowledgement due.
+    pub(crate) fn take_log_wait(&mut self) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+        let front = self.logging.front_mut()?;
+        match std::mem::replace(&mut front.2, super::Awaited::Taken) {
+            super::Awaited::Log(rx) => Some(rx),
+            other => {
+                front.2 = other;
+                None
+            }
+        }
+    }
+
+    /// The message log stored (`true`) the oldest publish waiting on it, or did not. Stored:
+    /// it is acknowledged, and so are the decided ones queued behind it. Not stored: the
+    /// client is disconnected (0x89 Server busy) without an acknowledgement, so it sends the
+    /// message again when it reconnects [MQTT-4.4.0-1].
+    pub(crate) fn logged(&mut self, stored: bool) {
+        if !stored {
+            self.logging.clear();
             warn!(client_id = %self.client_id, "the message log did not store a publish: disconnecting the publisher (0x89) so it sends it again");
             self.session.close(
                 ReasonCode::SERVER_BUSY,
                 Some("message log unavailable; send again"),
             );
+            return;
+        }
+        if let Some((id, qos, _)) = self.logging.pop_front() {
+            self.session.ack_publish(id, qos, ReasonCode::SUCCESS);
+        }
+        while let Some((_, _, super::Awaited::Ready(_))) = self.logging.front() {
+            if let Some((id, qos, super::Awaited::Ready(reason))) = self.logging.pop_front() {
+                self.session.ack_publish(id, qos, reason);
+            }
         }
     }
 

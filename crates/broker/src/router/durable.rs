@@ -141,8 +141,8 @@ pub enum Replayed {
 /// One step of a replay.
 #[derive(Debug)]
 pub enum ReplayStep<'a> {
-    /// The log's entry `seq`: a message published in `tenant`.
-    Entry(&'a Tenant, &'a Arc<Message>, u64),
+    /// The log's entry `seq`: messages, each published in its tenant.
+    Entry(u64, &'a [(Tenant, Arc<Message>)]),
     /// Nothing came for a while.
     Idle,
     /// Give up waiting for entries the log no longer has (attach now).
@@ -263,29 +263,31 @@ impl Router {
             return (Replayed::Gone, routed);
         };
         let attach = match step {
-            ReplayStep::Entry(tenant, message, seq) if seq <= position => {
+            ReplayStep::Entry(seq, messages) if seq <= position => {
                 if seq > replayed {
                     if let Some(d) = s.durable.as_mut() {
                         d.replayed = seq;
                     }
-                    let mut one = BTreeMap::new();
-                    if let Some(space) = self.spaces.get_mut(tenant).filter(|_| *tenant == s.tenant)
-                    {
-                        space
-                            .subs
-                            .for_each_plain_match(&message.topic, |conn, sub| {
-                                if conn == id {
-                                    merge(&mut one, id, message, sub.opts, sub.id);
-                                }
-                            });
-                    }
-                    if let Some(target) = one.remove(&id) {
-                        let delivery = logged_delivery(s, message, seq, target);
-                        let mut stats = super::Stats::default();
-                        let limits = (self.max_stored, self.max_stored_bytes);
-                        hand(s, delivery, limits, &mut stats, &mut routed.congested);
-                        routed.reached = 1;
-                        self.stats.add(&stats);
+                    let own = s.tenant.clone();
+                    for (tenant, message) in messages.iter().filter(|(t, _)| *t == own) {
+                        let mut one = BTreeMap::new();
+                        if let Some(space) = self.spaces.get_mut(tenant) {
+                            space
+                                .subs
+                                .for_each_plain_match(&message.topic, |conn, sub| {
+                                    if conn == id {
+                                        merge(&mut one, id, message, sub.opts, sub.id);
+                                    }
+                                });
+                        }
+                        if let Some(target) = one.remove(&id) {
+                            let delivery = logged_delivery(s, message, seq, target);
+                            let mut stats = super::Stats::default();
+                            let limits = (self.max_stored, self.max_stored_bytes);
+                            hand(s, delivery, limits, &mut stats, &mut routed.congested);
+                            routed.reached += 1;
+                            self.stats.add(&stats);
+                        }
                     }
                 }
                 false
@@ -612,16 +614,18 @@ mod tests {
         r.make_durable(2, "k2".into(), 60, Some((4, 1)));
         let m = Arc::new(message("d/r", QoS::AtLeastOnce));
         let other = Tenant::from("u");
-        let step = |r: &mut Router, s| {
+        fn step(r: &mut Router, s: ReplayStep<'_>) -> (Replayed, usize) {
             let (done, routed) = r.replay(2, "k2", s);
             (done, routed.reached)
-        };
+        }
+        // an entry may hold several messages (the log writer batches)
+        let two = [(t.clone(), m.clone()), (t.clone(), m.clone())];
         assert_eq!(
-            step(&mut r, ReplayStep::Entry(&t, &m, 5)),
-            (Replayed::More, 1)
+            step(&mut r, ReplayStep::Entry(5, &two)),
+            (Replayed::More, 2)
         );
         assert_eq!(
-            step(&mut r, ReplayStep::Entry(&other, &m, 6)),
+            step(&mut r, ReplayStep::Entry(6, &[(other.clone(), m.clone())])),
             (Replayed::More, 0)
         );
         assert_eq!(
@@ -629,21 +633,25 @@ mod tests {
             Replayed::More,
             "7..10 not read yet"
         );
-        assert_eq!(step(&mut r, ReplayStep::Entry(&t, &m, 5)).1, 0, "once");
+        assert_eq!(
+            step(&mut r, ReplayStep::Entry(5, &[(t.clone(), m.clone())])).1,
+            0,
+            "once"
+        );
         // the reader hands 11 out while the session replays: the replay delivers it
         r.route_logged(&t, &m, 11);
-        assert_eq!(resumed.len(), 1);
+        assert_eq!(resumed.len(), 2);
         assert_eq!(
-            step(&mut r, ReplayStep::Entry(&t, &m, 11)),
+            step(&mut r, ReplayStep::Entry(11, &[(t.clone(), m.clone())])),
             (Replayed::More, 1)
         );
         // 12 is not handed out yet: the reader will, so the session attaches
         assert_eq!(
-            step(&mut r, ReplayStep::Entry(&t, &m, 12)),
+            step(&mut r, ReplayStep::Entry(12, &[(t.clone(), m.clone())])),
             (Replayed::Attached, 0)
         );
         r.route_logged(&t, &m, 12);
-        assert_eq!(resumed.len(), 3, "5, 11 and 12, once each");
+        assert_eq!(resumed.len(), 4, "5 (two), 11 and 12, once each");
         assert_eq!(step(&mut r, ReplayStep::Idle).0, Replayed::Gone, "done");
         let cursor = r
             .durable_changes("n")
@@ -664,7 +672,8 @@ mod tests {
         let m = Arc::new(message("d/r", QoS::AtLeastOnce));
         assert_eq!(r.replay(2, "k2", ReplayStep::Idle).0, Replayed::More);
         assert_eq!(
-            r.replay(2, "k2", ReplayStep::Entry(&t, &m, 3)).0,
+            r.replay(2, "k2", ReplayStep::Entry(3, &[(t.clone(), m.clone())]))
+                .0,
             Replayed::More
         );
         assert_eq!(r.replay(2, "k2", ReplayStep::Idle).0, Replayed::Attached);
