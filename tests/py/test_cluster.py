@@ -66,12 +66,17 @@ class Nats:
             self.proc.wait(10)
 
 
+# every node a test starts, stopped when the module's cluster is (even after a failed test)
+STARTED = []
+
+
 class Node:
     """A broker node (no control plane) trusting node A's keys."""
 
     def __init__(self, tmp: Path, name: str, a: ControlBroker, nats: Nats):
         self.tmp, self.name, self.a, self.nats = tmp, name, a, nats
         self.port = free_port()
+        STARTED.append(self)
         self.start()
 
     def start(self):
@@ -136,7 +141,7 @@ def cluster(tmp_path_factory):
     for n in (b, c):
         assert eventually(lambda: n.logs().count("cluster: node joined") >= 2), n.logs()
     yield {"nats": nats, "control": a, **nodes, "tmp": tmp}
-    for n in (b, c):
+    for n in STARTED:
         n.kill()
     a.kill()
     nats.stop()

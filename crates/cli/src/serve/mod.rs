@@ -242,6 +242,14 @@ pub(crate) struct ServeArgs {
     /// Cluster mode: seconds without a beat after which another node is forgotten.
     #[arg(long, env = "CLOUDSIGNAL_CLUSTER_PEER_TIMEOUT", default_value_t = 5)]
     cluster_peer_timeout: u64,
+    /// Cluster mode: hours the message log keeps a message for persistent sessions whose client
+    /// is away (when the cluster's first node creates the log).
+    #[arg(long, env = "CLOUDSIGNAL_CLUSTER_LOG_MAX_AGE", default_value_t = 24)]
+    cluster_log_max_age: u64,
+    /// Cluster mode: the message log's size at most, in MiB (the oldest messages go first;
+    /// when the cluster's first node creates the log).
+    #[arg(long, env = "CLOUDSIGNAL_CLUSTER_LOG_MAX_MIB", default_value_t = 1024)]
+    cluster_log_max_mib: u64,
     /// Clock-skew allowance for token times, in seconds.
     #[arg(long, env = "CLOUDSIGNAL_TOKEN_LEEWAY", default_value_t = 30)]
     token_leeway: u64,
@@ -619,6 +627,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         let mut c = cloudsignal_broker::cluster::ClusterConfig::new(url, &args.cluster_name);
         c.peer_timeout = std::time::Duration::from_secs(args.cluster_peer_timeout.max(2));
         c.max_message = args.max_packet_size as usize;
+        c.log_max_age = std::time::Duration::from_secs(args.cluster_log_max_age.max(1) * 3600);
+        c.log_max_bytes = i64::try_from(args.cluster_log_max_mib.max(1) << 20).unwrap_or(i64::MAX);
         c
     });
     let mut config = config;
