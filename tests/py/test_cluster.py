@@ -390,11 +390,20 @@ def test_the_cluster_recovers_by_itself_after_nats_restarts(cluster):
         except Exception:
             return False
     assert eventually(delivered, 30)
-    # retained messages kept in JetStream survive the restart
+    # retained messages kept in JetStream survive the restart; another node has a copy once
+    # its watch of the bucket delivers it (milliseconds: a deadline, not a sleep)
     Client(c, "nr-ret", V5).publish("nr/kept", b"r", qos=1, retain=True)
-    s = Client(b, "nr-ret-sub", V5)
-    s.subscribe("nr/kept")
-    assert s.expect(1)[0].payload == b"r"
+
+    def retained_on_b():
+        s = Client(b, "nr-ret-sub", V5)
+        s.subscribe("nr/kept")
+        try:
+            return s.messages.get(timeout=0.5).payload == b"r"
+        except Exception:
+            return False
+        finally:
+            s.disconnect()
+    assert eventually(retained_on_b, 10)
 
 
 def test_two_control_planes_on_one_postgresql_store_act_as_one(cluster, tmp_path):

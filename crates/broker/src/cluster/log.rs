@@ -233,6 +233,7 @@ async fn wait_congested(routed: Routed) {
 
 /// Hands every new log entry, in order, to this node's persistent sessions.
 pub(super) async fn read_log(inner: Arc<Inner>, log: stream::Stream) {
+    let mut rejoined = inner.rejoined.subscribe();
     loop {
         let start = inner.router.lock().log_position() + 1;
         let mut entries = match reader(&inner, &log, start).await {
@@ -243,13 +244,19 @@ pub(super) async fn read_log(inner: Arc<Inner>, log: stream::Stream) {
                 continue;
             }
         };
-        while let Some(m) = entries.next().await {
+        loop {
+            // after NATS comes back, read on from the last entry handed out at once
+            let m = tokio::select! {
+                m = entries.next() => m,
+                _ = rejoined.changed() => break,
+            };
             let m = match m {
-                Ok(m) => m,
-                Err(e) => {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
                     warn!(error = %e, "cluster: message log reader interrupted");
                     break;
                 }
+                None => break,
             };
             let Some((seq, messages)) = entry(&inner, &m) else {
                 continue;
@@ -406,47 +413,20 @@ async fn write_record(inner: &Inner, registry: &kv::Store, w: RecordWrite) {
 }
 
 /// Keeps this node's mirror of the registry in step with the bucket.
-pub(super) async fn watch_registry(inner: Arc<Inner>, registry: kv::Store) {
-    let mut from = 0u64;
-    loop {
-        let watch = if from == 0 {
-            registry.watch_with_history(">").await
-        } else {
-            registry.watch_all_from_revision(from + 1).await
-        };
-        let mut watch = match watch {
-            Ok(w) => w,
+pub(super) fn registry_changed(inner: &Inner, entry: kv::Entry) {
+    let record = match entry.operation {
+        kv::Operation::Put => match serde_json::from_slice::<SessionRecord>(&entry.value) {
+            Ok(r) => Some(r),
             Err(e) => {
-                warn!(error = %e, "cluster: watching the session registry failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+                inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, key = %entry.key, "cluster: malformed session record ignored");
+                None
             }
-        };
-        while let Some(entry) = watch.next().await {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!(error = %e, "cluster: session registry watch interrupted");
-                    break;
-                }
-            };
-            from = from.max(entry.revision);
-            let record = match entry.operation {
-                kv::Operation::Put => match serde_json::from_slice::<SessionRecord>(&entry.value) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                        warn!(error = %e, key = %entry.key, "cluster: malformed session record ignored");
-                        None
-                    }
-                },
-                kv::Operation::Delete | kv::Operation::Purge => None,
-            };
-            inner
-                .mirror
-                .lock()
-                .apply(&entry.key, entry.revision, record);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        },
+        kv::Operation::Delete | kv::Operation::Purge => None,
+    };
+    inner
+        .mirror
+        .lock()
+        .apply(&entry.key, entry.revision, record);
 }

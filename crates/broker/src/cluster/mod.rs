@@ -49,7 +49,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tasks::{beat, drive, on_control, on_inbox, pump, watch_retained};
+use tasks::{beat, drive, on_control, on_inbox, pump, retained_changed, watch_bucket};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use wire::{Control, NodeId};
@@ -188,6 +188,8 @@ struct Inner {
     log_tx: mpsc::UnboundedSender<log::LogWrite>,
     /// The message log (replays read it).
     log: async_nats::jetstream::stream::Stream,
+    /// Bumped each time NATS comes back (watches and the log reader start again at once).
+    rejoined: tokio::sync::watch::Sender<u64>,
 }
 
 /// Why a node could not join.
@@ -314,6 +316,7 @@ impl Cluster {
             mirror: Mutex::new(durable::Mirror::default()),
             log_tx,
             log: log.clone(),
+            rejoined: tokio::sync::watch::Sender::new(0),
             config,
         });
         tokio::spawn(log::write_log(
@@ -322,12 +325,22 @@ impl Cluster {
             log_rx,
         ));
         tokio::spawn(log::read_log(inner.clone(), log));
-        tokio::spawn(log::watch_registry(inner.clone(), registry.clone()));
+        tokio::spawn(watch_bucket(
+            inner.clone(),
+            registry.clone(),
+            "session registry",
+            log::registry_changed,
+        ));
         tokio::spawn(log::write_registry(inner.clone(), registry));
         tokio::spawn(drive(inner.clone(), rx, store.clone()));
         tokio::spawn(on_control(inner.clone(), control));
         tokio::spawn(on_inbox(inner.clone(), inbox));
-        tokio::spawn(watch_retained(inner.clone(), store));
+        tokio::spawn(watch_bucket(
+            inner.clone(),
+            store,
+            "retained messages",
+            retained_changed,
+        ));
         tokio::spawn(beat(inner.clone()));
         let _ = inner.tx.send(Command::Control(Control::Hello { node: me }));
         let _ = inner.tx.send(Command::Full);

@@ -34,6 +34,8 @@ pub(super) async fn drive(
                     }
                 }
                 inner.connected.store(true, Ordering::SeqCst);
+                // watches and the log reader start again from where they were
+                inner.rejoined.send_modify(|n| *n += 1);
                 inner.send_control(&Control::Hello { node: inner.me }).await;
                 inner.send_routes().await;
             }
@@ -42,8 +44,13 @@ pub(super) async fn drive(
             Command::Retain(tenant, message) => {
                 let key = wire::retained_key(&tenant, message.topic.as_str());
                 let value = wire::encode_retained(inner.me, unix_now(), &tenant, &message);
-                if let Err(e) = store.put(key, value.into()).await {
-                    warn!(error = %e, topic = %message.topic, "cluster: retained message not shared");
+                match store.put(key, value.into()).await {
+                    Ok(revision) => {
+                        tracing::debug!(topic = %message.topic, revision, "cluster: retained message shared");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, topic = %message.topic, "cluster: retained message not shared");
+                    }
                 }
             }
         }
@@ -150,56 +157,80 @@ pub(super) async fn on_inbox(inner: Arc<Inner>, mut sub: async_nats::Subscriber)
     }
 }
 
-/// Keeps this node's retained messages in step with the bucket.
-pub(super) async fn watch_retained(inner: Arc<Inner>, store: kv::Store) {
+/// Follows a key-value bucket: every stored value first, then each change, handed to
+/// `apply`. After NATS comes back the watch starts again from the last revision seen (a
+/// stalled watch would otherwise wait for its heartbeat to time out).
+pub(super) async fn watch_bucket(
+    inner: Arc<Inner>,
+    store: kv::Store,
+    what: &'static str,
+    mut apply: impl FnMut(&Inner, kv::Entry),
+) {
     let mut from = 0u64;
-    loop {
+    let mut rejoined = inner.rejoined.subscribe();
+    'watch: loop {
         let watch = if from == 0 {
-            // every stored value first, then changes
             store.watch_with_history(">").await
         } else {
             store.watch_all_from_revision(from + 1).await
         };
         let mut watch = match watch {
-            Ok(w) => w,
+            Ok(w) => {
+                tracing::debug!(what, from, "cluster: watching a bucket");
+                w
+            }
             Err(e) => {
-                warn!(error = %e, "cluster: watching retained messages failed; retrying");
+                warn!(error = %e, what, "cluster: watching a bucket failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        while let Some(entry) = watch.next().await {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!(error = %e, "cluster: retained-message watch interrupted");
-                    break;
+        loop {
+            let entry = tokio::select! {
+                entry = watch.next() => entry,
+                _ = rejoined.changed() => {
+                    tracing::debug!(what, "cluster: NATS is back; watching the bucket again");
+                    continue 'watch;
                 }
             };
-            from = from.max(entry.revision);
-            if entry.operation != kv::Operation::Put {
-                continue;
-            }
-            match wire::decode_retained(&entry.value, inner.config.max_message) {
-                Ok(v) if v.node == inner.me => {}
-                Ok(v) => {
-                    // expired while in the bucket: nothing to keep (a live copy expires here)
-                    let Some((tenant, message)) = v.at(unix_now()) else {
-                        continue;
-                    };
-                    let tenant: Tenant = tenant.into();
-                    inner
-                        .router
-                        .lock()
-                        .store_retained(&tenant, &Arc::new(message), Instant::now());
+            match entry {
+                Some(Ok(entry)) => {
+                    from = from.max(entry.revision);
+                    apply(&inner, entry);
                 }
-                Err(e) => {
-                    inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    warn!(error = %e, key = %entry.key, "cluster: malformed retained message ignored");
+                Some(Err(e)) => {
+                    warn!(error = %e, what, "cluster: bucket watch interrupted");
+                    break;
                 }
+                None => break,
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Keeps this node's retained messages in step with the bucket.
+pub(super) fn retained_changed(inner: &Inner, entry: kv::Entry) {
+    if entry.operation != kv::Operation::Put {
+        return;
+    }
+    match wire::decode_retained(&entry.value, inner.config.max_message) {
+        Ok(v) if v.node == inner.me => {}
+        Ok(v) => {
+            // expired while in the bucket: nothing to keep (a live copy expires here)
+            let Some((tenant, message)) = v.at(unix_now()) else {
+                return;
+            };
+            let tenant: Tenant = tenant.into();
+            inner
+                .router
+                .lock()
+                .store_retained(&tenant, &Arc::new(message), Instant::now());
+        }
+        Err(e) => {
+            inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, key = %entry.key, "cluster: malformed retained message ignored");
+        }
     }
 }
 
