@@ -164,9 +164,14 @@ def await_route(sub, pub, topic):
         except Exception:
             return False
     assert eventually(probe, 20), f"no route to {topic}"
+    drain_probes(sub, 0.3)
+
+
+def drain_probes(sub, quiet):
+    """Takes the probes `sub` received until it has been quiet for `quiet` seconds."""
     while True:
         try:
-            m = sub.messages.get(timeout=0.3)
+            m = sub.messages.get(timeout=quiet)
         except Exception:
             return
         assert m.payload == b"__probe__", m.payload
@@ -482,12 +487,7 @@ def await_logged(control, pub, sub, topic):
         pub.publish(topic, b"__probe__", qos=1)
         return cluster_status(control)["logged"] > before
     assert eventually(logged, 20), f"{topic} is never logged"
-    while True:
-        try:
-            m = sub.messages.get(timeout=0.5)
-        except Exception:
-            return
-        assert m.payload == b"__probe__", m.payload
+    drain_probes(sub, 0.5)
 
 
 def received(sub, into, quiet=1.0):
