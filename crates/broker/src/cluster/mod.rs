@@ -370,12 +370,20 @@ impl Cluster {
     }
 
     /// Tells the others this node is leaving (its routes go at once, not after the timeout).
+    /// Bounded: with NATS unreachable the node stops anyway (the others forget it after the
+    /// peer timeout).
     pub async fn leave(&self) {
         let bye = Control::Bye {
             node: self.inner.me,
         };
-        self.inner.send_control(&bye).await;
-        let _ = self.inner.client.flush().await;
+        let said = tokio::time::timeout(Duration::from_secs(2), async {
+            self.inner.send_control(&bye).await;
+            let _ = self.inner.client.flush().await;
+        })
+        .await;
+        if said.is_err() {
+            warn!("cluster: NATS unreachable; leaving without saying goodbye");
+        }
     }
 }
 
