@@ -16,7 +16,7 @@
 //! the session's protocol state drops the copy and the reference dies.
 
 use super::index::SubKey;
-use super::{hand, ConnId, Routed, Router, Session, Tenant};
+use super::{hand, merge, ConnId, Routed, Router, Session, Target, Tenant};
 use cloudsignal_core::mqtt::{QoS, SubscriptionOptions};
 use cloudsignal_core::session::{Delivery, Message};
 use cloudsignal_core::topic::{SubscriptionFilter, TopicFilter};
@@ -212,7 +212,7 @@ impl Router {
         let Some(space) = self.spaces.get_mut(tenant) else {
             return Routed::default();
         };
-        let mut targets: BTreeMap<ConnId, (QoS, bool, Vec<u32>)> = BTreeMap::new();
+        let mut targets: BTreeMap<ConnId, Target> = BTreeMap::new();
         let sessions = &self.sessions;
         space
             .subs
@@ -222,7 +222,7 @@ impl Router {
                     .and_then(|s| s.durable.as_ref())
                     .is_some_and(|d| d.attached && !d.moved);
                 if attached {
-                    merge(&mut targets, conn, message, sub.opts, sub.id);
+                    merge(&mut targets, conn, message, sub);
                 }
             });
         let mut routed = Routed {
@@ -276,7 +276,7 @@ impl Router {
                                 .subs
                                 .for_each_plain_match(&message.topic, |conn, sub| {
                                     if conn == id {
-                                        merge(&mut one, id, message, sub.opts, sub.id);
+                                        merge(&mut one, id, message, sub);
                                     }
                                 });
                         }
@@ -416,27 +416,12 @@ impl Router {
     }
 }
 
-fn merge(
-    targets: &mut BTreeMap<ConnId, (QoS, bool, Vec<u32>)>,
-    conn: ConnId,
-    message: &Message,
-    opts: SubscriptionOptions,
-    id: Option<u32>,
-) {
-    let qos = message.qos.min(opts.qos);
-    let retain = opts.retain_as_published && message.retain;
-    let t = targets.entry(conn).or_insert((qos, retain, Vec::new()));
-    t.0 = t.0.max(qos);
-    t.1 |= retain;
-    t.2.extend(id);
-}
-
 /// A delivery of logged entry `seq` with its own copy of the message, tracked by `s`.
 fn logged_delivery(
     s: &mut Session,
     message: &Message,
     seq: u64,
-    (qos, retain, subscription_ids): (QoS, bool, Vec<u32>),
+    (qos, retain, subscription_ids): Target,
 ) -> Delivery {
     let copy = Arc::new(message.clone());
     if qos != QoS::AtMostOnce {

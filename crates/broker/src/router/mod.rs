@@ -504,6 +504,20 @@ impl Router {
     }
 }
 
+/// What one session gets of a message: the highest QoS of its matching subscriptions, the
+/// RETAIN flag as any of them sees it, and all their subscription ids [MQTT-3.3.4-2].
+type Target = (QoS, bool, Vec<u32>);
+
+/// Adds subscription `sub` of session `conn` matching `message` to `targets`.
+fn merge(targets: &mut BTreeMap<ConnId, Target>, conn: ConnId, message: &Message, sub: &Sub) {
+    let qos = message.qos.min(sub.opts.qos);
+    let retain = sub.opts.retain_as_published && message.retain;
+    let t = targets.entry(conn).or_insert((qos, retain, Vec::new()));
+    t.0 = t.0.max(qos);
+    t.1 |= retain;
+    t.2.extend(sub.id);
+}
+
 /// Gives `delivery` to session `s`: its live connection's mailbox, or its stored queue while the
 /// client is away (within `limits`: messages, bytes); counts what happened.
 fn hand(
@@ -616,20 +630,16 @@ impl Router {
         // one delivery per session: highest QoS, all subscription ids [MQTT-3.3.4-2]
         // one delivery per session: highest QoS, all subscription ids [MQTT-3.3.4-2]; and
         // whether only plain subscriptions reached it
-        let mut targets: BTreeMap<ConnId, (QoS, bool, Vec<u32>, bool)> = BTreeMap::new();
+        let mut targets: BTreeMap<ConnId, Target> = BTreeMap::new();
+        let mut grouped: BTreeSet<ConnId> = BTreeSet::new();
         let mut add = |conn: ConnId, sub: &Sub, plain: bool| {
             if sub.opts.no_local && conn == from {
                 return;
             }
-            let qos = message.qos.min(sub.opts.qos);
-            let retain = sub.opts.retain_as_published && message.retain;
-            let t = targets
-                .entry(conn)
-                .or_insert((qos, retain, Vec::new(), true));
-            t.0 = t.0.max(qos);
-            t.1 |= retain;
-            t.2.extend(sub.id);
-            t.3 &= plain;
+            merge(&mut targets, conn, &message, sub);
+            if !plain {
+                grouped.insert(conn);
+            }
         };
         let mut logged = false;
         match scope {
@@ -655,12 +665,12 @@ impl Router {
             }
         }
         let mut reached = 0;
-        for (conn, (qos, retain, subscription_ids, plain)) in targets {
+        for (conn, (qos, retain, subscription_ids)) in targets {
             let Some(s) = self.sessions.get_mut(&conn) else {
                 continue;
             };
             reached += 1;
-            if logged && plain && Self::takes_from_log(s) {
+            if logged && !grouped.contains(&conn) && Self::takes_from_log(s) {
                 // a persistent session takes a logged message from the log, in log order
                 continue;
             }
